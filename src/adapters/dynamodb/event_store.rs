@@ -1,0 +1,173 @@
+//! [`EventStore`] on the events table.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
+use tokio::task::JoinSet;
+
+use super::error::store_error;
+use super::items::{TIME_BUCKET_SHARDS, event_from_item, event_to_item, time_bucket};
+use super::{DynamoDbStore, TIME_INDEX, USER_INDEX};
+use crate::domain::{ConnectionId, EventEnvelope, EventId, TimeRange, Timestamp, UserId};
+use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError};
+
+fn string(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// Reads a query to the end or to `limit + 1` events, whichever comes first, and
+/// leaves out events past their retention that DynamoDB has not deleted yet.
+/// Returns the events and whether more remain.
+async fn collect(query: QueryFluentBuilder, limit: usize) -> Result<(Vec<EventEnvelope>, bool), StoreError> {
+    let now = Timestamp::now().epoch_seconds();
+    let mut events = Vec::new();
+    let mut start_key = None;
+    loop {
+        let wanted = (limit + 1 - events.len()).min(1_000) as i32;
+        let output = query
+            .clone()
+            .set_exclusive_start_key(start_key.take())
+            .limit(wanted)
+            .send()
+            .await
+            .map_err(|error| store_error("Query", error))?;
+        for item in output.items.unwrap_or_default() {
+            let event = event_from_item(item)?;
+            if event.expires_at.is_none_or(|expires_at| expires_at > now) {
+                events.push(event);
+            }
+        }
+        match output.last_evaluated_key {
+            Some(key) if events.len() <= limit => start_key = Some(key),
+            _ => break,
+        }
+    }
+    let more = events.len() > limit;
+    events.truncate(limit);
+    Ok((events, more))
+}
+
+fn page(events: Vec<EventEnvelope>, more: bool) -> Page<EventEnvelope> {
+    let next = if more { events.last().map(|event| event.event_id) } else { None };
+    Page { items: events, next }
+}
+
+impl DynamoDbStore {
+    fn query_id_range(
+        &self,
+        index: &str,
+        key_name: &str,
+        key: &str,
+        lowest: EventId,
+        highest: EventId,
+    ) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.tables.events)
+            .index_name(index)
+            .key_condition_expression("#key = :key AND eventId BETWEEN :lowest AND :highest")
+            .expression_attribute_names("#key", key_name)
+            .expression_attribute_values(":key", string(key))
+            .expression_attribute_values(":lowest", string(lowest.to_string()))
+            .expression_attribute_values(":highest", string(highest.to_string()))
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoDbStore {
+    #[tracing::instrument(skip(self, event), fields(connection_id = %event.connection_id, event_id = %event.event_id))]
+    async fn append(&self, event: &EventEnvelope) -> Result<AppendOutcome, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.events)
+            .set_item(Some(event_to_item(event)?))
+            .condition_expression("attribute_not_exists(eventId)")
+            .send()
+            .await;
+        match result.map_err(|error| store_error("PutItem", error)) {
+            Ok(_) => Ok(AppendOutcome::Appended),
+            Err(StoreError::Conflict(_)) => Ok(AppendOutcome::AlreadyExists),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn connection_history(
+        &self,
+        connection_id: &ConnectionId,
+        page_request: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.tables.events)
+            .expression_attribute_values(":connection", string(connection_id.as_str()));
+        query = match page_request.after {
+            Some(after) => query
+                .key_condition_expression("connectionId = :connection AND eventId > :after")
+                .expression_attribute_values(":after", string(after.to_string())),
+            None => query.key_condition_expression("connectionId = :connection"),
+        };
+        let (events, more) = collect(query, page_request.limit).await?;
+        Ok(page(events, more))
+    }
+
+    async fn user_history(
+        &self,
+        user_id: &UserId,
+        range: TimeRange,
+        page_request: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        let Some((lowest, highest)) = EventId::bounds(range, page_request.after) else {
+            return Ok(Page { items: Vec::new(), next: None });
+        };
+        let query = self.query_id_range(USER_INDEX, "userId", user_id.as_str(), lowest, highest);
+        let (events, more) = collect(query, page_request.limit).await?;
+        Ok(page(events, more))
+    }
+
+    /// Fans out over the time-bucket shards of each day in parallel and merges in
+    /// event id order, a day at a time, stopping once the page is full.
+    async fn window(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        page_request: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        let Some((lowest, highest)) = EventId::bounds(TimeRange::between(since, until), page_request.after) else {
+            return Ok(Page { items: Vec::new(), next: None });
+        };
+        let limit = page_request.limit;
+        let mut merged: Vec<EventEnvelope> = Vec::new();
+        let mut more = false;
+        let last_day = highest.timestamp().as_datetime().date_naive();
+        let mut day = lowest.timestamp().as_datetime().date_naive();
+        while day <= last_day {
+            let day_text = day.format("%Y-%m-%d").to_string();
+            let wanted = limit - merged.len();
+            let mut shards = JoinSet::new();
+            for shard in 0..TIME_BUCKET_SHARDS {
+                let bucket = time_bucket(&day_text, shard);
+                shards.spawn(collect(self.query_id_range(TIME_INDEX, "timeBucket", &bucket, lowest, highest), wanted));
+            }
+            let mut day_events = Vec::new();
+            while let Some(joined) = shards.join_next().await {
+                let (events, shard_has_more) =
+                    joined.map_err(|error| StoreError::Other(format!("window query task: {error}")))??;
+                day_events.extend(events);
+                more |= shard_has_more;
+            }
+            day_events.sort_by_key(|event| event.event_id);
+            merged.extend(day_events);
+            if merged.len() >= limit {
+                // Later days may hold more; an empty last page is the price of not asking.
+                more |= merged.len() > limit || day < last_day;
+                break;
+            }
+            let Some(next_day) = day.succ_opt() else { break };
+            day = next_day;
+        }
+        merged.truncate(limit);
+        Ok(page(merged, more))
+    }
+}

@@ -1,0 +1,79 @@
+//! The DynamoDB adapter: the event store and view store on two tables, and the
+//! migrations that create them. Only this module knows item attribute names and
+//! index names of DynamoDB.
+
+mod error;
+mod event_store;
+mod items;
+pub mod migrate;
+mod view_store;
+
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+
+pub use items::{LIVE_SHARDS, TIME_BUCKET_SHARDS};
+
+/// The events table's index for one user's history (`userId` + `eventId`).
+pub const USER_INDEX: &str = "userId-eventId-index";
+/// The events table's index for time windows (`timeBucket` + `eventId`).
+pub const TIME_INDEX: &str = "timeBucket-eventId-index";
+/// The connections table's index of a user's connections (`userId` + `createdAt`).
+pub const USER_CONNECTIONS_INDEX: &str = "userId-createdAt-index";
+/// The connections table's sparse index of live connections (`liveShard` + `liveUntil`).
+pub const LIVE_INDEX: &str = "liveShard-liveUntil-index";
+
+/// The names of the two tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    pub events: String,
+    pub connections: String,
+}
+
+impl TableNames {
+    pub const DEFAULT_EVENTS: &'static str = "wsledger-events";
+    pub const DEFAULT_CONNECTIONS: &'static str = "wsledger-connections";
+
+    /// From `EVENTS_TABLE_NAME` and `CONNECTIONS_TABLE_NAME`, with the defaults.
+    pub fn from_env() -> Self {
+        let read = |name: &str, default: &str| {
+            std::env::var(name).ok().filter(|value| !value.is_empty()).unwrap_or_else(|| default.to_owned())
+        };
+        Self {
+            events: read("EVENTS_TABLE_NAME", Self::DEFAULT_EVENTS),
+            connections: read("CONNECTIONS_TABLE_NAME", Self::DEFAULT_CONNECTIONS),
+        }
+    }
+}
+
+/// Builds a DynamoDB client from the standard AWS configuration (environment,
+/// profile, instance role). With `endpoint_url` (for example a DynamoDB Local), the
+/// region defaults to `us-east-1` when none is configured.
+pub async fn client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(endpoint_url) = endpoint_url {
+        loader = loader.endpoint_url(endpoint_url).region(RegionProviderChain::default_provider().or_else("us-east-1"));
+    }
+    aws_sdk_dynamodb::Client::new(&loader.load().await)
+}
+
+/// Both stores on one client: [`crate::ports::EventStore`] on the events table and
+/// [`crate::ports::ViewStore`] on the connections table.
+#[derive(Debug, Clone)]
+pub struct DynamoDbStore {
+    client: aws_sdk_dynamodb::Client,
+    tables: TableNames,
+}
+
+impl DynamoDbStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, tables: TableNames) -> Self {
+        Self { client, tables }
+    }
+
+    pub fn tables(&self) -> &TableNames {
+        &self.tables
+    }
+
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+}

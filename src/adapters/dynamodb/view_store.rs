@@ -1,0 +1,146 @@
+//! [`ViewStore`] on the connections table.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+use super::error::store_error;
+use super::items::{Item, LIVE_SHARDS, view_from_item, view_to_item};
+use super::{DynamoDbStore, LIVE_INDEX, USER_CONNECTIONS_INDEX};
+use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, Timestamp, UserId};
+use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+
+/// The cursor of a view listing: the shard of the live index it is in (0 for the
+/// user index) and DynamoDB's `LastEvaluatedKey`, whose attributes are all strings.
+#[derive(Debug, Serialize, Deserialize)]
+struct CursorState {
+    shard: u64,
+    key: HashMap<String, String>,
+}
+
+fn encode_cursor(shard: u64, key: Item) -> ViewCursor {
+    let key = key.into_iter().filter_map(|(name, value)| value.as_s().ok().map(|text| (name, text.clone()))).collect();
+    ViewCursor(serde_json::to_string(&CursorState { shard, key }).unwrap_or_default())
+}
+
+/// The shard and the key to start after; no key means "from the shard's start".
+fn decode_cursor(cursor: &ViewCursor) -> Result<(u64, Option<Item>), StoreError> {
+    let state: CursorState = serde_json::from_str(&cursor.0)
+        .map_err(|error| StoreError::Other(format!("invalid view cursor {:?}: {error}", cursor.0)))?;
+    let key: Item = state.key.into_iter().map(|(name, text)| (name, AttributeValue::S(text))).collect();
+    Ok((state.shard, (!key.is_empty()).then_some(key)))
+}
+
+#[async_trait]
+impl ViewStore for DynamoDbStore {
+    async fn get(&self, connection_id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", AttributeValue::S(connection_id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| store_error("GetItem", error))?;
+        output.item.map(view_from_item).transpose()
+    }
+
+    #[tracing::instrument(skip(self, view), fields(connection_id = %view.connection_id))]
+    async fn put(&self, view: &ConnectionInfo, expected_version: Option<u64>) -> Result<u64, StoreError> {
+        let version = expected_version.map_or(1, |version| version + 1);
+        let request =
+            self.client.put_item().table_name(&self.tables.connections).set_item(Some(view_to_item(view, version)?));
+        let request = match expected_version {
+            None => request.condition_expression("attribute_not_exists(connectionId)"),
+            Some(expected) => request
+                .condition_expression("version = :expected")
+                .expression_attribute_values(":expected", AttributeValue::N(expected.to_string())),
+        };
+        request.send().await.map_err(|error| store_error("PutItem", error))?;
+        Ok(version)
+    }
+
+    async fn list_by_user(
+        &self,
+        user_id: &UserId,
+        status: Option<ConnectionStatus>,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.tables.connections)
+            .index_name(USER_CONNECTIONS_INDEX)
+            .key_condition_expression("userId = :user")
+            .expression_attribute_values(":user", AttributeValue::S(user_id.to_string()))
+            .scan_index_forward(false);
+        if let Some(status) = status {
+            query = query
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", AttributeValue::S(status.as_str().to_owned()));
+        }
+        let mut start_key = page.after.as_ref().map(decode_cursor).transpose()?.and_then(|(_, key)| key);
+        let mut views = Vec::new();
+        loop {
+            let output = query
+                .clone()
+                .set_exclusive_start_key(start_key.take())
+                .limit((page.limit - views.len()).min(1_000) as i32)
+                .send()
+                .await
+                .map_err(|error| store_error("Query", error))?;
+            for item in output.items.unwrap_or_default() {
+                views.push(view_from_item(item)?.view);
+            }
+            match output.last_evaluated_key {
+                Some(key) if views.len() < page.limit => start_key = Some(key),
+                Some(key) => return Ok(Page { items: views, next: Some(encode_cursor(0, key)) }),
+                None => return Ok(Page { items: views, next: None }),
+            }
+        }
+    }
+
+    async fn list_live_until_before(
+        &self,
+        deadline: Timestamp,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        let (mut shard, mut start_key) = match &page.after {
+            Some(cursor) => decode_cursor(cursor)?,
+            None => (0, None),
+        };
+        let mut views = Vec::new();
+        while shard < LIVE_SHARDS {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.tables.connections)
+                .index_name(LIVE_INDEX)
+                .key_condition_expression("liveShard = :shard AND liveUntil < :deadline")
+                .expression_attribute_values(":shard", AttributeValue::S(shard.to_string()))
+                .expression_attribute_values(":deadline", AttributeValue::S(deadline.to_rfc3339()))
+                .set_exclusive_start_key(start_key.take())
+                .limit((page.limit - views.len()).min(1_000) as i32)
+                .send()
+                .await
+                .map_err(|error| store_error("Query", error))?;
+            for item in output.items.unwrap_or_default() {
+                views.push(view_from_item(item)?.view);
+            }
+            match output.last_evaluated_key {
+                Some(key) if views.len() < page.limit => start_key = Some(key),
+                Some(key) => return Ok(Page { items: views, next: Some(encode_cursor(shard, key)) }),
+                None if views.len() < page.limit => shard += 1,
+                None => {
+                    let next = (shard + 1 < LIVE_SHARDS).then(|| encode_cursor(shard + 1, Item::new()));
+                    return Ok(Page { items: views, next });
+                }
+            }
+        }
+        Ok(Page { items: views, next: None })
+    }
+}

@@ -1,0 +1,4 @@
+//! Adapters: implementations of the ports. Only adapters know item attribute names,
+//! SDK types and wire formats.
+
+pub mod dynamodb;

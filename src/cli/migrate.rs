@@ -1,0 +1,28 @@
+use anyhow::Context;
+use clap::Args;
+
+use crate::adapters::dynamodb::{self, TableNames, migrate::migrate};
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The DynamoDB endpoint, for example http://127.0.0.1:8000 for DynamoDB Local
+    /// (default: AWS_ENDPOINT_URL_DYNAMODB, else AWS).
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+}
+
+pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+    let tables = TableNames::from_env();
+    let client = dynamodb::client(args.endpoint_url.as_deref()).await;
+    let endpoint = args.endpoint_url.as_deref().unwrap_or("the configured AWS endpoint");
+    let reports = migrate(&client, &tables).await.with_context(|| format!("migrating DynamoDB at {endpoint}"))?;
+    for report in reports {
+        if report.changes.is_empty() {
+            println!("{}: up to date, no changes", report.table);
+        }
+        for change in report.changes {
+            println!("{}: {change}", report.table);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! The current view of a connection, folded from its events.
+//!
+//! The fold is convergent: the view is a function of the *set* of events, not of
+//! their order or of how often each was seen. Every field is chosen by a rule that
+//! is commutative, associative and idempotent (the earliest or latest of something,
+//! ties broken by event id), so out-of-order and repeated stream records fold to the
+//! same view as the ordered history. The `*_event_id` fields remember which event
+//! each choice came from, which is what makes the rules order-free.
+
+use chrono::TimeDelta;
+
+use super::event::{ConnectionEvent, DisconnectReason, EventEnvelope};
+use super::ids::{ConnectionId, EventId, UserId};
+use super::time::Timestamp;
+
+/// API Gateway closes a connection that has been idle this long.
+pub const IDLE_TIMEOUT: TimeDelta = TimeDelta::minutes(10);
+/// API Gateway closes every connection after this long.
+pub const MAX_CONNECTION_DURATION: TimeDelta = TimeDelta::hours(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConnectionStatus {
+    Connected,
+    Disconnected,
+}
+
+impl ConnectionStatus {
+    /// The seed's spelling: `CONNECTED` or `DISCONNECTED`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectionStatus::Connected => "CONNECTED",
+            ConnectionStatus::Disconnected => "DISCONNECTED",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "CONNECTED" => Some(ConnectionStatus::Connected),
+            "DISCONNECTED" => Some(ConnectionStatus::Disconnected),
+            _ => None,
+        }
+    }
+}
+
+/// The seed's `ConnectionInfo`, plus what the projection needs to stay convergent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub connection_id: ConnectionId,
+    /// From the connection's earliest event (all events of a connection carry the same user).
+    pub user_id: UserId,
+    /// The application session of the latest event that named one.
+    pub session_id: Option<String>,
+    /// `Disconnected` is terminal: once seen, the status never returns to `Connected`.
+    pub status: ConnectionStatus,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    /// When API Gateway opened the connection.
+    pub created_at: Timestamp,
+    /// The latest event time.
+    pub last_activity: Timestamp,
+    pub disconnected_at: Option<Timestamp>,
+    pub disconnect_reason: Option<DisconnectReason>,
+    pub disconnect_status_code: Option<u16>,
+    pub disconnect_detail: Option<String>,
+    /// The voice session in progress, if any (never while disconnected).
+    pub voice_session_id: Option<String>,
+    pub audio_format: Option<String>,
+    /// The latest event folded in.
+    pub last_event_id: EventId,
+    /// Where `user_id` came from: the smallest event id seen.
+    pub first_event_id: EventId,
+    /// Where `ip_address` and `user_agent` came from: the earliest `Connected`.
+    pub connected_event_id: Option<EventId>,
+    /// Where the disconnect fields came from: the earliest `Disconnected`.
+    pub disconnected_event_id: Option<EventId>,
+    /// Where `session_id` came from: the latest event that named a session.
+    pub session_event_id: Option<EventId>,
+    /// Where the voice fields came from: the latest voice event.
+    pub voice_event_id: Option<EventId>,
+}
+
+impl ConnectionInfo {
+    /// The view of a connection that has seen only `event`.
+    pub fn from_event(event: &EventEnvelope) -> Self {
+        let mut connection_info = Self {
+            connection_id: event.connection_id.clone(),
+            user_id: event.user_id.clone(),
+            session_id: None,
+            status: ConnectionStatus::Connected,
+            ip_address: None,
+            user_agent: None,
+            created_at: event.connected_at,
+            last_activity: event.at,
+            disconnected_at: None,
+            disconnect_reason: None,
+            disconnect_status_code: None,
+            disconnect_detail: None,
+            voice_session_id: None,
+            audio_format: None,
+            last_event_id: event.event_id,
+            first_event_id: event.event_id,
+            connected_event_id: None,
+            disconnected_event_id: None,
+            session_event_id: None,
+            voice_event_id: None,
+        };
+        connection_info.apply(event);
+        connection_info
+    }
+
+    /// Folds `events` (in any order, with any repetition) into a view; `None` when
+    /// there are none. Events of other connections than the first are ignored.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a EventEnvelope>) -> Option<Self> {
+        let mut events = events.into_iter();
+        let mut connection_info = Self::from_event(events.next()?);
+        for event in events {
+            connection_info.apply(event);
+        }
+        Some(connection_info)
+    }
+
+    /// Folds one more event in. Cannot fail and never makes the view older: a late
+    /// or repeated event can only fill in what the view did not know yet.
+    pub fn apply(&mut self, envelope: &EventEnvelope) {
+        if envelope.connection_id != self.connection_id {
+            return;
+        }
+        let event_id = envelope.event_id;
+
+        if event_id < self.first_event_id {
+            self.first_event_id = event_id;
+            self.user_id = envelope.user_id.clone();
+        }
+        self.created_at = self.created_at.min(envelope.connected_at);
+        self.last_activity = self.last_activity.max(envelope.at);
+        self.last_event_id = self.last_event_id.max(event_id);
+
+        if let Some(session_id) = envelope.event.session_id()
+            && self.session_event_id.is_none_or(|seen| event_id > seen)
+        {
+            self.session_event_id = Some(event_id);
+            self.session_id = Some(session_id.to_owned());
+        }
+
+        match &envelope.event {
+            ConnectionEvent::Connected { ip_address, user_agent } => {
+                if self.connected_event_id.is_none_or(|seen| event_id < seen) {
+                    self.connected_event_id = Some(event_id);
+                    self.ip_address = ip_address.clone();
+                    self.user_agent = user_agent.clone();
+                }
+            }
+            ConnectionEvent::Activity { .. } => {}
+            ConnectionEvent::VoiceStarted { session_id, audio_format } => {
+                if self.voice_event_id.is_none_or(|seen| event_id > seen) {
+                    self.voice_event_id = Some(event_id);
+                    if self.status == ConnectionStatus::Connected {
+                        self.voice_session_id = Some(session_id.clone());
+                        self.audio_format = Some(audio_format.clone());
+                    }
+                }
+            }
+            ConnectionEvent::VoiceEnded { .. } => {
+                if self.voice_event_id.is_none_or(|seen| event_id > seen) {
+                    self.voice_event_id = Some(event_id);
+                    self.voice_session_id = None;
+                    self.audio_format = None;
+                }
+            }
+            ConnectionEvent::Disconnected { reason, status_code, detail } => {
+                if self.disconnected_event_id.is_none_or(|seen| event_id < seen) {
+                    self.disconnected_event_id = Some(event_id);
+                    self.status = ConnectionStatus::Disconnected;
+                    self.disconnected_at = Some(envelope.at);
+                    self.disconnect_reason = Some(reason.clone());
+                    self.disconnect_status_code = *status_code;
+                    self.disconnect_detail = detail.clone();
+                    self.voice_session_id = None;
+                    self.audio_format = None;
+                }
+            }
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.status == ConnectionStatus::Connected
+    }
+
+    /// The latest time at which API Gateway can still hold this connection open: the
+    /// idle timeout after the last activity, or the maximum duration after creation,
+    /// whichever comes first. `None` once disconnected. Past it (plus a grace
+    /// period), a connection still marked connected is a ghost worth checking.
+    pub fn live_until(&self) -> Option<Timestamp> {
+        if !self.is_connected() {
+            return None;
+        }
+        let idle_deadline = self.last_activity.plus(IDLE_TIMEOUT);
+        let age_deadline = self.created_at.plus(MAX_CONNECTION_DURATION);
+        Some(idle_deadline.min(age_deadline))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! Given a history, when it is folded (in any order, with duplicates), then the view is ...
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::EventKind;
+
+const T0: i64 = 1_764_000_000_000;
+
+fn event(request: &str, offset_ms: i64, event: ConnectionEvent) -> EventEnvelope {
+    EventEnvelope::for_request(
+        ConnectionId::parse("conn-1").unwrap(),
+        UserId::parse("user-1").unwrap(),
+        request,
+        Timestamp::from_epoch_millis(T0 + offset_ms),
+        Timestamp::from_epoch_millis(T0),
+        event,
+    )
+}
+
+fn connected() -> ConnectionEvent {
+    ConnectionEvent::Connected { ip_address: Some("203.0.113.7".into()), user_agent: Some("curl/8".into()) }
+}
+
+fn disconnected(reason: DisconnectReason) -> ConnectionEvent {
+    ConnectionEvent::Disconnected { reason, status_code: Some(1000), detail: None }
+}
+
+fn given(events: &[EventEnvelope]) -> ConnectionInfo {
+    ConnectionInfo::fold(events).expect("a history with events folds to a view")
+}
+
+#[test]
+fn a_connected_event_makes_a_connected_view_with_the_seed_fields() {
+    let view = given(&[event("r1", 0, connected())]);
+    assert_eq!(view.status, ConnectionStatus::Connected);
+    assert_eq!(view.user_id.as_str(), "user-1");
+    assert_eq!(view.ip_address.as_deref(), Some("203.0.113.7"));
+    assert_eq!(view.user_agent.as_deref(), Some("curl/8"));
+    assert_eq!(view.created_at, Timestamp::from_epoch_millis(T0));
+    assert_eq!(view.last_activity, Timestamp::from_epoch_millis(T0));
+    assert_eq!(view.disconnected_at, None);
+    assert_eq!(view.live_until(), Some(Timestamp::from_epoch_millis(T0).plus(IDLE_TIMEOUT)));
+}
+
+#[test]
+fn a_voice_session_is_active_between_start_and_end() {
+    let start = event(
+        "r2",
+        1_000,
+        ConnectionEvent::VoiceStarted { session_id: "voice-session-123".into(), audio_format: "webm".into() },
+    );
+    let view = given(&[event("r1", 0, connected()), start.clone()]);
+    assert_eq!(view.voice_session_id.as_deref(), Some("voice-session-123"));
+    assert_eq!(view.audio_format.as_deref(), Some("webm"));
+    assert_eq!(view.session_id.as_deref(), Some("voice-session-123"));
+
+    let end = event("r3", 2_000, ConnectionEvent::VoiceEnded { session_id: "voice-session-123".into() });
+    let view = given(&[event("r1", 0, connected()), start, end]);
+    assert_eq!(view.voice_session_id, None);
+    assert_eq!(view.session_id.as_deref(), Some("voice-session-123"));
+}
+
+#[test]
+fn a_late_connected_after_disconnected_changes_only_what_was_unknown() {
+    let disconnect = event("r9", 5_000, disconnected(DisconnectReason::Client));
+    let late_connect = event("r1", 0, connected());
+    let view = given(&[disconnect, late_connect]);
+    assert_eq!(view.status, ConnectionStatus::Disconnected);
+    assert_eq!(view.disconnected_at, Some(Timestamp::from_epoch_millis(T0 + 5_000)));
+    assert_eq!(view.last_activity, Timestamp::from_epoch_millis(T0 + 5_000));
+    assert_eq!(view.ip_address.as_deref(), Some("203.0.113.7"));
+    assert_eq!(view.live_until(), None);
+}
+
+#[test]
+fn the_first_disconnect_wins() {
+    let client = event("r2", 1_000, disconnected(DisconnectReason::Client));
+    let gone = event("r3", 9_000, disconnected(DisconnectReason::Gone));
+    let view = given(&[gone, client]);
+    assert_eq!(view.disconnect_reason, Some(DisconnectReason::Client));
+    assert_eq!(view.disconnected_at, Some(Timestamp::from_epoch_millis(T0 + 1_000)));
+    assert_eq!(view.last_activity, Timestamp::from_epoch_millis(T0 + 9_000));
+}
+
+#[test]
+fn events_of_another_connection_are_ignored() {
+    let mut other = event("r2", 1_000, disconnected(DisconnectReason::Client));
+    other.connection_id = ConnectionId::parse("conn-2").unwrap();
+    let view = given(&[event("r1", 0, connected()), other]);
+    assert_eq!(view.status, ConnectionStatus::Connected);
+}
+
+#[test]
+fn live_until_is_capped_by_the_maximum_duration() {
+    let late_activity = event("r2", 115 * 60_000, ConnectionEvent::Activity { session_id: None, message_count: 3 });
+    let view = given(&[event("r1", 0, connected()), late_activity]);
+    assert_eq!(view.live_until(), Some(Timestamp::from_epoch_millis(T0).plus(MAX_CONNECTION_DURATION)));
+}
+
+// Property tests: random histories of one connection.
+
+fn arbitrary_event() -> impl Strategy<Value = ConnectionEvent> {
+    let session = prop::sample::select(vec!["s1", "s2", "s3"]).prop_map(String::from);
+    prop_oneof![
+        (prop::option::of(prop::sample::select(vec!["198.51.100.1", "198.51.100.2"])), any::<bool>()).prop_map(
+            |(ip, has_agent)| ConnectionEvent::Connected {
+                ip_address: ip.map(String::from),
+                user_agent: has_agent.then(|| "agent".to_owned()),
+            }
+        ),
+        (prop::option::of(session.clone()), 0u64..100)
+            .prop_map(|(session_id, message_count)| ConnectionEvent::Activity { session_id, message_count }),
+        (session.clone(), prop::sample::select(vec!["webm", "pcm"]))
+            .prop_map(|(session_id, format)| ConnectionEvent::VoiceStarted { session_id, audio_format: format.into() }),
+        session.prop_map(|session_id| ConnectionEvent::VoiceEnded { session_id }),
+        (prop::sample::select(vec!["client", "gone", "idle", "kicked", "other"]), prop::option::of(1000u16..1012))
+            .prop_map(|(reason, status_code)| ConnectionEvent::Disconnected {
+                reason: DisconnectReason::parse(reason),
+                status_code,
+                detail: None,
+            }),
+    ]
+}
+
+/// A history in event-id order: 1 to 24 distinct events with times that may
+/// collide, from possibly different users (which real traffic never has, but the
+/// fold must still converge on it).
+fn arbitrary_history() -> impl Strategy<Value = Vec<EventEnvelope>> {
+    prop::collection::vec((arbitrary_event(), 0i64..10_000, prop::sample::select(vec!["u1", "u2"]), 0i64..3), 1..24)
+        .prop_map(|specs| {
+            let mut history: Vec<EventEnvelope> = specs
+                .into_iter()
+                .enumerate()
+                .map(|(index, (payload, offset, user, connected_offset))| EventEnvelope {
+                    user_id: UserId::parse(user).unwrap(),
+                    connected_at: Timestamp::from_epoch_millis(T0 - connected_offset),
+                    ..event(&format!("req-{index}"), offset, payload)
+                })
+                .collect();
+            history.sort_by_key(|envelope| envelope.event_id);
+            history.dedup_by_key(|envelope| envelope.event_id);
+            history
+        })
+}
+
+/// The same history, shuffled, with some events delivered again.
+fn redelivered(history: Vec<EventEnvelope>) -> impl Strategy<Value = (Vec<EventEnvelope>, Vec<EventEnvelope>)> {
+    let len = history.len();
+    (Just(history.clone()), prop::collection::vec(0..len, 0..len * 2)).prop_flat_map(|(history, repeats)| {
+        let mut delivered = history.clone();
+        delivered.extend(repeats.into_iter().map(|index| history[index].clone()));
+        (Just(history), Just(delivered).prop_shuffle())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    #[test]
+    fn any_order_with_duplicates_folds_to_the_in_order_view(
+        (history, delivered) in arbitrary_history().prop_flat_map(redelivered)
+    ) {
+        let in_order = ConnectionInfo::fold(&history);
+        let shuffled = ConnectionInfo::fold(&delivered);
+        prop_assert_eq!(shuffled, in_order);
+    }
+
+    #[test]
+    fn disconnected_is_terminal((history, delivered) in arbitrary_history().prop_flat_map(redelivered)) {
+        let mut view = ConnectionInfo::from_event(&delivered[0]);
+        let mut seen_disconnect = false;
+        for envelope in &delivered[1..] {
+            seen_disconnect |= view.status == ConnectionStatus::Disconnected;
+            view.apply(envelope);
+            if seen_disconnect {
+                prop_assert_eq!(view.status, ConnectionStatus::Disconnected);
+            }
+        }
+        let has_disconnect = history.iter().any(|envelope| envelope.kind() == EventKind::Disconnected);
+        prop_assert_eq!(view.status == ConnectionStatus::Disconnected, has_disconnect);
+        if has_disconnect {
+            prop_assert_eq!(view.voice_session_id, None);
+        }
+    }
+
+    #[test]
+    fn last_activity_is_the_latest_event_time((history, delivered) in arbitrary_history().prop_flat_map(redelivered)) {
+        let view = given(&delivered);
+        let latest = history.iter().map(|envelope| envelope.at).max().unwrap();
+        prop_assert_eq!(view.last_activity, latest);
+        prop_assert_eq!(view.last_event_id, history.last().unwrap().event_id);
+    }
+
+    #[test]
+    fn a_late_or_repeated_event_never_makes_the_view_older(
+        (_history, delivered) in arbitrary_history().prop_flat_map(redelivered)
+    ) {
+        let mut view = ConnectionInfo::from_event(&delivered[0]);
+        for envelope in &delivered[1..] {
+            let before = view.clone();
+            view.apply(envelope);
+            prop_assert!(view.last_activity >= before.last_activity);
+            prop_assert!(view.last_event_id >= before.last_event_id);
+            prop_assert!(view.status >= before.status);
+            prop_assert!(view.created_at <= before.created_at);
+            prop_assert!(view.first_event_id <= before.first_event_id);
+            if before.disconnected_at.is_some() {
+                prop_assert!(view.disconnected_at <= before.disconnected_at);
+            }
+            // Applying the same event again is a no-op.
+            let once = view.clone();
+            view.apply(envelope);
+            prop_assert_eq!(&view, &once);
+        }
+    }
+}

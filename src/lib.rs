@@ -1,0 +1,12 @@
+//! wsledger: an event-sourced connection ledger for API Gateway WebSocket APIs.
+//!
+//! See ARCHITECTURE.md for the map. In short: [`domain`] is pure (events, the fold),
+//! [`ports`] are the traits the application needs, [`adapters`] implement them, and
+//! the binaries under `src/bin` are thin entry points.
+
+pub mod adapters;
+pub mod cli;
+pub mod domain;
+pub mod migrations;
+pub mod ports;
+pub mod projection;

@@ -1,0 +1,149 @@
+//! Ports: what the application needs from storage, as small traits.
+//!
+//! Adapters implement them (`adapters::dynamodb`, and the embedded store). Every
+//! implementation passes the same contract suite (`tests/it/contract.rs`). No
+//! item attribute names or SDK types appear here.
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
+};
+
+/// What an append did. A duplicate append is a success: the ledger already holds
+/// that event (a retried request), and nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Appended,
+    AlreadyExists,
+}
+
+/// A failure of a store, by meaning rather than by SDK type.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost to a concurrent writer (optimistic lock).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store asked us to slow down; retrying later will work.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// A table or index does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store could not be reached or failed on its side.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something that is not a valid item of ours.
+    #[error("corrupt item: {0}")]
+    Corrupt(String),
+    /// Anything else (a rejected request, bad credentials, ...).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Conflict(_) | StoreError::Throttled(_) | StoreError::Unavailable(_))
+    }
+}
+
+/// Which page of a result to read: at most `limit` items after `after`.
+///
+/// Every history is in event id order, so the cursor is simply the last event id
+/// the caller has seen: stable across processes and store types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest<C = EventId> {
+    pub limit: usize,
+    pub after: Option<C>,
+}
+
+impl<C> PageRequest<C> {
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    pub fn first(limit: usize) -> Self {
+        Self { limit: limit.max(1), after: None }
+    }
+}
+
+impl<C> Default for PageRequest<C> {
+    fn default() -> Self {
+        Self::first(Self::DEFAULT_LIMIT)
+    }
+}
+
+/// One page of results; `next` is the cursor of the following page, `None` at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C = EventId> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+/// The append-only ledger.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends one event unless an event with the same connection and event id exists.
+    async fn append(&self, event: &EventEnvelope) -> Result<AppendOutcome, StoreError>;
+
+    /// The history of one connection, in event id order.
+    async fn connection_history(
+        &self,
+        connection_id: &ConnectionId,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError>;
+
+    /// The history of one user over a time range (of event times), in event id order.
+    async fn user_history(
+        &self,
+        user_id: &UserId,
+        range: TimeRange,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError>;
+
+    /// Every event in a time window, across all users, in event id order.
+    async fn window(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError>;
+}
+
+/// A stored view and its version, for optimistic concurrency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedView {
+    pub view: ConnectionInfo,
+    /// Incremented by every write; a write names the version it read.
+    pub version: u64,
+}
+
+/// Where a listing of views goes on: opaque, only the store that made it reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewCursor(pub String);
+
+/// The projection's current views.
+#[async_trait]
+pub trait ViewStore: Send + Sync {
+    async fn get(&self, connection_id: &ConnectionId) -> Result<Option<VersionedView>, StoreError>;
+
+    /// Writes `view` if the stored version is still `expected_version` (`None`: no view
+    /// stored yet) and returns the new version. Fails with [`StoreError::Conflict`]
+    /// when another writer got there first, so no write is ever lost.
+    async fn put(&self, view: &ConnectionInfo, expected_version: Option<u64>) -> Result<u64, StoreError>;
+
+    /// A user's connections, newest first, optionally only those with `status`.
+    async fn list_by_user(
+        &self,
+        user_id: &UserId,
+        status: Option<ConnectionStatus>,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError>;
+
+    /// Connected views whose `live_until` is before `deadline`, in no particular
+    /// order: the suspects for the stale-connection sweep. Only live connections are read.
+    async fn list_live_until_before(
+        &self,
+        deadline: Timestamp,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError>;
+}
