@@ -5,6 +5,7 @@
 mod error;
 mod event_store;
 mod items;
+mod metrics;
 pub mod migrate;
 mod view_store;
 
@@ -12,6 +13,7 @@ use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
 
 pub use items::{LIVE_SHARDS, TIME_BUCKET_SHARDS};
+pub use metrics::RequestCounter;
 
 /// The events table's index for one user's history (`userId` + `eventId`).
 pub const USER_INDEX: &str = "userId-eventId-index";

