@@ -1,4 +1,4 @@
-//! Ports: what the application needs from storage, as small traits.
+//! Ports: what the application needs from the outside world, as small traits.
 //!
 //! Adapters implement them (`adapters::dynamodb`, and the embedded store). Every
 //! implementation passes the same contract suite (`tests/it/contract.rs`). No
@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 
+use crate::domain::protocol::ServerMessage;
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
@@ -146,4 +147,75 @@ pub trait ViewStore: Send + Sync {
         deadline: Timestamp,
         page: PageRequest<ViewCursor>,
     ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError>;
+}
+
+/// A failure of a port outside the ledger (voice pipeline, text responder).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PortError(pub String);
+
+/// Where audio goes beyond the ledger (a speech pipeline). Each call may return a
+/// frame to send back to the client.
+#[async_trait]
+pub trait VoicePipeline: Send + Sync {
+    async fn start(
+        &self,
+        connection_id: &ConnectionId,
+        session_id: &str,
+        audio_format: &str,
+    ) -> Result<Option<ServerMessage>, PortError>;
+
+    async fn audio(
+        &self,
+        connection_id: &ConnectionId,
+        session_id: &str,
+        audio: &[u8],
+    ) -> Result<Option<ServerMessage>, PortError>;
+
+    async fn end(&self, connection_id: &ConnectionId, session_id: &str) -> Result<Option<ServerMessage>, PortError>;
+}
+
+/// Where text goes beyond the ledger (an AI model). May return a frame for the client.
+#[async_trait]
+pub trait TextResponder: Send + Sync {
+    async fn respond(
+        &self,
+        connection_id: &ConnectionId,
+        session_id: &str,
+        content: &str,
+    ) -> Result<Option<ServerMessage>, PortError>;
+}
+
+/// What API Gateway knows of a live connection (`GET @connections/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayConnection {
+    pub connected_at: Option<Timestamp>,
+    pub last_active_at: Option<Timestamp>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A failure of the connection gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// 410 `GoneException`: the connection no longer exists.
+    #[error("the connection is gone")]
+    Gone,
+    /// 429 or a throttling error: retry later.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// 413 `PayloadTooLargeException`.
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
+    /// 403 or any other failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// API Gateway's Management API (`@connections`): post to, inspect and close connections.
+#[async_trait]
+pub trait ConnectionGateway: Send + Sync {
+    async fn post(&self, connection_id: &ConnectionId, data: &[u8]) -> Result<(), GatewayError>;
+    async fn get(&self, connection_id: &ConnectionId) -> Result<GatewayConnection, GatewayError>;
+    async fn delete(&self, connection_id: &ConnectionId) -> Result<(), GatewayError>;
 }

@@ -2,3 +2,4 @@
 //! SDK types and wire formats.
 
 pub mod dynamodb;
+pub mod memory;

@@ -6,6 +6,7 @@
 
 mod event;
 mod ids;
+pub mod protocol;
 mod time;
 mod view;
 

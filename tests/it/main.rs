@@ -3,4 +3,5 @@
 mod contract;
 mod dynamodb;
 mod dynamodb_local;
+mod memory;
 mod migrate_cli;

@@ -1,0 +1,167 @@
+//! An in-memory event store and view store: for tests and for embedding wsledger's
+//! logic where durability does not matter. Passes the same contract suite as the
+//! durable stores.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
+};
+use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    events: Mutex<BTreeMap<(EventId, ConnectionId), EventEnvelope>>,
+    views: Mutex<HashMap<ConnectionId, VersionedView>>,
+    appends: AtomicU64,
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Other("the in-memory store's lock is poisoned".into())
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many appends were attempted (duplicates included): writes a durable store would bill.
+    pub fn append_requests(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
+    }
+
+    /// Every stored event, in event id order.
+    pub fn all_events(&self) -> Vec<EventEnvelope> {
+        self.events.lock().map(|events| events.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn select(
+        &self,
+        page: PageRequest,
+        range: TimeRange,
+        keep: impl Fn(&EventEnvelope) -> bool,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        let Some((lowest, highest)) = EventId::bounds(range, page.after) else {
+            return Ok(Page { items: Vec::new(), next: None });
+        };
+        let now = Timestamp::now().epoch_seconds();
+        let events = self.events.lock().map_err(poisoned)?;
+        let mut selected: Vec<EventEnvelope> = events
+            .values()
+            .filter(|event| event.event_id >= lowest && event.event_id <= highest)
+            .filter(|event| event.expires_at.is_none_or(|expires_at| expires_at > now))
+            .filter(|event| keep(event))
+            .take(page.limit + 1)
+            .cloned()
+            .collect();
+        let more = selected.len() > page.limit;
+        selected.truncate(page.limit);
+        let next = if more { selected.last().map(|event| event.event_id) } else { None };
+        Ok(Page { items: selected, next })
+    }
+
+    fn list_views(
+        &self,
+        page: PageRequest<ViewCursor>,
+        keep: impl Fn(&ConnectionInfo) -> bool,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        let views = self.views.lock().map_err(poisoned)?;
+        let mut selected: Vec<&ConnectionInfo> =
+            views.values().map(|stored| &stored.view).filter(|view| keep(view)).collect();
+        selected.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.connection_id.cmp(&b.connection_id)));
+        let offset = match &page.after {
+            Some(cursor) => cursor
+                .0
+                .parse::<usize>()
+                .map_err(|_| StoreError::Other(format!("invalid view cursor {:?}", cursor.0)))?,
+            None => 0,
+        };
+        let items: Vec<ConnectionInfo> =
+            selected.iter().skip(offset).take(page.limit).map(|view| (*view).clone()).collect();
+        let end = offset + items.len();
+        let next = (end < selected.len()).then(|| ViewCursor(end.to_string()));
+        Ok(Page { items, next })
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, event: &EventEnvelope) -> Result<AppendOutcome, StoreError> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        let mut events = self.events.lock().map_err(poisoned)?;
+        let key = (event.event_id, event.connection_id.clone());
+        if events.contains_key(&key) {
+            return Ok(AppendOutcome::AlreadyExists);
+        }
+        events.insert(key, event.clone());
+        Ok(AppendOutcome::Appended)
+    }
+
+    async fn connection_history(
+        &self,
+        connection_id: &ConnectionId,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        self.select(page, TimeRange::ALL, |event| event.connection_id == *connection_id)
+    }
+
+    async fn user_history(
+        &self,
+        user_id: &UserId,
+        range: TimeRange,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        self.select(page, range, |event| event.user_id == *user_id)
+    }
+
+    async fn window(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        self.select(page, TimeRange::between(since, until), |_| true)
+    }
+}
+
+#[async_trait]
+impl ViewStore for MemoryStore {
+    async fn get(&self, connection_id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
+        Ok(self.views.lock().map_err(poisoned)?.get(connection_id).cloned())
+    }
+
+    async fn put(&self, view: &ConnectionInfo, expected_version: Option<u64>) -> Result<u64, StoreError> {
+        let mut views = self.views.lock().map_err(poisoned)?;
+        let stored_version = views.get(&view.connection_id).map(|stored| stored.version);
+        if stored_version != expected_version {
+            return Err(StoreError::Conflict(format!(
+                "view {} is at version {stored_version:?}, not {expected_version:?}",
+                view.connection_id
+            )));
+        }
+        let version = expected_version.map_or(1, |version| version + 1);
+        views.insert(view.connection_id.clone(), VersionedView { view: view.clone(), version });
+        Ok(version)
+    }
+
+    async fn list_by_user(
+        &self,
+        user_id: &UserId,
+        status: Option<ConnectionStatus>,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        self.list_views(page, |view| view.user_id == *user_id && status.is_none_or(|status| view.status == status))
+    }
+
+    async fn list_live_until_before(
+        &self,
+        deadline: Timestamp,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        self.list_views(page, |view| view.live_until().is_some_and(|live_until| live_until < deadline))
+    }
+}

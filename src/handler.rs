@@ -1,0 +1,486 @@
+//! The connection handler: `$connect`, `$disconnect` and `$default`, as an
+//! application service. No Lambda or API Gateway types: the Lambda entry point
+//! (`lambda::connection_handler`) and the local emulator convert their requests
+//! into [`RequestMeta`] and [`Route`] and back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::TimeDelta;
+
+use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage, parse_client_message};
+use crate::domain::{
+    ConnectionEvent, ConnectionId, DisconnectReason, EventEnvelope, MAX_CONNECTION_DURATION, Timestamp, UserId,
+};
+use crate::ports::{AppendOutcome, EventStore, PageRequest, StoreError, TextResponder, VoicePipeline};
+
+/// Settings of the handler, from the environment in Lambda.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerConfig {
+    /// At most one `Activity` event per connection per interval.
+    pub activity_interval: TimeDelta,
+    /// Events expire this many days after they happen (0 keeps them forever).
+    pub retention_days: u32,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        Self { activity_interval: TimeDelta::seconds(60), retention_days: 90 }
+    }
+}
+
+impl HandlerConfig {
+    /// From `ACTIVITY_INTERVAL_SECS` (default 60) and `RETENTION_DAYS` (default 90).
+    pub fn from_env() -> Result<Self, String> {
+        let mut config = Self::default();
+        if let Some(seconds) = read_env_number("ACTIVITY_INTERVAL_SECS")? {
+            config.activity_interval = TimeDelta::seconds(seconds);
+        }
+        if let Some(days) = read_env_number("RETENTION_DAYS")? {
+            config.retention_days =
+                u32::try_from(days).map_err(|_| format!("RETENTION_DAYS={days} is out of range"))?;
+        }
+        Ok(config)
+    }
+}
+
+fn read_env_number(name: &str) -> Result<Option<i64>, String> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|number| *number >= 0)
+            .map(Some)
+            .ok_or_else(|| format!("{name}={value:?} is not a whole number of 0 or more")),
+        _ => Ok(None),
+    }
+}
+
+/// What every API Gateway request carries about its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub connection_id: ConnectionId,
+    pub request_id: String,
+    /// `requestTimeEpoch`: the time of every event this request causes.
+    pub request_time: Timestamp,
+    /// `connectedAt`.
+    pub connected_at: Timestamp,
+    /// From the authorizer context, and from nowhere else.
+    pub user_id: Option<UserId>,
+}
+
+/// Which route a request took, with the route's own data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Connect { ip_address: Option<String>, user_agent: Option<String> },
+    Disconnect { status_code: Option<i64>, reason: Option<String> },
+    Message { body: String },
+}
+
+/// The integration response: a status and, for `$default`, the frame to send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Option<String>,
+}
+
+impl Response {
+    fn ok() -> Self {
+        Self { status: 200, body: None }
+    }
+
+    fn status(status: u16) -> Self {
+        Self { status, body: None }
+    }
+
+    fn frame(status: u16, message: &ServerMessage) -> Self {
+        Self { status, body: Some(message.to_json()) }
+    }
+}
+
+/// Counters of what the handler did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct HandlerMetrics {
+    messages: AtomicU64,
+    rejected: [AtomicU64; ErrorCode::ALL.len()],
+    appended: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsSnapshot {
+    pub messages: u64,
+    pub rejected: HashMap<ErrorCode, u64>,
+    pub appended: u64,
+    pub duplicates: u64,
+}
+
+impl HandlerMetrics {
+    fn reject(&self, code: ErrorCode) {
+        let index = ErrorCode::ALL.iter().position(|known| *known == code).unwrap_or(0);
+        self.rejected[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            messages: self.messages.load(Ordering::Relaxed),
+            rejected: ErrorCode::ALL
+                .iter()
+                .zip(&self.rejected)
+                .map(|(code, count)| (*code, count.load(Ordering::Relaxed)))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            appended: self.appended.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Decides, in memory, which messages are recorded as `Activity`: at most one per
+/// connection per interval. A failed conditional write is billed like a write, so
+/// the store's duplicate check is only the backstop.
+#[derive(Debug)]
+pub struct ActivityCoalescer {
+    interval: TimeDelta,
+    connections: HashMap<ConnectionId, ActivityState>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ActivityState {
+    last_recorded: Option<Timestamp>,
+    unrecorded_messages: u64,
+}
+
+/// Above this many tracked connections, connections quiet for longer than API
+/// Gateway's maximum connection duration are forgotten.
+const MAX_TRACKED_CONNECTIONS: usize = 100_000;
+
+impl ActivityCoalescer {
+    pub fn new(interval: TimeDelta) -> Self {
+        Self { interval, connections: HashMap::new() }
+    }
+
+    /// Counts one message at `at`. Returns the number of messages the `Activity`
+    /// event should report when one is due, else `None`.
+    pub fn record(&mut self, connection_id: &ConnectionId, at: Timestamp) -> Option<u64> {
+        if self.connections.len() >= MAX_TRACKED_CONNECTIONS && !self.connections.contains_key(connection_id) {
+            let horizon = at.minus(MAX_CONNECTION_DURATION);
+            self.connections.retain(|_, state| state.last_recorded.is_some_and(|last| last > horizon));
+        }
+        let state = self.connections.entry(connection_id.clone()).or_default();
+        state.unrecorded_messages += 1;
+        let due = state.last_recorded.is_none_or(|last| at >= last.plus(self.interval));
+        if !due {
+            return None;
+        }
+        let count = state.unrecorded_messages;
+        state.unrecorded_messages = 0;
+        state.last_recorded = Some(at);
+        Some(count)
+    }
+
+    /// Takes back a decision whose event could not be written, so the next
+    /// message tries again.
+    pub fn undo(&mut self, connection_id: &ConnectionId, previous: Option<Timestamp>, message_count: u64) {
+        if let Some(state) = self.connections.get_mut(connection_id) {
+            state.last_recorded = previous;
+            state.unrecorded_messages += message_count;
+        }
+    }
+
+    fn last_recorded(&self, connection_id: &ConnectionId) -> Option<Timestamp> {
+        self.connections.get(connection_id).and_then(|state| state.last_recorded)
+    }
+
+    pub fn forget(&mut self, connection_id: &ConnectionId) {
+        self.connections.remove(connection_id);
+    }
+}
+
+/// How API Gateway's disconnect status code and reason map to a reason of ours:
+/// 1001 ("going away") without a client-side close frame is API Gateway closing an
+/// idle or too old connection; everything else is the client's doing.
+pub fn disconnect_reason(status_code: Option<i64>, reason: Option<&str>) -> DisconnectReason {
+    let client_side = reason.is_some_and(|reason| reason.to_ascii_lowercase().starts_with("client-side"));
+    match status_code {
+        Some(1001) if !client_side => DisconnectReason::Idle,
+        _ => DisconnectReason::Client,
+    }
+}
+
+/// The handler of all three routes. Built once per Lambda container (or per
+/// emulator) and shared by every request it serves.
+pub struct ConnectionHandler {
+    events: Arc<dyn EventStore>,
+    voice: Arc<dyn VoicePipeline>,
+    text: Arc<dyn TextResponder>,
+    config: HandlerConfig,
+    activity: Mutex<ActivityCoalescer>,
+    metrics: HandlerMetrics,
+}
+
+impl ConnectionHandler {
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        voice: Arc<dyn VoicePipeline>,
+        text: Arc<dyn TextResponder>,
+        config: HandlerConfig,
+    ) -> Self {
+        Self {
+            events,
+            voice,
+            text,
+            activity: Mutex::new(ActivityCoalescer::new(config.activity_interval)),
+            config,
+            metrics: HandlerMetrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    #[tracing::instrument(skip_all, fields(connection_id = %meta.connection_id, request_id = %meta.request_id))]
+    pub async fn handle(&self, meta: &RequestMeta, route: Route) -> Response {
+        match route {
+            Route::Connect { ip_address, user_agent } => self.connect(meta, ip_address, user_agent).await,
+            Route::Disconnect { status_code, reason } => self.disconnect(meta, status_code, reason).await,
+            Route::Message { body } => self.message(meta, &body).await,
+        }
+    }
+
+    fn envelope(&self, meta: &RequestMeta, user_id: UserId, event: ConnectionEvent) -> EventEnvelope {
+        EventEnvelope::for_request(
+            meta.connection_id.clone(),
+            user_id,
+            meta.request_id.clone(),
+            meta.request_time,
+            meta.connected_at,
+            event,
+        )
+        .with_retention_days(self.config.retention_days)
+    }
+
+    async fn append(&self, event: &EventEnvelope) -> Result<(), StoreError> {
+        match self.events.append(event).await {
+            Ok(AppendOutcome::Appended) => {
+                self.metrics.appended.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(AppendOutcome::AlreadyExists) => {
+                self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(event_id = %event.event_id, kind = %event.kind(), "event already in the ledger (retried request)");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(event_id = %event.event_id, kind = %event.kind(), %error, "append failed");
+                Err(error)
+            }
+        }
+    }
+
+    async fn connect(&self, meta: &RequestMeta, ip_address: Option<String>, user_agent: Option<String>) -> Response {
+        let Some(user_id) = meta.user_id.clone() else {
+            tracing::warn!("$connect without an authorizer context: refused");
+            return Response::status(401);
+        };
+        let event = self.envelope(meta, user_id, ConnectionEvent::Connected { ip_address, user_agent });
+        match self.append(&event).await {
+            Ok(()) => Response::ok(),
+            // Refuse the connection rather than let it live untracked.
+            Err(_) => Response::status(500),
+        }
+    }
+
+    /// The user of a request: the authorizer context, else (for requests after
+    /// `$connect`) the user recorded by the connection's `Connected` event.
+    async fn user_of(&self, meta: &RequestMeta) -> Result<Option<UserId>, StoreError> {
+        if let Some(user_id) = &meta.user_id {
+            return Ok(Some(user_id.clone()));
+        }
+        let first = self.events.connection_history(&meta.connection_id, PageRequest::first(1)).await?;
+        Ok(first.items.into_iter().next().map(|event| event.user_id))
+    }
+
+    async fn disconnect(&self, meta: &RequestMeta, status_code: Option<i64>, reason: Option<String>) -> Response {
+        if let Ok(mut activity) = self.activity.lock() {
+            activity.forget(&meta.connection_id);
+        }
+        let user_id = match self.user_of(meta).await {
+            Ok(Some(user_id)) => user_id,
+            Ok(None) => {
+                tracing::warn!(
+                    "$disconnect of a connection the ledger does not know, without a user: nothing recorded"
+                );
+                return Response::ok();
+            }
+            Err(_) => return Response::status(500),
+        };
+        let event = ConnectionEvent::Disconnected {
+            reason: disconnect_reason(status_code, reason.as_deref()),
+            status_code: status_code.and_then(|code| u16::try_from(code).ok()),
+            detail: reason.filter(|reason| !reason.is_empty()),
+        };
+        match self.append(&self.envelope(meta, user_id, event)).await {
+            Ok(()) => Response::ok(),
+            Err(_) => Response::status(500),
+        }
+    }
+
+    fn reject(&self, error: &ProtocolError) -> Response {
+        self.metrics.reject(error.code);
+        tracing::warn!(code = %error.code, message = %error.message, "message refused");
+        Response::frame(200, &ServerMessage::error(error))
+    }
+
+    async fn message(&self, meta: &RequestMeta, body: &str) -> Response {
+        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        let message = match parse_client_message(body) {
+            Ok(message) => message,
+            Err(error) => return self.reject(&error),
+        };
+        if message == ClientMessage::Ping {
+            self.record_activity(meta, None).await;
+            return Response::frame(200, &ServerMessage::Pong);
+        }
+        let user_id = match self.user_of(meta).await {
+            Ok(Some(user_id)) => user_id,
+            Ok(None) => {
+                return self.reject(&ProtocolError {
+                    code: ErrorCode::Unauthorized,
+                    message: "this connection has no authenticated user".into(),
+                });
+            }
+            Err(_) => return self.unavailable(),
+        };
+        let ledger_event = match &message {
+            ClientMessage::VoiceStart { audio_format, session_id } => Some(ConnectionEvent::VoiceStarted {
+                session_id: session_id.clone(),
+                audio_format: audio_format.clone(),
+            }),
+            ClientMessage::VoiceEnd { session_id } => {
+                Some(ConnectionEvent::VoiceEnded { session_id: session_id.clone() })
+            }
+            _ => None,
+        };
+        if let Some(event) = ledger_event
+            && self.append(&self.envelope(meta, user_id.clone(), event)).await.is_err()
+        {
+            return self.unavailable();
+        }
+        if !self.record_activity_for(meta, &user_id, message.session_id()).await {
+            return self.unavailable();
+        }
+        let reply = match &message {
+            ClientMessage::VoiceStart { audio_format, session_id } => {
+                self.voice.start(&meta.connection_id, session_id, audio_format).await
+            }
+            ClientMessage::VoiceData { session_id, audio } => {
+                self.voice.audio(&meta.connection_id, session_id, audio).await
+            }
+            ClientMessage::VoiceEnd { session_id } => self.voice.end(&meta.connection_id, session_id).await,
+            ClientMessage::TextMessage { content, session_id } => {
+                self.text.respond(&meta.connection_id, session_id, content).await
+            }
+            ClientMessage::Ping => Ok(Some(ServerMessage::Pong)),
+        };
+        match reply {
+            Ok(Some(reply)) => Response::frame(200, &reply),
+            Ok(None) => Response::ok(),
+            Err(error) => {
+                tracing::error!(%error, kind = message.kind(), "port failed");
+                self.unavailable()
+            }
+        }
+    }
+
+    fn unavailable(&self) -> Response {
+        self.metrics.reject(ErrorCode::Unavailable);
+        let error = ServerMessage::Error {
+            code: ErrorCode::Unavailable,
+            message: "the message could not be processed; try again".into(),
+        };
+        Response::frame(500, &error)
+    }
+
+    /// Records a ping as activity when due; a ping never fails because of the ledger.
+    async fn record_activity(&self, meta: &RequestMeta, session_id: Option<&str>) {
+        if let Ok(Some(user_id)) = self.user_of(meta).await {
+            self.record_activity_for(meta, &user_id, session_id).await;
+        }
+    }
+
+    /// Appends an `Activity` event when one is due. Returns false when it was due
+    /// and could not be written.
+    async fn record_activity_for(&self, meta: &RequestMeta, user_id: &UserId, session_id: Option<&str>) -> bool {
+        let decision = self.activity.lock().ok().map(|mut activity| {
+            let previous = activity.last_recorded(&meta.connection_id);
+            (previous, activity.record(&meta.connection_id, meta.request_time))
+        });
+        let Some((previous, Some(message_count))) = decision else { return true };
+        let event = ConnectionEvent::Activity { session_id: session_id.map(str::to_owned), message_count };
+        if self.append(&self.envelope(meta, user_id.clone(), event)).await.is_ok() {
+            return true;
+        }
+        if let Ok(mut activity) = self.activity.lock() {
+            activity.undo(&meta.connection_id, previous, message_count);
+        }
+        false
+    }
+}
+
+/// The default voice pipeline: acknowledges every message and keeps nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcknowledgingVoice;
+
+#[async_trait::async_trait]
+impl VoicePipeline for AcknowledgingVoice {
+    async fn start(
+        &self,
+        _connection_id: &ConnectionId,
+        session_id: &str,
+        _audio_format: &str,
+    ) -> Result<Option<ServerMessage>, crate::ports::PortError> {
+        Ok(Some(ServerMessage::VoiceStarted { session_id: session_id.to_owned() }))
+    }
+
+    async fn audio(
+        &self,
+        _connection_id: &ConnectionId,
+        session_id: &str,
+        audio: &[u8],
+    ) -> Result<Option<ServerMessage>, crate::ports::PortError> {
+        Ok(Some(ServerMessage::VoiceDataReceived { session_id: session_id.to_owned(), bytes: audio.len() }))
+    }
+
+    async fn end(
+        &self,
+        _connection_id: &ConnectionId,
+        session_id: &str,
+    ) -> Result<Option<ServerMessage>, crate::ports::PortError> {
+        Ok(Some(ServerMessage::VoiceEnded { session_id: session_id.to_owned() }))
+    }
+}
+
+/// The default text responder: echoes the content back as a `text_response`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EchoText;
+
+#[async_trait::async_trait]
+impl TextResponder for EchoText {
+    async fn respond(
+        &self,
+        _connection_id: &ConnectionId,
+        session_id: &str,
+        content: &str,
+    ) -> Result<Option<ServerMessage>, crate::ports::PortError> {
+        Ok(Some(ServerMessage::TextResponse { session_id: session_id.to_owned(), content: content.to_owned() }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,318 @@
+//! Given a connection's requests, when the handler serves them, then the ledger holds ...
+
+use std::sync::atomic::AtomicBool;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::adapters::memory::MemoryStore;
+use crate::domain::EventKind;
+use crate::domain::protocol::tests::{SEED_TEXT, SEED_VOICE_DATA, SEED_VOICE_END, SEED_VOICE_START};
+use crate::domain::{EventId, TimeRange};
+use crate::ports::Page;
+
+const T0: i64 = 1_764_000_000_000;
+
+/// A store that can be made to fail, over an in-memory one.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    failing: AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("injected failure".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventStore for FlakyStore {
+    async fn append(&self, event: &EventEnvelope) -> Result<AppendOutcome, StoreError> {
+        self.check()?;
+        self.inner.append(event).await
+    }
+
+    async fn connection_history(
+        &self,
+        id: &ConnectionId,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        self.check()?;
+        self.inner.connection_history(id, page).await
+    }
+
+    async fn user_history(
+        &self,
+        user_id: &UserId,
+        range: TimeRange,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        self.inner.user_history(user_id, range, page).await
+    }
+
+    async fn window(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        page: PageRequest,
+    ) -> Result<Page<EventEnvelope>, StoreError> {
+        self.inner.window(since, until, page).await
+    }
+}
+
+struct Session {
+    store: Arc<FlakyStore>,
+    handler: ConnectionHandler,
+    requests: u64,
+}
+
+impl Session {
+    fn new() -> Self {
+        let store = Arc::new(FlakyStore::default());
+        let handler = ConnectionHandler::new(
+            store.clone(),
+            Arc::new(AcknowledgingVoice),
+            Arc::new(EchoText),
+            // The fixtures are dated in the past; keep them from expiring.
+            HandlerConfig { retention_days: 36_500, ..HandlerConfig::default() },
+        );
+        Self { store, handler, requests: 0 }
+    }
+
+    fn meta(&mut self, offset_ms: i64, user: Option<&str>) -> RequestMeta {
+        self.requests += 1;
+        RequestMeta {
+            connection_id: ConnectionId::parse("L0SM9cOFvHcCIhw=").unwrap(),
+            request_id: format!("request-{}", self.requests),
+            request_time: Timestamp::from_epoch_millis(T0 + offset_ms),
+            connected_at: Timestamp::from_epoch_millis(T0),
+            user_id: user.map(|user| UserId::parse(user).unwrap()),
+        }
+    }
+
+    async fn connect(&mut self) -> Response {
+        let meta = self.meta(0, Some("user-1"));
+        let route = Route::Connect { ip_address: Some("203.0.113.7".into()), user_agent: Some("test/1".into()) };
+        self.handler.handle(&meta, route).await
+    }
+
+    async fn send(&mut self, offset_ms: i64, body: &str) -> Response {
+        let meta = self.meta(offset_ms, Some("user-1"));
+        self.handler.handle(&meta, Route::Message { body: body.to_owned() }).await
+    }
+
+    async fn disconnect(&mut self, offset_ms: i64, status_code: i64, reason: &str) -> Response {
+        let meta = self.meta(offset_ms, Some("user-1"));
+        let route = Route::Disconnect { status_code: Some(status_code), reason: Some(reason.to_owned()) };
+        self.handler.handle(&meta, route).await
+    }
+
+    /// The kinds of the stored events, sorted (events of one millisecond are in hash order).
+    fn kinds(&self) -> Vec<EventKind> {
+        let mut kinds: Vec<EventKind> = self.store.inner.all_events().iter().map(EventEnvelope::kind).collect();
+        kinds.sort();
+        kinds
+    }
+
+    fn count(&self, kind: EventKind) -> usize {
+        self.kinds().into_iter().filter(|stored| *stored == kind).count()
+    }
+}
+
+fn frame(response: &Response) -> serde_json::Value {
+    serde_json::from_str(response.body.as_deref().expect("a reply frame")).expect("JSON")
+}
+
+#[tokio::test]
+async fn a_busy_minute_writes_at_most_six_events() {
+    let mut session = Session::new();
+    assert_eq!(session.connect().await, Response::ok());
+    let mut at = 100;
+    let mut tick = || {
+        at += 20;
+        at
+    };
+    assert_eq!(frame(&session.send(tick(), SEED_VOICE_START).await)["type"], "voice_started");
+    for _ in 0..1_000 {
+        assert_eq!(frame(&session.send(tick(), SEED_VOICE_DATA).await)["type"], "voice_data_received");
+    }
+    assert_eq!(frame(&session.send(tick(), SEED_VOICE_END).await)["type"], "voice_ended");
+    for _ in 0..10 {
+        assert_eq!(frame(&session.send(tick(), SEED_TEXT).await)["type"], "text_response");
+    }
+    for _ in 0..100 {
+        assert_eq!(session.send(tick(), r#"{"type":"ping"}"#).await.body.as_deref(), Some(r#"{"type":"pong"}"#));
+    }
+    let last = tick();
+    assert!(last < 60_000, "all inside one minute");
+    assert_eq!(session.disconnect(last, 1000, "bye").await, Response::ok());
+
+    let stored = session.store.inner.all_events();
+    assert!(stored.len() <= 6, "{:?}", session.kinds());
+    assert!(session.store.inner.append_requests() <= 6, "the debounce is in memory, not in billed conditional writes");
+    for kind in [EventKind::Connected, EventKind::VoiceStarted, EventKind::VoiceEnded, EventKind::Disconnected] {
+        assert_eq!(session.count(kind), 1, "{kind}");
+    }
+    assert_eq!(session.count(EventKind::Activity), 1);
+    let metrics = session.handler.metrics();
+    assert_eq!(metrics.messages, 1_112);
+    assert!(metrics.rejected.is_empty());
+    // The ledger records that things happened, never what was said.
+    let ledger = format!("{stored:?}");
+    assert!(!ledger.contains("Hello, AI!") && !ledger.contains("base64-encoded-audio"));
+}
+
+#[tokio::test]
+async fn activity_is_recorded_once_per_interval_with_the_message_count() {
+    let mut session = Session::new();
+    session.connect().await;
+    for offset in [1_000, 30_000, 45_000, 61_000, 62_000, 121_500] {
+        session.send(offset, r#"{"type":"ping"}"#).await;
+    }
+    let activity: Vec<(Timestamp, u64)> = session
+        .store
+        .inner
+        .all_events()
+        .into_iter()
+        .filter_map(|event| match event.event {
+            ConnectionEvent::Activity { message_count, .. } => Some((event.at, message_count)),
+            _ => None,
+        })
+        .collect();
+    let at = |offset| Timestamp::from_epoch_millis(T0 + offset);
+    assert_eq!(activity, vec![(at(1_000), 1), (at(61_000), 3), (at(121_500), 2)]);
+}
+
+#[tokio::test]
+async fn a_connect_without_an_authorizer_context_is_refused_and_records_nothing() {
+    let mut session = Session::new();
+    // The seed's client sends ?userId=someone; only the authorizer context counts.
+    let meta = session.meta(0, None);
+    let route = Route::Connect { ip_address: Some("203.0.113.7".into()), user_agent: None };
+    assert_eq!(session.handler.handle(&meta, route).await.status, 401);
+    assert!(session.store.inner.all_events().is_empty());
+}
+
+#[tokio::test]
+async fn a_retried_request_appends_nothing_new_and_answers_the_same() {
+    let mut session = Session::new();
+    let meta = session.meta(0, Some("user-1"));
+    let connect = Route::Connect { ip_address: Some("203.0.113.7".into()), user_agent: None };
+    assert_eq!(session.handler.handle(&meta, connect.clone()).await, Response::ok());
+    assert_eq!(session.handler.handle(&meta, connect).await, Response::ok());
+    let meta = session.meta(500, Some("user-1"));
+    let voice_start = Route::Message { body: SEED_VOICE_START.to_owned() };
+    let first = session.handler.handle(&meta, voice_start.clone()).await;
+    let again = session.handler.handle(&meta, voice_start).await;
+    assert_eq!(first, again);
+    assert_eq!(session.kinds(), vec![EventKind::Connected, EventKind::Activity, EventKind::VoiceStarted]);
+    assert_eq!(session.handler.metrics().duplicates, 2);
+    let events = session.store.inner.all_events();
+    let connected = events.iter().find(|event| event.kind() == EventKind::Connected).unwrap();
+    assert_eq!(connected.at, Timestamp::from_epoch_millis(T0), "the request time, never the handler's clock");
+    assert_eq!(connected.event_id, EventId::derive(connected.at, "request-1", EventKind::Connected));
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_frame_is_counted_and_changes_nothing() {
+    let mut session = Session::new();
+    session.connect().await;
+    let before = session.store.inner.all_events();
+    let cases = [
+        ("", "empty_body"),
+        ("{oops", "invalid_json"),
+        ("[1,2]", "not_an_object"),
+        (r#"{"data":{}}"#, "missing_type"),
+        (r#"{"type":"dance"}"#, "unknown_type"),
+        (r#"{"type":"voice_start","data":{"sessionId":"s"}}"#, "invalid_field"),
+        (r#"{"type":"text_message","data":{"sessionId":"s","content":7}}"#, "invalid_field"),
+        (r#"{"type":"voice_data","data":{"sessionId":"s","audioData":"%%%"}}"#, "invalid_field"),
+    ];
+    for (body, code) in cases {
+        let response = session.send(1_000, body).await;
+        assert_eq!(response.status, 200, "{body}");
+        let frame = frame(&response);
+        assert_eq!((frame["type"].as_str(), frame["code"].as_str()), (Some("error"), Some(code)), "{body}");
+        assert!(!frame["message"].as_str().unwrap().is_empty());
+    }
+    let huge = format!(r#"{{"type":"text_message","data":{{"sessionId":"s","content":"{}"}}}}"#, "a".repeat(200_000));
+    assert_eq!(frame(&session.send(1_000, &huge).await)["code"], "too_large");
+    assert_eq!(session.store.inner.all_events(), before);
+    let metrics = session.handler.metrics();
+    assert_eq!(metrics.rejected.values().sum::<u64>(), 9);
+    assert_eq!(metrics.rejected[&ErrorCode::InvalidField], 3);
+}
+
+#[tokio::test]
+async fn disconnect_records_the_reason_status_and_detail() {
+    assert_eq!(disconnect_reason(Some(1001), Some("Going away")), DisconnectReason::Idle);
+    assert_eq!(
+        disconnect_reason(Some(1000), Some("Client-side close frame status code '1000'")),
+        DisconnectReason::Client
+    );
+    assert_eq!(
+        disconnect_reason(Some(1001), Some("Client-side close frame status code '1001' (GOING_AWAY)")),
+        DisconnectReason::Client
+    );
+    assert_eq!(disconnect_reason(None, None), DisconnectReason::Client);
+
+    let mut session = Session::new();
+    session.connect().await;
+    // $disconnect without an authorizer context still finds the user from the ledger.
+    let meta = session.meta(5_000, None);
+    let route = Route::Disconnect { status_code: Some(1001), reason: Some("Going away".into()) };
+    assert_eq!(session.handler.handle(&meta, route).await, Response::ok());
+    let events = session.store.inner.all_events();
+    let disconnected = events.iter().find(|event| event.kind() == EventKind::Disconnected).unwrap();
+    assert_eq!(disconnected.user_id.as_str(), "user-1");
+    assert_eq!(
+        &disconnected.event,
+        &ConnectionEvent::Disconnected {
+            reason: DisconnectReason::Idle,
+            status_code: Some(1001),
+            detail: Some("Going away".into())
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_refuses_the_connection_and_is_retried_on_the_next_message() {
+    let mut session = Session::new();
+    session.store.failing.store(true, Ordering::Relaxed);
+    assert_eq!(session.connect().await.status, 500, "refused rather than untracked");
+    session.store.failing.store(false, Ordering::Relaxed);
+    session.connect().await;
+
+    session.store.failing.store(true, Ordering::Relaxed);
+    let response = session.send(1_000, SEED_VOICE_START).await;
+    assert_eq!((response.status, frame(&response)["code"].as_str()), (500, Some("unavailable")));
+    // A ping still answers while the ledger is down.
+    assert_eq!(session.send(1_500, r#"{"type":"ping"}"#).await.body.as_deref(), Some(r#"{"type":"pong"}"#));
+    session.store.failing.store(false, Ordering::Relaxed);
+    session.send(2_000, SEED_TEXT).await;
+    assert_eq!(session.kinds(), vec![EventKind::Connected, EventKind::Activity], "the failed activity was retried");
+}
+
+#[test]
+fn config_reads_the_environment_and_refuses_nonsense() {
+    // One test touches these variables, so no other test races with it.
+    unsafe {
+        std::env::set_var("ACTIVITY_INTERVAL_SECS", "5");
+        std::env::set_var("RETENTION_DAYS", "0");
+    }
+    assert_eq!(
+        HandlerConfig::from_env(),
+        Ok(HandlerConfig { activity_interval: TimeDelta::seconds(5), retention_days: 0 })
+    );
+    unsafe { std::env::set_var("ACTIVITY_INTERVAL_SECS", "soon") };
+    assert!(HandlerConfig::from_env().unwrap_err().contains("ACTIVITY_INTERVAL_SECS"));
+    unsafe {
+        std::env::remove_var("ACTIVITY_INTERVAL_SECS");
+        std::env::remove_var("RETENTION_DAYS");
+    }
+    assert_eq!(HandlerConfig::from_env(), Ok(HandlerConfig::default()));
+}
