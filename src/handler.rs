@@ -333,7 +333,7 @@ impl ConnectionHandler {
 
     fn reject(&self, error: &ProtocolError) -> Response {
         self.metrics.reject(error.code);
-        tracing::warn!(code = %error.code, message = %error.message, "message refused");
+        tracing::warn!(code = %error.code, detail = %error.message, "message refused");
         Response::frame(200, &ServerMessage::error(error))
     }
 

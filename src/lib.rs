@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod cli;
 pub mod domain;
 pub mod handler;
+pub mod lambda;
 pub mod migrations;
 pub mod ports;
 pub mod projection;

@@ -1,7 +1,9 @@
 //! Black-box tests: one binary (one link step), against real DynamoDB Local.
 
+mod connection_handler_lambda;
 mod contract;
 mod dynamodb;
 mod dynamodb_local;
+mod lambda_runtime_api;
 mod memory;
 mod migrate_cli;

@@ -1,0 +1,19 @@
+//! The `connection-handler` Lambda bootstrap: `$connect`, `$disconnect`, `$default`.
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, service_fn};
+use wsledger::adapters::dynamodb::{self, DynamoDbStore, TableNames};
+use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
+use wsledger::lambda::{self, connection_handler};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda::init_tracing();
+    let config = HandlerConfig::from_env()?;
+    let store = DynamoDbStore::new(dynamodb::client(None).await, TableNames::from_env());
+    lambda::warm_up(&store).await;
+    let handler = ConnectionHandler::new(Arc::new(store), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event| connection_handler::handle(handler, event))).await
+}
