@@ -2,6 +2,7 @@
 //! Each binary in `src/bin` builds its dependencies once and hands a function from
 //! here to `lambda_runtime::run`.
 
+pub mod authorizer;
 pub mod connection_handler;
 
 use tracing_subscriber::EnvFilter;

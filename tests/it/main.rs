@@ -1,5 +1,6 @@
 //! Black-box tests: one binary (one link step), against real DynamoDB Local.
 
+mod authorizer_lambda;
 mod connection_handler_lambda;
 mod contract;
 mod dynamodb;

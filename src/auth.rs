@@ -1,0 +1,193 @@
+//! Verifying Cognito JWTs: the authorizer's logic, with no Lambda types, so the
+//! `authorizer` Lambda and `wsledger serve --auth jwt` share it.
+//!
+//! A token is accepted when it is an RS256 JWT signed by a key of the user pool's
+//! JWKS, unexpired, from the pool's issuer, a Cognito `id` or `access` token, and
+//! (when an app client id is configured) issued to that client.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use crate::domain::UserId;
+
+/// A JWKS is fetched again for an unknown key id at most this often (key rotation).
+const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// Clock skew tolerated on `exp`.
+const LEEWAY_SECONDS: u64 = 30;
+
+/// Where the signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    Url(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `https://cognito-idp.{region}.amazonaws.com/{user pool id}`.
+    pub issuer: String,
+    /// When set, the token must have been issued to this app client.
+    pub client_id: Option<String>,
+    pub jwks: JwksSource,
+}
+
+impl AuthConfig {
+    /// The configuration of a Cognito user pool; the region is the pool id's prefix
+    /// (`us-east-1_AbC123` is in `us-east-1`). The JWKS is the pool's own.
+    pub fn cognito(user_pool_id: &str, client_id: Option<String>) -> Result<Self, String> {
+        let Some((region, _)) =
+            user_pool_id.split_once('_').filter(|(region, id)| !region.is_empty() && !id.is_empty())
+        else {
+            return Err(format!("USER_POOL_ID {user_pool_id:?} is not a Cognito user pool id (region_id)"));
+        };
+        let issuer = format!("https://cognito-idp.{region}.amazonaws.com/{user_pool_id}");
+        let jwks = JwksSource::Url(format!("{issuer}/.well-known/jwks.json"));
+        Ok(Self { issuer, client_id, jwks })
+    }
+
+    /// From `USER_POOL_ID` and, optionally, `USER_POOL_CLIENT_ID`, `JWKS_URL` or
+    /// `JWKS_FILE` (to use other keys than the pool's, for example offline).
+    pub fn from_env() -> Result<Self, String> {
+        let read = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+        let user_pool_id = read("USER_POOL_ID").ok_or("USER_POOL_ID is not set")?;
+        let mut config = Self::cognito(&user_pool_id, read("USER_POOL_CLIENT_ID"))?;
+        if let Some(url) = read("JWKS_URL") {
+            config.jwks = JwksSource::Url(url);
+        }
+        if let Some(file) = read("JWKS_FILE") {
+            config.jwks = JwksSource::File(PathBuf::from(file));
+        }
+        Ok(config)
+    }
+}
+
+/// Why a token was refused. The messages are for logs, never for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token")]
+    MissingToken,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("algorithm {0} is not allowed")]
+    Algorithm(String),
+    #[error("no key {0:?} in the JWKS")]
+    UnknownKey(String),
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("the signing keys are unavailable: {0}")]
+    Keys(String),
+}
+
+/// The claims wsledger reads. Signature, `exp` and `iss` are checked by the decoder.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    token_use: Option<String>,
+    aud: Option<String>,
+    client_id: Option<String>,
+}
+
+struct CachedKeys {
+    keys: JwkSet,
+    fetched_at: Instant,
+}
+
+/// Verifies tokens against a cached JWKS. Build once per process.
+pub struct JwtVerifier {
+    config: AuthConfig,
+    http: reqwest::Client,
+    keys: RwLock<Option<CachedKeys>>,
+}
+
+impl JwtVerifier {
+    pub fn new(config: AuthConfig) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        Self { config, http, keys: RwLock::new(None) }
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    async fn fetch_keys(&self) -> Result<JwkSet, AuthError> {
+        let text = match &self.config.jwks {
+            JwksSource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|error| AuthError::Keys(format!("{}: {error}", path.display())))?,
+            JwksSource::Url(url) => {
+                let response =
+                    self.http.get(url).send().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?;
+                if !response.status().is_success() {
+                    return Err(AuthError::Keys(format!("{url}: HTTP {}", response.status())));
+                }
+                response.text().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?
+            }
+        };
+        serde_json::from_str(&text).map_err(|error| AuthError::Keys(format!("not a JWKS: {error}")))
+    }
+
+    /// Loads the keys now (during init), so the first request does not wait for them.
+    pub async fn warm_up(&self) -> Result<(), AuthError> {
+        let keys = self.fetch_keys().await?;
+        *self.keys.write().await = Some(CachedKeys { keys, fetched_at: Instant::now() });
+        Ok(())
+    }
+
+    async fn decoding_key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
+        {
+            let cached = self.keys.read().await;
+            if let Some(cached) = cached.as_ref() {
+                if let Some(jwk) = cached.keys.find(kid) {
+                    return DecodingKey::from_jwk(jwk).map_err(|error| AuthError::Keys(error.to_string()));
+                }
+                if cached.fetched_at.elapsed() < JWKS_REFRESH_INTERVAL {
+                    return Err(AuthError::UnknownKey(kid.to_owned()));
+                }
+            }
+        }
+        let keys = self.fetch_keys().await?;
+        let found = keys.find(kid).map(DecodingKey::from_jwk);
+        *self.keys.write().await = Some(CachedKeys { keys, fetched_at: Instant::now() });
+        match found {
+            Some(key) => key.map_err(|error| AuthError::Keys(error.to_string())),
+            None => Err(AuthError::UnknownKey(kid.to_owned())),
+        }
+    }
+
+    /// The user a token proves, or why it proves nothing.
+    pub async fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::MissingToken);
+        }
+        let header = decode_header(token).map_err(|error| AuthError::Malformed(error.to_string()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::Algorithm(format!("{:?}", header.alg)));
+        }
+        let kid = header.kid.ok_or_else(|| AuthError::Malformed("no kid in the header".into()))?;
+        let key = self.decoding_key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.validate_aud = false;
+        validation.leeway = LEEWAY_SECONDS;
+        let claims =
+            decode::<Claims>(token, &key, &validation).map_err(|error| AuthError::Invalid(error.to_string()))?.claims;
+        let audience = match claims.token_use.as_deref() {
+            Some("id") => claims.aud,
+            Some("access") => claims.client_id,
+            other => return Err(AuthError::Invalid(format!("token_use {other:?} is neither id nor access"))),
+        };
+        if let Some(client_id) = &self.config.client_id
+            && audience.as_deref() != Some(client_id.as_str())
+        {
+            return Err(AuthError::Invalid(format!("issued to {audience:?}, not to app client {client_id}")));
+        }
+        UserId::parse(claims.sub).map_err(|error| AuthError::Invalid(error.to_string()))
+    }
+}

@@ -1,0 +1,66 @@
+//! The `authorizer` Lambda: a REQUEST authorizer for `$connect`.
+
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
+};
+use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::json;
+
+use crate::auth::{AuthError, JwtVerifier};
+
+/// The token: the `token` query parameter (browsers cannot set headers on a
+/// WebSocket), else an `Authorization: Bearer` header.
+pub fn token_of(request: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Option<String> {
+    if let Some(token) = request.query_string_parameters.first("token").filter(|token| !token.is_empty()) {
+        return Some(token.to_owned());
+    }
+    let header = request.headers.get("authorization")?.to_str().ok()?;
+    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or(header);
+    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
+}
+
+fn policy(principal_id: &str, effect: IamPolicyEffect, method_arn: &str) -> ApiGatewayCustomAuthorizerResponse {
+    let mut statement = IamPolicyStatement::default();
+    statement.action = vec!["execute-api:Invoke".to_owned()];
+    statement.effect = effect;
+    statement.resource = vec![method_arn.to_owned()];
+    let mut document = ApiGatewayCustomAuthorizerPolicy::default();
+    document.version = Some("2012-10-17".to_owned());
+    document.statement = vec![statement];
+    let mut response = ApiGatewayCustomAuthorizerResponse::default();
+    response.principal_id = Some(principal_id.to_owned());
+    response.policy_document = document;
+    response
+}
+
+/// Decides one `$connect`: Allow with `principalId` and `context.userId` set to the
+/// token's `sub`, or Deny.
+pub async fn authorize(
+    verifier: &JwtVerifier,
+    request: &ApiGatewayCustomAuthorizerRequestTypeRequest,
+) -> ApiGatewayCustomAuthorizerResponse {
+    let method_arn = request.method_arn.as_deref().unwrap_or("*");
+    let verified = match token_of(request) {
+        Some(token) => verifier.verify(&token).await,
+        None => Err(AuthError::MissingToken),
+    };
+    match verified {
+        Ok(user_id) => {
+            let mut response = policy(user_id.as_str(), IamPolicyEffect::Allow, method_arn);
+            response.context = json!({ "userId": user_id.as_str() });
+            response
+        }
+        Err(error) => {
+            tracing::warn!(%error, "connection refused");
+            policy("anonymous", IamPolicyEffect::Deny, method_arn)
+        }
+    }
+}
+
+pub async fn handle(
+    verifier: &JwtVerifier,
+    event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>,
+) -> Result<ApiGatewayCustomAuthorizerResponse, Error> {
+    Ok(authorize(verifier, &event.payload).await)
+}
