@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod auth;
 pub mod cli;
+pub mod delivery;
 pub mod domain;
 pub mod handler;
 pub mod lambda;

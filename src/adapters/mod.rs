@@ -1,5 +1,6 @@
 //! Adapters: implementations of the ports. Only adapters know item attribute names,
 //! SDK types and wire formats.
 
+pub mod apigw;
 pub mod dynamodb;
 pub mod memory;

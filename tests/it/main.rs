@@ -3,8 +3,10 @@
 mod authorizer_lambda;
 mod connection_handler_lambda;
 mod contract;
+mod delivery;
 mod dynamodb;
 mod dynamodb_local;
 mod lambda_runtime_api;
+mod management_api;
 mod memory;
 mod migrate_cli;

@@ -1,0 +1,108 @@
+//! [`ConnectionGateway`] on API Gateway's Management API (`@connections`), through
+//! `aws-sdk-apigatewaymanagement`. Only this module knows its SDK types.
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_apigatewaymanagement::Client;
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_apigatewaymanagement::primitives::Blob;
+
+use crate::domain::{ConnectionId, Timestamp};
+use crate::ports::{ConnectionGateway, GatewayConnection, GatewayError};
+
+/// The environment variable the AWS SDK reads for this service's endpoint.
+pub const ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI";
+
+/// The Management API endpoint: `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` when set,
+/// else `fallback` (`https://{domainName}/{stage}` of a request, or
+/// `WEBSOCKET_API_ENDPOINT` for the projector and the CLI).
+pub fn endpoint(fallback: Option<&str>) -> Option<String> {
+    std::env::var(ENDPOINT_ENV).ok().filter(|value| !value.is_empty()).or_else(|| fallback.map(str::to_owned))
+}
+
+/// The endpoint of the API a request came through.
+pub fn endpoint_of_request(domain_name: &str, stage: &str) -> String {
+    format!("https://{domain_name}/{stage}")
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagementApiGateway {
+    client: Client,
+}
+
+impl ManagementApiGateway {
+    /// A gateway on `endpoint`, with the standard AWS configuration otherwise.
+    pub async fn new(endpoint: &str) -> Self {
+        let config = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(endpoint).load().await;
+        Self { client: Client::new(&config) }
+    }
+
+    pub fn from_client(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn gateway_error<E>(operation: &str, error: SdkError<E, HttpResponse>) -> GatewayError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    // A 410 is "gone" even when the response carries no error code.
+    let status = match &error {
+        SdkError::ServiceError(service) => Some(service.raw().status().as_u16() == 410),
+        _ => None,
+    };
+    let message = format!("{operation}: {}", DisplayErrorContext(&error));
+    match error.code() {
+        Some("GoneException") => GatewayError::Gone,
+        Some("LimitExceededException" | "ThrottlingException") => GatewayError::Throttled(message),
+        Some("PayloadTooLargeException") => GatewayError::PayloadTooLarge(message),
+        _ if status == Some(true) => GatewayError::Gone,
+        _ => GatewayError::Other(message),
+    }
+}
+
+fn timestamp(value: Option<&aws_sdk_apigatewaymanagement::primitives::DateTime>) -> Option<Timestamp> {
+    value.and_then(|at| at.to_millis().ok()).map(Timestamp::from_epoch_millis)
+}
+
+#[async_trait]
+impl ConnectionGateway for ManagementApiGateway {
+    #[tracing::instrument(skip(self, data), fields(bytes = data.len()))]
+    async fn post(&self, connection_id: &ConnectionId, data: &[u8]) -> Result<(), GatewayError> {
+        self.client
+            .post_to_connection()
+            .connection_id(connection_id.as_str())
+            .data(Blob::new(data))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|error| gateway_error("PostToConnection", error))
+    }
+
+    async fn get(&self, connection_id: &ConnectionId) -> Result<GatewayConnection, GatewayError> {
+        let output = self
+            .client
+            .get_connection()
+            .connection_id(connection_id.as_str())
+            .send()
+            .await
+            .map_err(|error| gateway_error("GetConnection", error))?;
+        Ok(GatewayConnection {
+            connected_at: timestamp(output.connected_at()),
+            last_active_at: timestamp(output.last_active_at()),
+            source_ip: output.identity().and_then(|identity| identity.source_ip()).map(str::to_owned),
+            user_agent: output.identity().and_then(|identity| identity.user_agent()).map(str::to_owned),
+        })
+    }
+
+    async fn delete(&self, connection_id: &ConnectionId) -> Result<(), GatewayError> {
+        self.client
+            .delete_connection()
+            .connection_id(connection_id.as_str())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|error| gateway_error("DeleteConnection", error))
+    }
+}
