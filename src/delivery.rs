@@ -1,10 +1,11 @@
 //! Server-initiated messages: posting to connections through the gateway, and
 //! recording the ones API Gateway says are gone (410) in the ledger.
 
+use crate::domain::ConnectionStatus;
 use crate::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, DisconnectReason, EventEnvelope, Timestamp, UserId,
 };
-use crate::ports::{ConnectionGateway, EventStore, GatewayError, StoreError};
+use crate::ports::{ConnectionGateway, EventStore, GatewayError, PageRequest, StoreError, ViewStore};
 
 /// Who a message goes to: enough to record a `Disconnected` if it is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,5 +67,45 @@ pub async fn deliver(
             Ok(Delivery::Gone)
         }
         Err(error) => Err(DeliveryError::Gateway(error)),
+    }
+}
+
+/// What sending to a user did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendReport {
+    pub delivered: usize,
+    pub gone: usize,
+    pub failed: usize,
+}
+
+/// Posts `data` to every live connection of `user_id` (an index query, no scan).
+/// Gone connections are recorded; other failures are counted and logged.
+pub async fn send_to_user(
+    views: &dyn ViewStore,
+    events: &dyn EventStore,
+    gateway: &dyn ConnectionGateway,
+    user_id: &UserId,
+    data: &[u8],
+    retention_days: u32,
+) -> Result<SendReport, StoreError> {
+    let mut report = SendReport::default();
+    let mut page = PageRequest::first(100);
+    loop {
+        let connections = views.list_by_user(user_id, Some(ConnectionStatus::Connected), page.clone()).await?;
+        for view in &connections.items {
+            match deliver(gateway, events, &Recipient::from(view), data, retention_days).await {
+                Ok(Delivery::Delivered) => report.delivered += 1,
+                Ok(Delivery::Gone) => report.gone += 1,
+                Err(DeliveryError::Ledger(error)) => return Err(error),
+                Err(DeliveryError::Gateway(error)) => {
+                    tracing::warn!(connection_id = %view.connection_id, %error, "posting failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        match connections.next {
+            Some(next) => page.after = Some(next),
+            None => return Ok(report),
+        }
     }
 }

@@ -14,3 +14,5 @@ pub mod lambda;
 pub mod migrations;
 pub mod ports;
 pub mod projection;
+pub mod projector;
+pub mod sweep;

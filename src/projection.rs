@@ -1,8 +1,10 @@
 //! Folding events into stored views: one read and one conditional write per
 //! connection, retried when a concurrent writer wins.
 
-use crate::domain::{ConnectionInfo, EventEnvelope};
-use crate::ports::{StoreError, ViewStore};
+use std::collections::HashSet;
+
+use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
+use crate::ports::{EventStore, PageRequest, StoreError, ViewStore};
 
 /// How often a write that lost to a concurrent writer is tried again.
 const MAX_CONFLICT_RETRIES: usize = 8;
@@ -41,6 +43,88 @@ pub async fn project_connection(
         }
         match views.put(&view, expected_version).await {
             Ok(version) => return Ok(ProjectionOutcome::Written { version }),
+            Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub connections: usize,
+    pub events: usize,
+    pub written: usize,
+    pub unchanged: usize,
+}
+
+/// Re-folds, from the ledger alone, the view of every connection that has an
+/// event in `[since, until)`: each connection's whole history is read and folded
+/// from scratch, so a damaged view is repaired. Safe while projectors run (every
+/// write is conditional, and a lost race re-reads the history) and idempotent.
+/// `progress` is called after each connection.
+pub async fn rebuild(
+    events: &dyn EventStore,
+    views: &dyn ViewStore,
+    since: Timestamp,
+    until: Timestamp,
+    mut progress: impl FnMut(&RebuildReport),
+) -> Result<RebuildReport, StoreError> {
+    let mut report = RebuildReport::default();
+    let mut seen: HashSet<ConnectionId> = HashSet::new();
+    let mut page = PageRequest::first(1_000);
+    loop {
+        let window = events.window(since, until, page).await?;
+        for event in &window.items {
+            if !seen.insert(event.connection_id.clone()) {
+                continue;
+            }
+            let (history_length, outcome) = rebuild_connection(events, views, &event.connection_id).await?;
+            report.connections += 1;
+            report.events += history_length;
+            match outcome {
+                ProjectionOutcome::Written { .. } => report.written += 1,
+                ProjectionOutcome::Unchanged => report.unchanged += 1,
+            }
+            progress(&report);
+        }
+        match window.next {
+            Some(next) => page.after = Some(next),
+            None => return Ok(report),
+        }
+    }
+}
+
+async fn full_history(events: &dyn EventStore, connection_id: &ConnectionId) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut history = Vec::new();
+    let mut page = PageRequest::first(1_000);
+    loop {
+        let next = events.connection_history(connection_id, page).await?;
+        history.extend(next.items);
+        match next.next {
+            Some(after) => page.after = Some(after),
+            None => return Ok(history),
+        }
+    }
+}
+
+async fn rebuild_connection(
+    events: &dyn EventStore,
+    views: &dyn ViewStore,
+    connection_id: &ConnectionId,
+) -> Result<(usize, ProjectionOutcome), StoreError> {
+    let mut attempt = 0;
+    loop {
+        let stored = views.get(connection_id).await?;
+        let history = full_history(events, connection_id).await?;
+        let Some(view) = ConnectionInfo::fold(&history) else {
+            return Ok((0, ProjectionOutcome::Unchanged));
+        };
+        if stored.as_ref().is_some_and(|stored| stored.view == view) {
+            return Ok((history.len(), ProjectionOutcome::Unchanged));
+        }
+        match views.put(&view, stored.map(|stored| stored.version)).await {
+            Ok(version) => return Ok((history.len(), ProjectionOutcome::Written { version })),
             Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
             Err(error) => return Err(error),
         }

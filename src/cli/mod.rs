@@ -1,7 +1,9 @@
 //! The `wsledger` command line: argument parsing and output. Each command is a thin
 //! layer over library calls.
 
+mod common;
 mod migrate;
+mod ops;
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +19,21 @@ pub enum Command {
     /// Create or update the DynamoDB tables (names from EVENTS_TABLE_NAME and
     /// CONNECTIONS_TABLE_NAME); a second run changes nothing.
     Migrate(migrate::MigrateArgs),
+    /// Check connections that API Gateway must have closed by now, and record the
+    /// ones it says are gone (410).
+    Sweep(ops::SweepArgs),
+    /// Post a message to every live connection of a user.
+    Send(ops::SendArgs),
+    /// Re-fold views from the ledger (safe while projectors run).
+    Rebuild(ops::RebuildArgs),
 }
 
 /// Runs a parsed command line; the error is for the user, on one line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Sweep(args) => ops::run_sweep(args).await,
+        Command::Send(args) => ops::run_send(args).await,
+        Command::Rebuild(args) => ops::run_rebuild(args).await,
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod authorizer;
 pub mod connection_handler;
+pub mod projector;
 
 use tracing_subscriber::EnvFilter;
 

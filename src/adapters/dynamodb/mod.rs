@@ -7,6 +7,7 @@ mod event_store;
 mod items;
 mod metrics;
 pub mod migrate;
+pub mod stream;
 mod view_store;
 
 use aws_config::BehaviorVersion;
@@ -56,6 +57,17 @@ pub async fn client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
         loader = loader.endpoint_url(endpoint_url).region(RegionProviderChain::default_provider().or_else("us-east-1"));
     }
     aws_sdk_dynamodb::Client::new(&loader.load().await)
+}
+
+/// A DynamoDB Streams client configured like [`client`] (DynamoDB Local serves
+/// streams on the same endpoint).
+pub async fn streams_client(endpoint_url: Option<&str>) -> aws_sdk_dynamodbstreams::Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let endpoint_url = endpoint_url.map(str::to_owned).or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok());
+    if let Some(endpoint_url) = endpoint_url {
+        loader = loader.endpoint_url(endpoint_url).region(RegionProviderChain::default_provider().or_else("us-east-1"));
+    }
+    aws_sdk_dynamodbstreams::Client::new(&loader.load().await)
 }
 
 /// Both stores on one client: [`crate::ports::EventStore`] on the events table and

@@ -1,0 +1,128 @@
+//! What several commands share: which store to open, and times as users write them.
+
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use chrono::TimeDelta;
+use clap::Args;
+
+use crate::adapters::apigw::{self, ManagementApiGateway};
+use crate::adapters::dynamodb::{self, DynamoDbStore, TableNames};
+use crate::domain::Timestamp;
+
+/// `--store`: `dynamodb` (tables named by EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreArg {
+    DynamoDb,
+    Sqlite(String),
+}
+
+impl FromStr for StoreArg {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "dynamodb" => Ok(StoreArg::DynamoDb),
+            other => match other.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => Ok(StoreArg::Sqlite(path.to_owned())),
+                _ => Err(format!("{other:?} is not a store: use dynamodb or sqlite:PATH")),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Where the ledger is: `dynamodb` (tables from EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
+    #[arg(long, default_value = "dynamodb", value_name = "STORE")]
+    pub store: StoreArg,
+    /// The DynamoDB endpoint (default: AWS_ENDPOINT_URL_DYNAMODB, else AWS).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub async fn open(&self) -> anyhow::Result<DynamoDbStore> {
+        match &self.store {
+            StoreArg::DynamoDb => {
+                Ok(DynamoDbStore::new(dynamodb::client(self.endpoint_url.as_deref()).await, TableNames::from_env()))
+            }
+            StoreArg::Sqlite(path) => {
+                bail!(
+                    "--store sqlite:{path}: the embedded store is not available in this version; use --store dynamodb"
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The Management API endpoint, `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`
+    /// (default: AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI, else WEBSOCKET_API_ENDPOINT).
+    #[arg(long, value_name = "URL", env = "WEBSOCKET_API_ENDPOINT")]
+    pub websocket_endpoint: Option<String>,
+}
+
+impl GatewayArgs {
+    pub async fn open(&self) -> anyhow::Result<ManagementApiGateway> {
+        let endpoint = apigw::endpoint(self.websocket_endpoint.as_deref())
+            .context("no Management API endpoint: pass --websocket-endpoint or set WEBSOCKET_API_ENDPOINT")?;
+        Ok(ManagementApiGateway::new(&endpoint).await)
+    }
+}
+
+/// The retention period in days, from RETENTION_DAYS (default 90).
+pub fn retention_days() -> anyhow::Result<u32> {
+    crate::handler::HandlerConfig::from_env().map(|config| config.retention_days).map_err(anyhow::Error::msg)
+}
+
+/// A time as users write it: RFC 3339 (`2025-11-24T16:00:00Z`) or a span before
+/// now (`90s`, `15m`, `2h`, `7d`, `1w`).
+pub fn parse_time(input: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let input = input.trim();
+    if let Some(span) = parse_span(input) {
+        return Ok(now.minus(span));
+    }
+    Timestamp::parse_rfc3339(input).map_err(|_| {
+        format!("{input:?} is not a time: use RFC 3339 (2025-11-24T16:00:00Z) or a span before now (15m, 2h, 7d)")
+    })
+}
+
+fn parse_span(input: &str) -> Option<TimeDelta> {
+    let unit_at = input.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = input.split_at(unit_at);
+    let number: i64 = number.parse().ok()?;
+    match unit {
+        "s" => TimeDelta::try_seconds(number),
+        "m" => TimeDelta::try_minutes(number),
+        "h" => TimeDelta::try_hours(number),
+        "d" => TimeDelta::try_days(number),
+        "w" => TimeDelta::try_weeks(number),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_spans_before_now() {
+        let now = Timestamp::parse_rfc3339("2025-11-24T16:00:00Z").unwrap();
+        assert_eq!(parse_time("15m", now).unwrap().to_rfc3339(), "2025-11-24T15:45:00.000Z");
+        assert_eq!(parse_time("7d", now).unwrap().to_rfc3339(), "2025-11-17T16:00:00.000Z");
+        assert_eq!(parse_time("2025-01-02T03:04:05+01:00", now).unwrap().to_rfc3339(), "2025-01-02T02:04:05.000Z");
+        assert!(parse_time("yesterday", now).unwrap_err().contains("RFC 3339"));
+        assert!(parse_time("5y", now).is_err());
+        assert!(parse_time("", now).is_err());
+    }
+
+    #[test]
+    fn stores_are_dynamodb_or_sqlite_paths() {
+        assert_eq!("dynamodb".parse::<StoreArg>(), Ok(StoreArg::DynamoDb));
+        assert_eq!("sqlite:./x.db".parse::<StoreArg>(), Ok(StoreArg::Sqlite("./x.db".into())));
+        assert!("postgres".parse::<StoreArg>().is_err());
+        assert!("sqlite:".parse::<StoreArg>().is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! `wsledger sweep`, `wsledger send` and `wsledger rebuild`.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use chrono::TimeDelta;
+use clap::Args;
+
+use super::common::{GatewayArgs, StoreArgs, parse_time, retention_days};
+use crate::delivery::send_to_user;
+use crate::domain::{Timestamp, UserId};
+use crate::projection::rebuild;
+use crate::sweep::{SweepConfig, sweep};
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Seconds past a connection's last possible moment before it is checked.
+    #[arg(long, default_value_t = 120)]
+    grace_secs: i64,
+}
+
+pub async fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
+    let store = args.store.open().await?;
+    let gateway = args.gateway.open().await?;
+    let config = SweepConfig {
+        grace: TimeDelta::seconds(args.grace_secs.max(0)),
+        retention_days: retention_days()?,
+        ..SweepConfig::default()
+    };
+    let report = sweep(&store, &store, &gateway, Timestamp::now(), config).await.context("sweeping")?;
+    println!(
+        "checked {}, gone {}, alive {} ({} with newer activity), errors {}",
+        report.checked, report.gone, report.alive, report.refreshed, report.errors
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// The user whose live connections receive the message.
+    #[arg(long)]
+    user: String,
+    /// The message, a JSON document (sent as its compact text).
+    #[arg(long)]
+    data: String,
+}
+
+pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
+    let user_id = UserId::parse(args.user.as_str()).map_err(|error| anyhow::anyhow!("--user: {error}"))?;
+    let data: serde_json::Value =
+        serde_json::from_str(&args.data).map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
+    let store = args.store.open().await?;
+    let gateway = args.gateway.open().await?;
+    let report = send_to_user(&store, &store, &gateway, &user_id, data.to_string().as_bytes(), retention_days()?)
+        .await
+        .context("sending")?;
+    println!("delivered {}, gone {}, failed {}", report.delivered, report.gone, report.failed);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Rebuild the connections with events since this time (RFC 3339 or a span such
+    /// as 7d; default: the retention period, RETENTION_DAYS).
+    #[arg(long)]
+    since: Option<String>,
+    /// ... and before this time (default: now).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+pub async fn run_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let now = Timestamp::now();
+    let since = match &args.since {
+        Some(since) => parse_time(since, now).map_err(|error| anyhow::anyhow!("--since: {error}"))?,
+        None => match retention_days()? {
+            0 => anyhow::bail!("RETENTION_DAYS=0 keeps events forever: pass --since to say how far back to rebuild"),
+            days => now.minus(TimeDelta::days(i64::from(days))),
+        },
+    };
+    let until = match &args.until {
+        Some(until) => parse_time(until, now).map_err(|error| anyhow::anyhow!("--until: {error}"))?,
+        None => now.plus(TimeDelta::seconds(1)),
+    };
+    let store = args.store.open().await?;
+    let on_terminal = std::io::stderr().is_terminal();
+    let report = rebuild(&store, &store, since, until, |report| {
+        if on_terminal && report.connections % 100 == 0 {
+            eprint!("\rrebuilt {} connections ({} events)", report.connections, report.events);
+        }
+    })
+    .await
+    .context("rebuilding")?;
+    if on_terminal {
+        eprintln!();
+    }
+    println!(
+        "rebuilt {} connections from {} events: {} written, {} unchanged",
+        report.connections, report.events, report.written, report.unchanged
+    );
+    Ok(())
+}

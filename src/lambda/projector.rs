@@ -1,0 +1,72 @@
+//! The `projector` Lambda: DynamoDB Streams batches of the events table, and the
+//! scheduled sweep.
+
+use aws_lambda_events::dynamodb::{Event, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::{Value, json};
+
+use crate::adapters::dynamodb::stream::decode_record;
+use crate::domain::Timestamp;
+use crate::ports::{ConnectionGateway, EventStore, ViewStore};
+use crate::projector::{ChangeRecord, project_batch};
+use crate::sweep::{SweepConfig, sweep};
+
+/// Projects one stream batch and answers with the partial batch response Lambda
+/// expects (`ReportBatchItemFailures`): the earliest record to retry from, or a
+/// failure without an identifier (retry the whole batch), or nothing.
+pub async fn stream_batch(views: &dyn ViewStore, records: &[EventRecord]) -> DynamoDbEventResponse {
+    let records: Vec<ChangeRecord> = records.iter().map(decode_record).collect();
+    let outcome = project_batch(views, &records).await;
+    tracing::info!(
+        records = records.len(),
+        connections = outcome.connections,
+        written = outcome.written,
+        unchanged = outcome.unchanged,
+        failed = outcome.failed,
+        ignored = outcome.ignored,
+        poison = outcome.poison,
+        "batch projected"
+    );
+    let mut response = DynamoDbEventResponse::default();
+    if outcome.retry_from.is_some() || outcome.retry_whole_batch {
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = outcome.retry_from;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
+
+/// What the projector needs: the stores, and the Management API for the sweep.
+pub struct Projector<'a> {
+    pub events: &'a dyn EventStore,
+    pub views: &'a dyn ViewStore,
+    pub gateway: Option<&'a dyn ConnectionGateway>,
+    pub sweep: SweepConfig,
+}
+
+fn is_scheduled(event: &Value) -> bool {
+    event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+        || event.get("source").and_then(Value::as_str) == Some("aws.events")
+}
+
+pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let payload = event.payload;
+    if payload.get("Records").is_some() {
+        let batch: Event =
+            serde_json::from_value(payload).map_err(|error| format!("not a DynamoDB Streams event: {error}"))?;
+        return Ok(serde_json::to_value(stream_batch(projector.views, &batch.records).await)?);
+    }
+    if is_scheduled(&payload) {
+        let gateway = projector.gateway.ok_or("the sweep needs the Management API: set WEBSOCKET_API_ENDPOINT")?;
+        let report = sweep(projector.views, projector.events, gateway, Timestamp::now(), projector.sweep).await?;
+        return Ok(json!({
+            "checked": report.checked,
+            "gone": report.gone,
+            "alive": report.alive,
+            "refreshed": report.refreshed,
+            "errors": report.errors,
+        }));
+    }
+    Err("unsupported event: expected DynamoDB Streams records or a scheduled event".into())
+}

@@ -1,0 +1,173 @@
+//! Given a batch of change records, when it is projected, then the views are ...
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::adapters::memory::MemoryStore;
+use crate::domain::{ConnectionEvent, ConnectionInfo, ConnectionStatus, DisconnectReason, Timestamp, UserId};
+use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor};
+
+const T0: i64 = 1_764_000_000_000;
+
+fn event(connection: &str, request: &str, offset_ms: i64, event: ConnectionEvent) -> EventEnvelope {
+    EventEnvelope::for_request(
+        ConnectionId::parse(connection).unwrap(),
+        UserId::parse("user-1").unwrap(),
+        request,
+        Timestamp::from_epoch_millis(T0 + offset_ms),
+        Timestamp::from_epoch_millis(T0),
+        event,
+    )
+}
+
+fn history(connection: &str) -> Vec<EventEnvelope> {
+    vec![
+        event(
+            connection,
+            "c",
+            0,
+            ConnectionEvent::Connected { ip_address: Some("203.0.113.1".into()), user_agent: None },
+        ),
+        event(connection, "a", 1_000, ConnectionEvent::Activity { session_id: None, message_count: 2 }),
+        event(
+            connection,
+            "d",
+            2_000,
+            ConnectionEvent::Disconnected { reason: DisconnectReason::Client, status_code: Some(1000), detail: None },
+        ),
+    ]
+}
+
+fn records(events: &[EventEnvelope]) -> Vec<ChangeRecord> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| ChangeRecord {
+            record_id: format!("record-{index}"),
+            sequence_number: Some(format!("{:021}", 100 + index)),
+            change: Change::Appended(event.clone()),
+        })
+        .collect()
+}
+
+/// Counts reads and writes, and fails writes of the connections in `failing`.
+#[derive(Default)]
+struct CountingViews {
+    inner: MemoryStore,
+    failing: Mutex<HashSet<String>>,
+    gets: Mutex<usize>,
+    puts: Mutex<usize>,
+}
+
+#[async_trait]
+impl ViewStore for CountingViews {
+    async fn get(&self, id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
+        *self.gets.lock().unwrap() += 1;
+        self.inner.get(id).await
+    }
+
+    async fn put(&self, view: &ConnectionInfo, expected: Option<u64>) -> Result<u64, StoreError> {
+        *self.puts.lock().unwrap() += 1;
+        if self.failing.lock().unwrap().contains(view.connection_id.as_str()) {
+            return Err(StoreError::Throttled("injected".into()));
+        }
+        self.inner.put(view, expected).await
+    }
+
+    async fn list_by_user(
+        &self,
+        user: &UserId,
+        status: Option<ConnectionStatus>,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        self.inner.list_by_user(user, status, page).await
+    }
+
+    async fn list_live_until_before(
+        &self,
+        deadline: Timestamp,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        self.inner.list_live_until_before(deadline, page).await
+    }
+}
+
+async fn view(views: &CountingViews, connection: &str) -> ConnectionInfo {
+    views.inner.get(&ConnectionId::parse(connection).unwrap()).await.unwrap().expect("a view").view
+}
+
+#[tokio::test]
+async fn one_read_and_one_write_per_connection_whatever_the_batch_holds() {
+    let views = CountingViews::default();
+    let mut events = history("conn-a");
+    events.extend(history("conn-b"));
+    for index in 0..40 {
+        events.push(event(
+            "conn-a",
+            &format!("x{index}"),
+            1_500,
+            ConnectionEvent::Activity { session_id: None, message_count: 1 },
+        ));
+    }
+    let outcome = project_batch(&views, &records(&events)).await;
+    assert_eq!((outcome.connections, outcome.written, outcome.failed), (2, 2, 0));
+    assert_eq!((*views.gets.lock().unwrap(), *views.puts.lock().unwrap()), (2, 2));
+    assert_eq!(outcome.retry_from, None);
+}
+
+#[tokio::test]
+async fn reversed_and_duplicated_batches_give_the_in_order_view() {
+    let in_order = CountingViews::default();
+    project_batch(&in_order, &records(&history("conn-a"))).await;
+    let shuffled = CountingViews::default();
+    let mut events = history("conn-a");
+    events.reverse();
+    events.extend(history("conn-a"));
+    project_batch(&shuffled, &records(&events[..2])).await;
+    project_batch(&shuffled, &records(&events)).await;
+    assert_eq!(view(&shuffled, "conn-a").await, view(&in_order, "conn-a").await);
+    assert_eq!(view(&shuffled, "conn-a").await.status, ConnectionStatus::Disconnected);
+}
+
+#[tokio::test]
+async fn a_failed_write_reports_the_earliest_record_of_its_connection_and_a_retry_completes() {
+    let views = CountingViews::default();
+    // Records: a0 b0 a1 b1 a2 b2; b's view cannot be written.
+    let (a, b) = (history("conn-a"), history("conn-b"));
+    let events: Vec<EventEnvelope> = a.iter().zip(&b).flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let batch = records(&events);
+    views.failing.lock().unwrap().insert("conn-b".into());
+    let outcome = project_batch(&views, &batch).await;
+    assert_eq!(outcome.failed, 1);
+    assert_eq!(outcome.retry_from.as_deref(), Some(batch[1].sequence_number.as_deref().unwrap()));
+    assert_eq!(view(&views, "conn-a").await.status, ConnectionStatus::Disconnected, "a is not held back by b");
+
+    // The source retries from record 1 onwards.
+    views.failing.lock().unwrap().clear();
+    let retry = project_batch(&views, &batch[1..]).await;
+    assert_eq!((retry.failed, retry.retry_from), (0, None));
+    assert_eq!(view(&views, "conn-b").await, ConnectionInfo::fold(&b).unwrap());
+    assert_eq!(view(&views, "conn-a").await, ConnectionInfo::fold(&a).unwrap());
+}
+
+#[tokio::test]
+async fn poison_and_ignored_records_are_counted_and_block_nothing() {
+    let views = CountingViews::default();
+    let mut batch = vec![ChangeRecord {
+        record_id: "poison".into(),
+        sequence_number: Some("000000000000000000001".into()),
+        change: Change::Poison("not an event".into()),
+    }];
+    batch.push(ChangeRecord {
+        record_id: "ttl".into(),
+        sequence_number: Some("000000000000000000002".into()),
+        change: Change::Ignored("ttl expiry"),
+    });
+    batch.extend(records(&history("conn-a")));
+    let outcome = project_batch(&views, &batch).await;
+    assert_eq!((outcome.poison, outcome.ignored, outcome.written, outcome.retry_from), (1, 1, 1, None));
+    assert_eq!(view(&views, "conn-a").await.status, ConnectionStatus::Disconnected);
+}
