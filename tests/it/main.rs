@@ -10,3 +10,5 @@ mod lambda_runtime_api;
 mod management_api;
 mod memory;
 mod migrate_cli;
+mod ops_cli;
+mod projector_lambda;

@@ -1,0 +1,113 @@
+//! DynamoDB requests per stream batch, as a function of events per connection.
+//!
+//! `cargo bench --bench projection_requests` (starts its own DynamoDB Local, as the
+//! tests do). Each batch holds 100 records; with k events per connection it touches
+//! 100/k connections. The projector should spend about 2 requests (one read, one
+//! conditional write) per connection touched, whatever k is. Under `cargo test` it
+//! runs a reduced set and checks that bound.
+
+#[allow(dead_code)]
+#[path = "../tests/it/dynamodb_local.rs"]
+mod dynamodb_local;
+
+use std::time::Instant;
+
+use wsledger::domain::{ConnectionEvent, ConnectionId, EventEnvelope, Timestamp, UserId};
+use wsledger::ports::EventStore;
+use wsledger::projector::{Change, ChangeRecord, project_batch};
+
+const RECORDS_PER_BATCH: usize = 100;
+
+fn batch(run: usize, events_per_connection: usize) -> Vec<EventEnvelope> {
+    let start = Timestamp::now().minus(chrono::TimeDelta::minutes(10));
+    let connections = RECORDS_PER_BATCH / events_per_connection;
+    let mut events = Vec::with_capacity(RECORDS_PER_BATCH);
+    for connection in 0..connections {
+        let connection_id = ConnectionId::parse(format!("bench-{run}-{events_per_connection}-{connection}")).unwrap();
+        let user_id = UserId::parse(format!("user-{}", connection % 10)).unwrap();
+        for index in 0..events_per_connection {
+            let event = if index == 0 {
+                ConnectionEvent::Connected { ip_address: Some("203.0.113.1".into()), user_agent: Some("bench".into()) }
+            } else {
+                ConnectionEvent::Activity { session_id: None, message_count: 1 }
+            };
+            events.push(EventEnvelope::for_request(
+                connection_id.clone(),
+                user_id.clone(),
+                format!("r{index}"),
+                start.plus(chrono::TimeDelta::milliseconds(index as i64 * 250)),
+                start,
+                event,
+            ));
+        }
+    }
+    // Interleave connections, as a stream shard would.
+    events.sort_by_key(|event| (event.at, event.connection_id.clone()));
+    events
+}
+
+fn main() {
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let shapes: &[usize] = if benchmarking { &[1, 2, 5, 10, 25, 50, 100] } else { &[1, 10, 100] };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (store, counter) = dynamodb_local::fresh_store().await;
+        println!("records per batch: {RECORDS_PER_BATCH}; DynamoDB Local on loopback");
+        println!(
+            "{:>22} {:>12} {:>16} {:>24} {:>12}",
+            "events/connection", "connections", "requests/batch", "requests/connection", "ms/batch"
+        );
+        for &events_per_connection in shapes {
+            for (run, label) in [(0, "new views"), (1, "existing views")] {
+                let events = batch(0, events_per_connection);
+                for event in &events {
+                    store.append(event).await.unwrap();
+                }
+                let records: Vec<ChangeRecord> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(index, event)| ChangeRecord {
+                        record_id: format!("{run}-{index}"),
+                        sequence_number: Some(format!("{index:021}")),
+                        change: Change::Appended(event.clone()),
+                    })
+                    .collect();
+                // The second run re-delivers the same batch with one more event per connection.
+                let records = if run == 0 {
+                    records
+                } else {
+                    let mut more = records;
+                    for event in events.iter().filter(|event| matches!(event.event, ConnectionEvent::Connected { .. }))
+                    {
+                        let mut later = event.clone();
+                        later.event = ConnectionEvent::Activity { session_id: None, message_count: 9 };
+                        later.at = later.at.plus(chrono::TimeDelta::minutes(1));
+                        later.event_id = wsledger::domain::EventId::derive(later.at, "later", later.kind());
+                        more.push(ChangeRecord {
+                            record_id: "later".into(),
+                            sequence_number: None,
+                            change: Change::Appended(later),
+                        });
+                    }
+                    more
+                };
+                counter.reset();
+                let started = Instant::now();
+                let outcome = project_batch(&store, &records).await;
+                let elapsed = started.elapsed();
+                assert_eq!(outcome.failed, 0);
+                let requests: u64 = counter.snapshot().values().sum();
+                let per_connection = requests as f64 / outcome.connections as f64;
+                println!(
+                    "{:>22} {:>12} {:>16} {:>24.2} {:>12.1}   ({label})",
+                    events_per_connection,
+                    outcome.connections,
+                    requests,
+                    per_connection,
+                    elapsed.as_secs_f64() * 1e3
+                );
+                assert!(per_connection <= 2.0 + f64::EPSILON, "about 2 requests per connection, got {per_connection}");
+            }
+        }
+    });
+}
