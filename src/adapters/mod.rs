@@ -3,4 +3,5 @@
 
 pub mod apigw;
 pub mod dynamodb;
+pub mod item;
 pub mod memory;

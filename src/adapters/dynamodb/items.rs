@@ -1,17 +1,13 @@
-//! The DynamoDB item layouts of events and views, and their conversion to and from
-//! the domain. Attribute names here are the stored format (see DESIGN.md and
-//! ARCHITECTURE.md); nothing outside this adapter knows them.
+//! DynamoDB items of events and views: the shared stored shape (`adapters::item`)
+//! plus this store's index keys (`timeBucket`, `liveShard`).
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::{
-    ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
-    EventKind, Timestamp, UserId,
-};
+use crate::adapters::item::{EventItem, ViewItem, corrupt};
+use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::ports::{StoreError, VersionedView};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -38,233 +34,38 @@ pub(crate) fn day_of(at: Timestamp) -> String {
     at.as_datetime().format("%Y-%m-%d").to_string()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EventItem {
-    connection_id: String,
-    event_id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    user_id: String,
-    at: String,
-    connected_at: String,
-    request_id: String,
-    time_bucket: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    expires_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ip_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user_agent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    session_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    message_count: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    audio_format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    status_code: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
-}
-
 pub(crate) fn event_to_item(envelope: &EventEnvelope) -> Result<Item, StoreError> {
-    let mut item = EventItem {
-        connection_id: envelope.connection_id.to_string(),
-        event_id: envelope.event_id.to_string(),
-        kind: envelope.kind().as_str().to_owned(),
-        user_id: envelope.user_id.to_string(),
-        at: envelope.at.to_rfc3339(),
-        connected_at: envelope.connected_at.to_rfc3339(),
-        request_id: envelope.request_id.clone(),
-        time_bucket: time_bucket(&day_of(envelope.at), shard_of(&envelope.connection_id, TIME_BUCKET_SHARDS)),
-        expires_at: envelope.expires_at,
-        ip_address: None,
-        user_agent: None,
-        session_id: None,
-        message_count: None,
-        audio_format: None,
-        reason: None,
-        status_code: None,
-        detail: None,
-    };
-    match &envelope.event {
-        ConnectionEvent::Connected { ip_address, user_agent } => {
-            item.ip_address = ip_address.clone();
-            item.user_agent = user_agent.clone();
-        }
-        ConnectionEvent::Activity { session_id, message_count } => {
-            item.session_id = session_id.clone();
-            item.message_count = Some(*message_count);
-        }
-        ConnectionEvent::VoiceStarted { session_id, audio_format } => {
-            item.session_id = Some(session_id.clone());
-            item.audio_format = Some(audio_format.clone());
-        }
-        ConnectionEvent::VoiceEnded { session_id } => item.session_id = Some(session_id.clone()),
-        ConnectionEvent::Disconnected { reason, status_code, detail } => {
-            item.reason = Some(reason.to_string());
-            item.status_code = *status_code;
-            item.detail = detail.clone();
-        }
-    }
-    serde_dynamo::to_item(item).map_err(|error| StoreError::Other(format!("encoding an event item: {error}")))
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
-fn timestamp(field: &str, value: &str) -> Result<Timestamp, StoreError> {
-    Timestamp::parse_rfc3339(value).map_err(|error| corrupt(format!("{field}: {error}")))
-}
-
-fn required(field: &str, value: Option<String>) -> Result<String, StoreError> {
-    value.ok_or_else(|| corrupt(format!("{field} is missing")))
+    let mut item: Item = serde_dynamo::to_item(EventItem::from(envelope))
+        .map_err(|error| StoreError::Other(format!("encoding an event item: {error}")))?;
+    let bucket = time_bucket(&day_of(envelope.at), shard_of(&envelope.connection_id, TIME_BUCKET_SHARDS));
+    item.insert("timeBucket".into(), AttributeValue::S(bucket));
+    Ok(item)
 }
 
 pub(crate) fn event_from_item(item: Item) -> Result<EventEnvelope, StoreError> {
     let item: EventItem = serde_dynamo::from_item(item).map_err(|error| corrupt(format!("event item: {error}")))?;
-    let kind = EventKind::parse(&item.kind).ok_or_else(|| corrupt(format!("unknown event type {:?}", item.kind)))?;
-    let event = match kind {
-        EventKind::Connected => ConnectionEvent::Connected { ip_address: item.ip_address, user_agent: item.user_agent },
-        EventKind::Activity => ConnectionEvent::Activity {
-            session_id: item.session_id,
-            message_count: item.message_count.unwrap_or_default(),
-        },
-        EventKind::VoiceStarted => ConnectionEvent::VoiceStarted {
-            session_id: required("sessionId", item.session_id)?,
-            audio_format: required("audioFormat", item.audio_format)?,
-        },
-        EventKind::VoiceEnded => ConnectionEvent::VoiceEnded { session_id: required("sessionId", item.session_id)? },
-        EventKind::Disconnected => ConnectionEvent::Disconnected {
-            reason: DisconnectReason::parse(&required("reason", item.reason)?),
-            status_code: item.status_code,
-            detail: item.detail,
-        },
-    };
-    Ok(EventEnvelope {
-        connection_id: ConnectionId::parse(item.connection_id).map_err(corrupt)?,
-        event_id: EventId::parse(&item.event_id).map_err(corrupt)?,
-        user_id: UserId::parse(item.user_id).map_err(corrupt)?,
-        at: timestamp("at", &item.at)?,
-        connected_at: timestamp("connectedAt", &item.connected_at)?,
-        request_id: item.request_id,
-        expires_at: item.expires_at,
-        event,
-    })
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ViewItem {
-    connection_id: String,
-    user_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    session_id: Option<String>,
-    status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ip_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user_agent: Option<String>,
-    created_at: String,
-    last_activity: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disconnected_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disconnect_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disconnect_status_code: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disconnect_detail: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    voice_session_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    audio_format: Option<String>,
-    last_event_id: String,
-    first_event_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    connected_event_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disconnected_event_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    session_event_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    voice_event_id: Option<String>,
-    /// Present only while connected: the sparse live-connections index key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    live_until: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    live_shard: Option<String>,
-    version: u64,
+    EventEnvelope::try_from(item)
 }
 
 pub(crate) fn view_to_item(view: &ConnectionInfo, version: u64) -> Result<Item, StoreError> {
-    let event_id = |id: Option<EventId>| id.map(|id| id.to_string());
-    let live_until = view.live_until();
-    let item = ViewItem {
-        connection_id: view.connection_id.to_string(),
-        user_id: view.user_id.to_string(),
-        session_id: view.session_id.clone(),
-        status: view.status.as_str().to_owned(),
-        ip_address: view.ip_address.clone(),
-        user_agent: view.user_agent.clone(),
-        created_at: view.created_at.to_rfc3339(),
-        last_activity: view.last_activity.to_rfc3339(),
-        disconnected_at: view.disconnected_at.map(|at| at.to_rfc3339()),
-        disconnect_reason: view.disconnect_reason.as_ref().map(|reason| reason.to_string()),
-        disconnect_status_code: view.disconnect_status_code,
-        disconnect_detail: view.disconnect_detail.clone(),
-        voice_session_id: view.voice_session_id.clone(),
-        audio_format: view.audio_format.clone(),
-        last_event_id: view.last_event_id.to_string(),
-        first_event_id: view.first_event_id.to_string(),
-        connected_event_id: event_id(view.connected_event_id),
-        disconnected_event_id: event_id(view.disconnected_event_id),
-        session_event_id: event_id(view.session_event_id),
-        voice_event_id: event_id(view.voice_event_id),
-        live_until: live_until.map(|at| at.to_rfc3339()),
-        live_shard: live_until.map(|_| shard_of(&view.connection_id, LIVE_SHARDS).to_string()),
-        version,
-    };
-    serde_dynamo::to_item(item).map_err(|error| StoreError::Other(format!("encoding a view item: {error}")))
+    let mut item: Item = serde_dynamo::to_item(ViewItem::new(view, version))
+        .map_err(|error| StoreError::Other(format!("encoding a view item: {error}")))?;
+    if view.live_until().is_some() {
+        let shard = shard_of(&view.connection_id, LIVE_SHARDS).to_string();
+        item.insert("liveShard".into(), AttributeValue::S(shard));
+    }
+    Ok(item)
 }
 
 pub(crate) fn view_from_item(item: Item) -> Result<VersionedView, StoreError> {
     let item: ViewItem = serde_dynamo::from_item(item).map_err(|error| corrupt(format!("view item: {error}")))?;
-    let event_id = |value: Option<String>| value.map(|id| EventId::parse(&id).map_err(corrupt)).transpose();
-    let status =
-        ConnectionStatus::parse(&item.status).ok_or_else(|| corrupt(format!("unknown status {:?}", item.status)))?;
-    let view = ConnectionInfo {
-        connection_id: ConnectionId::parse(item.connection_id).map_err(corrupt)?,
-        user_id: UserId::parse(item.user_id).map_err(corrupt)?,
-        session_id: item.session_id,
-        status,
-        ip_address: item.ip_address,
-        user_agent: item.user_agent,
-        created_at: timestamp("createdAt", &item.created_at)?,
-        last_activity: timestamp("lastActivity", &item.last_activity)?,
-        disconnected_at: item.disconnected_at.map(|at| timestamp("disconnectedAt", &at)).transpose()?,
-        disconnect_reason: item.disconnect_reason.as_deref().map(DisconnectReason::parse),
-        disconnect_status_code: item.disconnect_status_code,
-        disconnect_detail: item.disconnect_detail,
-        voice_session_id: item.voice_session_id,
-        audio_format: item.audio_format,
-        last_event_id: EventId::parse(&item.last_event_id).map_err(corrupt)?,
-        first_event_id: EventId::parse(&item.first_event_id).map_err(corrupt)?,
-        connected_event_id: event_id(item.connected_event_id)?,
-        disconnected_event_id: event_id(item.disconnected_event_id)?,
-        session_event_id: event_id(item.session_event_id)?,
-        voice_event_id: event_id(item.voice_event_id)?,
-    };
-    Ok(VersionedView { view, version: item.version })
+    VersionedView::try_from(item)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ConnectionEvent, DisconnectReason, UserId};
 
     fn sample(event: ConnectionEvent) -> EventEnvelope {
         EventEnvelope::for_request(

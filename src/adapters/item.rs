@@ -1,0 +1,247 @@
+//! The stored shape of events and views, with the attribute names of DESIGN.md
+//! (the seed's `ConnectionInfo` names for views). Every store and every JSON output
+//! uses these, so the same traffic reads the same on DynamoDB and on SQLite.
+//! Store-specific attributes (index keys) are added by each adapter.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
+    EventKind, Timestamp, UserId,
+};
+use crate::ports::{StoreError, VersionedView};
+
+/// One event as stored. `None` fields are left out, never written as null.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventItem {
+    pub connection_id: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user_id: String,
+    pub at: String,
+    pub connected_at: String,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<&EventEnvelope> for EventItem {
+    fn from(envelope: &EventEnvelope) -> Self {
+        let mut item = EventItem {
+            connection_id: envelope.connection_id.to_string(),
+            event_id: envelope.event_id.to_string(),
+            kind: envelope.kind().as_str().to_owned(),
+            user_id: envelope.user_id.to_string(),
+            at: envelope.at.to_rfc3339(),
+            connected_at: envelope.connected_at.to_rfc3339(),
+            request_id: envelope.request_id.clone(),
+            expires_at: envelope.expires_at,
+            ip_address: None,
+            user_agent: None,
+            session_id: None,
+            message_count: None,
+            audio_format: None,
+            reason: None,
+            status_code: None,
+            detail: None,
+        };
+        match &envelope.event {
+            ConnectionEvent::Connected { ip_address, user_agent } => {
+                item.ip_address = ip_address.clone();
+                item.user_agent = user_agent.clone();
+            }
+            ConnectionEvent::Activity { session_id, message_count } => {
+                item.session_id = session_id.clone();
+                item.message_count = Some(*message_count);
+            }
+            ConnectionEvent::VoiceStarted { session_id, audio_format } => {
+                item.session_id = Some(session_id.clone());
+                item.audio_format = Some(audio_format.clone());
+            }
+            ConnectionEvent::VoiceEnded { session_id } => item.session_id = Some(session_id.clone()),
+            ConnectionEvent::Disconnected { reason, status_code, detail } => {
+                item.reason = Some(reason.to_string());
+                item.status_code = *status_code;
+                item.detail = detail.clone();
+            }
+        }
+        item
+    }
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn timestamp(field: &str, value: &str) -> Result<Timestamp, StoreError> {
+    Timestamp::parse_rfc3339(value).map_err(|error| corrupt(format!("{field}: {error}")))
+}
+
+fn required(field: &str, value: Option<String>) -> Result<String, StoreError> {
+    value.ok_or_else(|| corrupt(format!("{field} is missing")))
+}
+
+impl TryFrom<EventItem> for EventEnvelope {
+    type Error = StoreError;
+
+    fn try_from(item: EventItem) -> Result<Self, StoreError> {
+        let kind =
+            EventKind::parse(&item.kind).ok_or_else(|| corrupt(format!("unknown event type {:?}", item.kind)))?;
+        let event = match kind {
+            EventKind::Connected => {
+                ConnectionEvent::Connected { ip_address: item.ip_address, user_agent: item.user_agent }
+            }
+            EventKind::Activity => ConnectionEvent::Activity {
+                session_id: item.session_id,
+                message_count: item.message_count.unwrap_or_default(),
+            },
+            EventKind::VoiceStarted => ConnectionEvent::VoiceStarted {
+                session_id: required("sessionId", item.session_id)?,
+                audio_format: required("audioFormat", item.audio_format)?,
+            },
+            EventKind::VoiceEnded => {
+                ConnectionEvent::VoiceEnded { session_id: required("sessionId", item.session_id)? }
+            }
+            EventKind::Disconnected => ConnectionEvent::Disconnected {
+                reason: DisconnectReason::parse(&required("reason", item.reason)?),
+                status_code: item.status_code,
+                detail: item.detail,
+            },
+        };
+        Ok(EventEnvelope {
+            connection_id: ConnectionId::parse(item.connection_id).map_err(corrupt)?,
+            event_id: EventId::parse(&item.event_id).map_err(corrupt)?,
+            user_id: UserId::parse(item.user_id).map_err(corrupt)?,
+            at: timestamp("at", &item.at)?,
+            connected_at: timestamp("connectedAt", &item.connected_at)?,
+            request_id: item.request_id,
+            expires_at: item.expires_at,
+            event,
+        })
+    }
+}
+
+/// One view as stored: the seed's `ConnectionInfo` attributes first, then what the
+/// projection needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewItem {
+    pub connection_id: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    pub created_at: String,
+    pub last_activity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_format: Option<String>,
+    /// Present only while connected: the last moment API Gateway can hold it open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_until: Option<String>,
+    pub last_event_id: String,
+    pub first_event_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_event_id: Option<String>,
+    pub version: u64,
+}
+
+impl ViewItem {
+    pub fn new(view: &ConnectionInfo, version: u64) -> Self {
+        let event_id = |id: Option<EventId>| id.map(|id| id.to_string());
+        ViewItem {
+            connection_id: view.connection_id.to_string(),
+            user_id: view.user_id.to_string(),
+            session_id: view.session_id.clone(),
+            status: view.status.as_str().to_owned(),
+            ip_address: view.ip_address.clone(),
+            user_agent: view.user_agent.clone(),
+            created_at: view.created_at.to_rfc3339(),
+            last_activity: view.last_activity.to_rfc3339(),
+            disconnected_at: view.disconnected_at.map(|at| at.to_rfc3339()),
+            disconnect_reason: view.disconnect_reason.as_ref().map(|reason| reason.to_string()),
+            disconnect_status_code: view.disconnect_status_code,
+            disconnect_detail: view.disconnect_detail.clone(),
+            voice_session_id: view.voice_session_id.clone(),
+            audio_format: view.audio_format.clone(),
+            live_until: view.live_until().map(|at| at.to_rfc3339()),
+            last_event_id: view.last_event_id.to_string(),
+            first_event_id: view.first_event_id.to_string(),
+            connected_event_id: event_id(view.connected_event_id),
+            disconnected_event_id: event_id(view.disconnected_event_id),
+            session_event_id: event_id(view.session_event_id),
+            voice_event_id: event_id(view.voice_event_id),
+            version,
+        }
+    }
+}
+
+impl TryFrom<ViewItem> for VersionedView {
+    type Error = StoreError;
+
+    fn try_from(item: ViewItem) -> Result<Self, StoreError> {
+        let event_id = |value: Option<String>| value.map(|id| EventId::parse(&id).map_err(corrupt)).transpose();
+        let status = ConnectionStatus::parse(&item.status)
+            .ok_or_else(|| corrupt(format!("unknown status {:?}", item.status)))?;
+        let view = ConnectionInfo {
+            connection_id: ConnectionId::parse(item.connection_id).map_err(corrupt)?,
+            user_id: UserId::parse(item.user_id).map_err(corrupt)?,
+            session_id: item.session_id,
+            status,
+            ip_address: item.ip_address,
+            user_agent: item.user_agent,
+            created_at: timestamp("createdAt", &item.created_at)?,
+            last_activity: timestamp("lastActivity", &item.last_activity)?,
+            disconnected_at: item.disconnected_at.map(|at| timestamp("disconnectedAt", &at)).transpose()?,
+            disconnect_reason: item.disconnect_reason.as_deref().map(DisconnectReason::parse),
+            disconnect_status_code: item.disconnect_status_code,
+            disconnect_detail: item.disconnect_detail,
+            voice_session_id: item.voice_session_id,
+            audio_format: item.audio_format,
+            last_event_id: EventId::parse(&item.last_event_id).map_err(corrupt)?,
+            first_event_id: EventId::parse(&item.first_event_id).map_err(corrupt)?,
+            connected_event_id: event_id(item.connected_event_id)?,
+            disconnected_event_id: event_id(item.disconnected_event_id)?,
+            session_event_id: event_id(item.session_event_id)?,
+            voice_event_id: event_id(item.voice_event_id)?,
+        };
+        Ok(VersionedView { view, version: item.version })
+    }
+}
