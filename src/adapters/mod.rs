@@ -5,3 +5,4 @@ pub mod apigw;
 pub mod dynamodb;
 pub mod item;
 pub mod memory;
+pub mod sqlite;

@@ -12,3 +12,4 @@ mod memory;
 mod migrate_cli;
 mod ops_cli;
 mod projector_lambda;
+mod sqlite;
