@@ -204,10 +204,15 @@ impl ActivityCoalescer {
 /// How API Gateway's disconnect status code and reason map to a reason of ours:
 /// 1001 ("going away") without a client-side close frame is API Gateway closing an
 /// idle or too old connection; everything else is the client's doing.
+/// A reason starting "Server-side close" (the emulator's `DeleteConnection` and
+/// shutdown) is the server's doing: `kicked`.
 pub fn disconnect_reason(status_code: Option<i64>, reason: Option<&str>) -> DisconnectReason {
-    let client_side = reason.is_some_and(|reason| reason.to_ascii_lowercase().starts_with("client-side"));
+    let reason = reason.unwrap_or_default().to_ascii_lowercase();
+    if reason.starts_with("server-side close") {
+        return DisconnectReason::Kicked;
+    }
     match status_code {
-        Some(1001) if !client_side => DisconnectReason::Idle,
+        Some(1001) if !reason.starts_with("client-side") => DisconnectReason::Idle,
         _ => DisconnectReason::Client,
     }
 }

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod domain;
 pub mod handler;
 pub mod lambda;
+pub mod local;
 pub mod migrations;
 pub mod ports;
 pub mod projection;

@@ -105,11 +105,10 @@ pub async fn sweep(
     let mut page = PageRequest::first(100);
     loop {
         let suspects = views.list_live_until_before(deadline, page.clone()).await?;
-        let verdicts: Vec<Verdict> = stream::iter(&suspects.items)
-            .map(|view| check(gateway, events, view, now, config))
-            .buffer_unordered(config.concurrency.max(1))
-            .collect()
-            .await;
+        // Futures first, then the stream: a closure in the stream would make this
+        // future unusable in a spawned task (a higher-ranked lifetime limitation).
+        let checks: Vec<_> = suspects.items.iter().map(|view| check(gateway, events, view, now, config)).collect();
+        let verdicts: Vec<Verdict> = stream::iter(checks).buffer_unordered(config.concurrency.max(1)).collect().await;
         for verdict in verdicts {
             report.checked += 1;
             match verdict {

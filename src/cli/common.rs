@@ -2,15 +2,18 @@
 
 use std::str::FromStr;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::TimeDelta;
 use clap::Args;
 
 use crate::adapters::apigw::{self, ManagementApiGateway};
 use crate::adapters::dynamodb::{self, DynamoDbStore, TableNames};
+use crate::adapters::sqlite::SqliteStore;
 use crate::domain::Timestamp;
+use crate::ports::{EventStore, ViewStore};
 
-/// `--store`: `dynamodb` (tables named by EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
+/// `--store`: `sqlite:PATH` (the embedded store) or `dynamodb` (tables named by
+/// EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreArg {
     DynamoDb,
@@ -31,26 +34,59 @@ impl FromStr for StoreArg {
     }
 }
 
+impl std::fmt::Display for StoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreArg::DynamoDb => f.write_str("dynamodb"),
+            StoreArg::Sqlite(path) => write!(f, "sqlite:{path}"),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Where the ledger is: `dynamodb` (tables from EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
-    #[arg(long, default_value = "dynamodb", value_name = "STORE")]
+    /// Where the ledger is: `sqlite:PATH` (the embedded store) or `dynamodb` (tables
+    /// from EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
+    #[arg(long, default_value = "sqlite:./wsledger.db", value_name = "STORE")]
     pub store: StoreArg,
     /// The DynamoDB endpoint (default: AWS_ENDPOINT_URL_DYNAMODB, else AWS).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 }
 
+/// An opened store: both ports on one backend.
+#[derive(Debug, Clone)]
+pub enum OpenStore {
+    Sqlite(SqliteStore),
+    DynamoDb(DynamoDbStore),
+}
+
+impl OpenStore {
+    pub fn events(&self) -> &dyn EventStore {
+        match self {
+            OpenStore::Sqlite(store) => store,
+            OpenStore::DynamoDb(store) => store,
+        }
+    }
+
+    pub fn views(&self) -> &dyn ViewStore {
+        match self {
+            OpenStore::Sqlite(store) => store,
+            OpenStore::DynamoDb(store) => store,
+        }
+    }
+}
+
 impl StoreArgs {
-    pub async fn open(&self) -> anyhow::Result<DynamoDbStore> {
+    pub async fn open(&self) -> anyhow::Result<OpenStore> {
         match &self.store {
-            StoreArg::DynamoDb => {
-                Ok(DynamoDbStore::new(dynamodb::client(self.endpoint_url.as_deref()).await, TableNames::from_env()))
-            }
+            StoreArg::DynamoDb => Ok(OpenStore::DynamoDb(DynamoDbStore::new(
+                dynamodb::client(self.endpoint_url.as_deref()).await,
+                TableNames::from_env(),
+            ))),
             StoreArg::Sqlite(path) => {
-                bail!(
-                    "--store sqlite:{path}: the embedded store is not available in this version; use --store dynamodb"
-                )
+                let store = SqliteStore::open(path).with_context(|| format!("opening the store sqlite:{path}"))?;
+                Ok(OpenStore::Sqlite(store))
             }
         }
     }

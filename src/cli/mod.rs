@@ -4,6 +4,7 @@
 mod common;
 mod migrate;
 mod ops;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,9 @@ pub enum Command {
     Send(ops::SendArgs),
     /// Re-fold views from the ledger (safe while projectors run).
     Rebuild(ops::RebuildArgs),
+    /// Run the whole system locally: an API Gateway WebSocket emulator with the
+    /// handler, projector and sweep in-process.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs a parsed command line; the error is for the user, on one line.
@@ -35,5 +39,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(args) => ops::run_sweep(args).await,
         Command::Send(args) => ops::run_send(args).await,
         Command::Rebuild(args) => ops::run_rebuild(args).await,
+        Command::Serve(args) => serve::run(args).await,
     }
 }

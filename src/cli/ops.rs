@@ -31,7 +31,7 @@ pub async fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
         retention_days: retention_days()?,
         ..SweepConfig::default()
     };
-    let report = sweep(&store, &store, &gateway, Timestamp::now(), config).await.context("sweeping")?;
+    let report = sweep(store.views(), store.events(), &gateway, Timestamp::now(), config).await.context("sweeping")?;
     println!(
         "checked {}, gone {}, alive {} ({} with newer activity), errors {}",
         report.checked, report.gone, report.alive, report.refreshed, report.errors
@@ -59,9 +59,10 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
         serde_json::from_str(&args.data).map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
     let store = args.store.open().await?;
     let gateway = args.gateway.open().await?;
-    let report = send_to_user(&store, &store, &gateway, &user_id, data.to_string().as_bytes(), retention_days()?)
-        .await
-        .context("sending")?;
+    let report =
+        send_to_user(store.views(), store.events(), &gateway, &user_id, data.to_string().as_bytes(), retention_days()?)
+            .await
+            .context("sending")?;
     println!("delivered {}, gone {}, failed {}", report.delivered, report.gone, report.failed);
     Ok(())
 }
@@ -94,7 +95,7 @@ pub async fn run_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     };
     let store = args.store.open().await?;
     let on_terminal = std::io::stderr().is_terminal();
-    let report = rebuild(&store, &store, since, until, |report| {
+    let report = rebuild(store.events(), store.views(), since, until, |report| {
         if on_terminal && report.connections % 100 == 0 {
             eprint!("\rrebuilt {} connections ({} events)", report.connections, report.events);
         }

@@ -12,4 +12,5 @@ mod memory;
 mod migrate_cli;
 mod ops_cli;
 mod projector_lambda;
+mod serve;
 mod sqlite;

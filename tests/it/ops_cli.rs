@@ -80,16 +80,16 @@ async fn rebuild_repairs_views_from_the_ledger_and_is_idempotent() {
     damaged.ip_address = Some("0.0.0.0".into());
     store.put(&damaged, None).await.unwrap();
 
-    let first = stdout(&wsledger(&store, &["rebuild", "--since", "1h"]).await);
+    let first = stdout(&wsledger(&store, &["rebuild", "--store", "dynamodb", "--since", "1h"]).await);
     assert_eq!(first.trim(), "rebuilt 3 connections from 4 events: 3 written, 0 unchanged");
     for events in &all {
         let stored = store.get(&events[0].connection_id).await.unwrap().unwrap();
         assert_eq!(stored.view, ConnectionInfo::fold(events).unwrap());
     }
-    let second = stdout(&wsledger(&store, &["rebuild", "--since", "1h"]).await);
+    let second = stdout(&wsledger(&store, &["rebuild", "--store", "dynamodb", "--since", "1h"]).await);
     assert_eq!(second.trim(), "rebuilt 3 connections from 4 events: 0 written, 3 unchanged");
 
-    let bad = wsledger(&store, &["rebuild", "--since", "last tuesday"]).await;
+    let bad = wsledger(&store, &["rebuild", "--store", "dynamodb", "--since", "last tuesday"]).await;
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.starts_with("error: --since: \"last tuesday\" is not a time"), "{stderr}");
@@ -129,12 +129,24 @@ async fn send_reaches_live_connections_and_records_the_gone_ones() {
             .any(|event| matches!(event.event, ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, .. }))
     );
 
-    let bad =
-        wsledger(&store, &["send", "--user", "user-send", "--data", "{oops", "--websocket-endpoint", &api.endpoint])
-            .await;
+    let bad = wsledger(
+        &store,
+        &[
+            "send",
+            "--store",
+            "dynamodb",
+            "--user",
+            "user-send",
+            "--data",
+            "{oops",
+            "--websocket-endpoint",
+            &api.endpoint,
+        ],
+    )
+    .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: --data is not JSON"));
-    let no_endpoint = wsledger(&store, &["send", "--user", "user-send", "--data", "{}"]).await;
+    let no_endpoint = wsledger(&store, &["send", "--store", "dynamodb", "--user", "user-send", "--data", "{}"]).await;
     assert!(String::from_utf8_lossy(&no_endpoint.stderr).contains("no Management API endpoint"));
 }
 
@@ -148,6 +160,6 @@ async fn sweep_from_the_command_line() {
         project_connection(&store, &events).await.unwrap();
     }
     let api = ManagementApi::start(&["SweepGone"]).await;
-    let output = wsledger(&store, &["sweep", "--websocket-endpoint", &api.endpoint]).await;
+    let output = wsledger(&store, &["sweep", "--store", "dynamodb", "--websocket-endpoint", &api.endpoint]).await;
     assert_eq!(stdout(&output).trim(), "checked 2, gone 1, alive 1 (0 with newer activity), errors 0");
 }

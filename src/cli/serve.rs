@@ -1,0 +1,164 @@
+//! `wsledger serve`: the local API Gateway WebSocket emulator.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use super::common::{OpenStore, StoreArgs, retention_days};
+use crate::adapters::dynamodb;
+use crate::auth::{AuthConfig, JwksSource, JwtVerifier};
+use crate::handler::HandlerConfig;
+use crate::local::apigw_event::RouteSelection;
+use crate::local::{AuthMode, Backend, Limits, ServeConfig, Server};
+use crate::sweep::SweepConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
+    /// The user id comes from `?userId=`, unchecked: for development only.
+    Dev,
+    /// A Cognito JWT in `?token=`, verified as the `authorizer` Lambda does.
+    Jwt,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How `$connect` learns the user.
+    #[arg(long, value_enum, default_value_t = AuthArg::Dev)]
+    auth: AuthArg,
+    /// With --auth jwt: the Cognito user pool id (default: USER_POOL_ID).
+    #[arg(long, env = "USER_POOL_ID", hide_env_values = true)]
+    user_pool_id: Option<String>,
+    /// With --auth jwt: accept only tokens of this app client (default: USER_POOL_CLIENT_ID).
+    #[arg(long, env = "USER_POOL_CLIENT_ID")]
+    client_id: Option<String>,
+    /// With --auth jwt: the signing keys' URL (default: the user pool's JWKS).
+    #[arg(long, env = "JWKS_URL")]
+    jwks_url: Option<String>,
+    /// With --auth jwt: the signing keys from a file instead.
+    #[arg(long, env = "JWKS_FILE")]
+    jwks_file: Option<String>,
+    /// A route selection expression such as '$request.body.action'; messages whose
+    /// value names a --route go to that route, the rest to $default.
+    #[arg(long, value_name = "EXPRESSION")]
+    route_selection: Option<String>,
+    /// A route key besides $default (repeatable).
+    #[arg(long = "route", value_name = "KEY")]
+    routes: Vec<String>,
+    /// The stage name in events and in `@connections` URLs.
+    #[arg(long, default_value = "local")]
+    stage: String,
+    /// Close connections idle this long, with 1001 (API Gateway: 600).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// Close connections open this long, with 1001 (API Gateway: 7200).
+    #[arg(long, default_value_t = 7_200, value_name = "SECONDS")]
+    max_duration: u64,
+    /// How often the stale-connection sweep runs.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    sweep_interval: u64,
+}
+
+async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
+    Ok(match store_args.open().await? {
+        OpenStore::Sqlite(store) => Backend::Sqlite(store),
+        OpenStore::DynamoDb(store) => {
+            Backend::DynamoDb { store, streams: dynamodb::streams_client(store_args.endpoint_url.as_deref()).await }
+        }
+    })
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = match args.auth {
+        AuthArg::Dev => AuthMode::Dev,
+        AuthArg::Jwt => {
+            let user_pool_id =
+                args.user_pool_id.as_deref().context("--auth jwt needs --user-pool-id or USER_POOL_ID")?;
+            let mut config = AuthConfig::cognito(user_pool_id, args.client_id.clone()).map_err(anyhow::Error::msg)?;
+            if let Some(url) = &args.jwks_url {
+                config.jwks = JwksSource::Url(url.clone());
+            }
+            if let Some(file) = &args.jwks_file {
+                config.jwks = JwksSource::File(file.into());
+            }
+            let verifier = JwtVerifier::new(config);
+            verifier.warm_up().await.context("loading the signing keys")?;
+            AuthMode::Jwt(Arc::new(verifier))
+        }
+    };
+    let route_selection = args
+        .route_selection
+        .as_deref()
+        .map(|expression| RouteSelection::parse(expression, args.routes.clone()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let handler = HandlerConfig::from_env().map_err(anyhow::Error::msg)?;
+    let config = ServeConfig {
+        listen: args.listen,
+        auth,
+        route_selection,
+        limits: Limits {
+            idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+            max_duration: Duration::from_secs(args.max_duration.max(1)),
+            ..Limits::default()
+        },
+        stage: args.stage.clone(),
+        handler,
+        sweep: SweepConfig { retention_days: retention_days()?, ..SweepConfig::default() },
+        sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
+    };
+    let backend = backend(&args.store).await?;
+    let server = Server::start(config, backend).await.with_context(|| format!("listening on {}", args.listen))?;
+    let address = server.local_addr();
+    println!("wsledger serve: listening on {address}");
+    println!("  store:        {}", args.store.store);
+    match args.auth {
+        AuthArg::Dev => println!("  connect:      ws://{address}/?userId=user123"),
+        AuthArg::Jwt => println!("  connect:      ws://{address}/?token=<Cognito JWT>"),
+    }
+    println!(
+        "  @connections: http://{address}/@connections/{{connectionId}} (POST, GET, DELETE; also under /{}/)",
+        args.stage
+    );
+    if args.auth == AuthArg::Dev {
+        println!("  warning: --auth dev trusts ?userId= without checking it; use it for development only");
+    }
+    if !address.ip().is_loopback() {
+        println!("  warning: listening beyond this machine ({address}); anyone who can reach it can connect");
+    }
+    shutdown_signal().await;
+    let open = server.open_connections();
+    println!("wsledger serve: shutting down, closing {open} connection(s)");
+    server.shutdown().await;
+    println!("wsledger serve: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

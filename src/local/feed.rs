@@ -1,0 +1,72 @@
+//! Driving the projector from the store's change feed, in-process: the embedded
+//! store's append sequence, or a DynamoDB table's stream through the poller.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::adapters::sqlite::SqliteStore;
+use crate::projector::project_batch;
+
+/// The name of the projector's checkpoint in the embedded store.
+pub const PROJECTOR_CHECKPOINT: &str = "projector";
+const BATCH: usize = 100;
+
+/// Projects everything appended after the checkpoint, once. Returns whether it got
+/// to the end of the feed (false when a view write failed and must be retried).
+pub async fn project_pending(store: &SqliteStore) -> Result<bool, crate::ports::StoreError> {
+    loop {
+        let checkpoint = store.checkpoint(PROJECTOR_CHECKPOINT).await?;
+        let records = store.changes_after(checkpoint, BATCH).await?;
+        let Some(last) = records.last() else { return Ok(true) };
+        let last: i64 = last.sequence_number.as_deref().and_then(|seq| seq.parse().ok()).unwrap_or(checkpoint);
+        let outcome = project_batch(store, &records).await;
+        // At least once: on a failure the checkpoint stops just before the record to retry.
+        let next = match outcome.retry_from.as_deref().and_then(|seq| seq.parse::<i64>().ok()) {
+            Some(retry_from) => retry_from - 1,
+            None if outcome.retry_whole_batch => checkpoint,
+            None => last,
+        };
+        if next > checkpoint {
+            store.set_checkpoint(PROJECTOR_CHECKPOINT, next).await?;
+        }
+        if next != last {
+            return Ok(false);
+        }
+    }
+}
+
+/// Runs the projector on the embedded store's feed until `stop` turns true, then
+/// flushes what is pending.
+pub async fn run_sqlite_projector(store: SqliteStore, mut stop: watch::Receiver<bool>) {
+    let appended = store.appended();
+    loop {
+        let notified = appended.notified();
+        let pause = match project_pending(&store).await {
+            Ok(true) => Duration::from_secs(1),
+            Ok(false) => Duration::from_millis(200),
+            Err(error) => {
+                tracing::warn!(%error, "projecting the change feed failed; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for _ in 0..10 {
+        match project_pending(&store).await {
+            Ok(true) => return,
+            Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => {
+                tracing::error!(%error, "flushing projections at shutdown failed");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! `wsledger serve` from the outside: real WebSocket clients (tokio-tungstenite), the
+//! Rust Management API client, and the real binary for signals and restarts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wsledger::adapters::sqlite::SqliteStore;
+use wsledger::domain::{ConnectionEvent, ConnectionInfo, ConnectionStatus, DisconnectReason, EventKind, UserId};
+use wsledger::local::{Backend, Limits, ServeConfig, Server};
+use wsledger::ports::{EventStore, PageRequest, ViewStore};
+
+use crate::sqlite::temp_db;
+
+type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct App {
+    server: Server,
+    store: SqliteStore,
+    path: PathBuf,
+}
+
+impl App {
+    async fn start_with(path: PathBuf, limits: Limits) -> Self {
+        let store = SqliteStore::open(&path).unwrap();
+        let config = ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits,
+            // The fixtures run for seconds; keep the sweep out of the way.
+            sweep_interval: Duration::from_secs(3_600),
+            ..ServeConfig::default()
+        };
+        let server = Server::start(config, Backend::Sqlite(store.clone())).await.unwrap();
+        Self { server, store, path }
+    }
+
+    async fn start() -> Self {
+        Self::start_with(temp_db(), Limits::default()).await
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("ws://{}/{query}", self.server.local_addr())
+    }
+
+    async fn connect(&self, user: &str) -> Client {
+        let mut request = self.url(&format!("?userId={user}")).into_client_request().unwrap();
+        request.headers_mut().insert("User-Agent", "wsledger-test/1.0".parse().unwrap());
+        let (client, response) = tokio_tungstenite::connect_async(request).await.expect("the handshake succeeds");
+        assert_eq!(response.status(), 101);
+        client
+    }
+
+    /// The views of `user`, once `ready` holds for them (the projector runs in the background).
+    async fn views_when(&self, user: &str, ready: impl Fn(&[ConnectionInfo]) -> bool) -> Vec<ConnectionInfo> {
+        let user_id = UserId::parse(user).unwrap();
+        for _ in 0..100 {
+            let views = self.store.list_by_user(&user_id, None, PageRequest::default()).await.unwrap().items;
+            if ready(&views) {
+                return views;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the views of {user} did not become ready");
+    }
+}
+
+async fn next_text(client: &mut Client) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a frame within 5 s") {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("a JSON frame"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+async fn next_close(client: &mut Client) -> Option<CloseFrame> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a close within 5 s") {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => panic!("expected a close frame, got {error}"),
+            None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_lives_and_dies_in_the_ledger() {
+    let app = App::start().await;
+    let mut client = app.connect("user123").await;
+    let views = app.views_when("user123", |views| views.len() == 1).await;
+    let view = &views[0];
+    assert_eq!(view.status, ConnectionStatus::Connected);
+    assert_eq!(view.ip_address.as_deref(), Some("127.0.0.1"), "the real peer address");
+    assert_eq!(view.user_agent.as_deref(), Some("wsledger-test/1.0"));
+    assert_eq!(view.connection_id.as_str().len(), 16, "API Gateway's id format");
+
+    client.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+    assert_eq!(next_text(&mut client).await, json!({"type": "pong"}));
+    client.send(Message::Text("{oops".into())).await.unwrap();
+    let error = next_text(&mut client).await;
+    assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("invalid_json")));
+    client
+        .send(Message::Text(
+            r#"{"type":"text_message","data":{"content":"Hello, AI!","sessionId":"chat-session-123"}}"#.into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut client).await["type"], "text_response");
+
+    client.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await.unwrap();
+    let views = app.views_when("user123", |views| views[0].status == ConnectionStatus::Disconnected).await;
+    assert_eq!(views[0].disconnect_reason, Some(DisconnectReason::Client));
+    assert_eq!(views[0].disconnect_status_code, Some(1000));
+    let history = app.store.connection_history(&views[0].connection_id, PageRequest::default()).await.unwrap().items;
+    let kinds: Vec<EventKind> = history.iter().map(|event| event.kind()).collect();
+    assert!(kinds.contains(&EventKind::Connected) && kinds.contains(&EventKind::Disconnected), "{kinds:?}");
+    app.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connect_without_a_user_is_refused_at_the_handshake() {
+    let app = App::start().await;
+    match tokio_tungstenite::connect_async(app.url("")).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let response = reqwest::get(format!("http://{}/", app.server.local_addr())).await.unwrap();
+    assert_eq!(response.status(), 426, "a plain GET is told to upgrade");
+    app.server.shutdown().await;
+}
+
+fn management_client(endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
+    let config = aws_sdk_apigatewaymanagement::Config::builder()
+        .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_apigatewaymanagement::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new("local", "local", None, None, "t"))
+        .build();
+    aws_sdk_apigatewaymanagement::Client::from_conf(config)
+}
+
+fn is_gone<E: aws_sdk_apigatewaymanagement::error::ProvideErrorMetadata>(error: &E) -> bool {
+    error.code() == Some("GoneException")
+}
+
+#[tokio::test]
+async fn the_management_api_posts_gets_and_deletes_with_the_rust_sdk() {
+    let app = App::start().await;
+    let mut client = app.connect("user-mgmt").await;
+    let views = app.views_when("user-mgmt", |views| views.len() == 1).await;
+    let connection_id = views[0].connection_id.to_string();
+    for endpoint in [format!("http://{}", app.server.local_addr()), format!("http://{}/local", app.server.local_addr())]
+    {
+        let sdk = management_client(&endpoint);
+        sdk.post_to_connection()
+            .connection_id(&connection_id)
+            .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(r#"{"type":"notice"}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut client).await, json!({"type": "notice"}));
+        let info = sdk.get_connection().connection_id(&connection_id).send().await.unwrap();
+        assert_eq!(info.identity().and_then(|identity| identity.source_ip()), Some("127.0.0.1"));
+        assert_eq!(info.identity().and_then(|identity| identity.user_agent()), Some("wsledger-test/1.0"));
+        assert!(info.connected_at().is_some() && info.last_active_at().is_some());
+    }
+    let sdk = management_client(&format!("http://{}/local", app.server.local_addr()));
+    sdk.delete_connection().connection_id(&connection_id).send().await.unwrap();
+    let close = next_close(&mut client).await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Normal);
+    let gone = sdk
+        .post_to_connection()
+        .connection_id(&connection_id)
+        .data(aws_sdk_apigatewaymanagement::primitives::Blob::new("late"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(is_gone(&gone), "{gone:?}");
+    let unknown = sdk.get_connection().connection_id("NoSuchConnIdXY=").send().await.unwrap_err();
+    assert!(is_gone(&unknown), "{unknown:?}");
+    let views = app.views_when("user-mgmt", |views| views[0].status == ConnectionStatus::Disconnected).await;
+    assert_eq!(views[0].disconnect_reason, Some(DisconnectReason::Kicked));
+    app.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009() {
+    let app = App::start().await;
+    let mut client = app.connect("user-big").await;
+    let big = format!(r#"{{"type":"text_message","data":{{"sessionId":"s","content":"{}"}}}}"#, "x".repeat(200 * 1024));
+    client.send(Message::Text(big.into())).await.unwrap();
+    let close = next_close(&mut client).await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Size, "1009");
+    let views = app.views_when("user-big", |views| views.first().is_some_and(|view| !view.is_connected())).await;
+    assert_eq!(views[0].disconnect_status_code, Some(1009));
+    app.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_with_1001() {
+    let limits = Limits { idle_timeout: Duration::from_millis(300), ..Limits::default() };
+    let app = App::start_with(temp_db(), limits).await;
+    let mut client = app.connect("user-idle").await;
+    let close = next_close(&mut client).await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Away, "1001");
+    let views = app.views_when("user-idle", |views| views.first().is_some_and(|view| !view.is_connected())).await;
+    assert_eq!(views[0].disconnect_reason, Some(DisconnectReason::Idle));
+    app.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_records_disconnects_and_a_restart_keeps_history() {
+    let app = App::start().await;
+    let _first = app.connect("user-restart").await;
+    let _second = app.connect("user-restart").await;
+    app.views_when("user-restart", |views| views.len() == 2).await;
+    let path = app.path.clone();
+    app.server.shutdown().await;
+
+    // Everything was flushed before shutdown returned: read without a server.
+    let store = SqliteStore::open(&path).unwrap();
+    let user = UserId::parse("user-restart").unwrap();
+    let views = store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items;
+    assert_eq!(views.len(), 2);
+    assert!(views.iter().all(|view| view.disconnect_reason == Some(DisconnectReason::Kicked)), "{views:?}");
+
+    let restarted = App::start_with(path.clone(), Limits::default()).await;
+    let history = restarted.store.user_history(&user, Default::default(), PageRequest::default()).await.unwrap().items;
+    assert_eq!(history.iter().filter(|event| event.kind() == EventKind::Connected).count(), 2);
+    assert!(
+        history
+            .iter()
+            .all(|event| !matches!(event.event, ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, .. }))
+    );
+    restarted.server.shutdown().await;
+}
+
+/// The real binary: start, connect, SIGINT, exit 0 with disconnects recorded.
+#[tokio::test]
+async fn ctrl_c_closes_connections_and_exits_cleanly() {
+    let path = temp_db();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store", &format!("sqlite:{}", path.display())])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut banner = Vec::new();
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap() {
+        let done = line.contains("warning: --auth dev");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let banner = banner.join("\n");
+    assert!(banner.contains(&format!("listening on 127.0.0.1:{port}")), "{banner}");
+    assert!(banner.contains(&format!("ws://127.0.0.1:{port}/?userId=user123")), "{banner}");
+    assert!(banner.contains("@connections"), "{banner}");
+
+    let (mut client, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/?userId=user-sigint")).await.unwrap();
+    client.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+    assert_eq!(next_text(&mut client).await, json!({"type": "pong"}));
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let close = next_close(&mut client).await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Away);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_disconnected(&path, "user-sigint").await;
+}
+
+async fn assert_disconnected(path: &Path, user: &str) {
+    let store = SqliteStore::open(path).unwrap();
+    let views = store.list_by_user(&UserId::parse(user).unwrap(), None, PageRequest::default()).await.unwrap().items;
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].status, ConnectionStatus::Disconnected, "projected before exit");
+}
