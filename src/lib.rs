@@ -5,6 +5,7 @@
 //! the binaries under `src/bin` are thin entry points.
 
 pub mod adapters;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod delivery;

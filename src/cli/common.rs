@@ -78,6 +78,26 @@ impl OpenStore {
 }
 
 impl StoreArgs {
+    /// Opens a store that must exist already: reading a path that holds no store is
+    /// a mistake, not a reason to create an empty one.
+    pub async fn open_existing(&self) -> anyhow::Result<OpenStore> {
+        if let StoreArg::Sqlite(path) = &self.store
+            && !std::path::Path::new(path).exists()
+        {
+            anyhow::bail!("no store at {path}: start `wsledger serve` there first, or pass --store")
+        }
+        self.open().await
+    }
+
+    /// Where DynamoDB is, in words, for error messages.
+    pub fn dynamodb_endpoint(&self) -> String {
+        self.endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .unwrap_or_else(|| "AWS".to_owned())
+    }
+
     pub async fn open(&self) -> anyhow::Result<OpenStore> {
         match &self.store {
             StoreArg::DynamoDb => Ok(OpenStore::DynamoDb(DynamoDbStore::new(
@@ -160,5 +180,25 @@ mod tests {
         assert_eq!("sqlite:./x.db".parse::<StoreArg>(), Ok(StoreArg::Sqlite("./x.db".into())));
         assert!("postgres".parse::<StoreArg>().is_err());
         assert!("sqlite:".parse::<StoreArg>().is_err());
+    }
+}
+
+/// A store failure in words a user can act on.
+pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Error {
+    use crate::ports::StoreError;
+    match (&store.store, &error) {
+        (StoreArg::DynamoDb, StoreError::NotFound(_)) => {
+            let tables = TableNames::from_env();
+            anyhow::anyhow!(
+                "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate`",
+                tables.events,
+                tables.connections,
+                store.dynamodb_endpoint()
+            )
+        }
+        (StoreArg::DynamoDb, StoreError::Unavailable(_)) => {
+            anyhow::anyhow!("DynamoDB at {} is unreachable", store.dynamodb_endpoint())
+        }
+        _ => anyhow::Error::new(error),
     }
 }

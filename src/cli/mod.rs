@@ -1,9 +1,11 @@
 //! The `wsledger` command line: argument parsing and output. Each command is a thin
 //! layer over library calls.
 
+mod audit;
 mod common;
 mod migrate;
 mod ops;
+mod output;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,10 @@ pub enum Command {
     Send(ops::SendArgs),
     /// Re-fold views from the ledger (safe while projectors run).
     Rebuild(ops::RebuildArgs),
+    /// Events in order: of a connection, of a user over a range, or of every user in a window.
+    History(audit::HistoryArgs),
+    /// Connections (the ConnectionInfo view): a user's, or every live one.
+    Connections(audit::ConnectionsArgs),
     /// Run the whole system locally: an API Gateway WebSocket emulator with the
     /// handler, projector and sweep in-process.
     Serve(serve::ServeArgs),
@@ -40,5 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => ops::run_send(args).await,
         Command::Rebuild(args) => ops::run_rebuild(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::History(args) => audit::run_history(args).await,
+        Command::Connections(args) => audit::run_connections(args).await,
     }
 }

@@ -26,8 +26,9 @@ use crate::handler::Response as HandlerResponse;
 use crate::lambda::connection_handler::request_of;
 
 /// The WebSocket read buffer per connection: small, so ten thousand idle
-/// connections cost little (axum's default is 128 KiB, allocated eagerly).
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// connections cost little (axum's default is 128 KiB, allocated eagerly). Larger
+/// frames still arrive whole; they are read in several chunks.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// The most a slow client may have queued before writes wait.
 const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
 /// Posts queued per connection before `@connections` waits.
@@ -223,7 +224,9 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
                     .as_ref()
                     .map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&body));
                 let event = context.message(&route_key, &body, is_base64, &new_id(), &new_id(), now);
-                let response = run_handler(&state, &event).await;
+                // Boxed: the handler's future exists only while a message is handled,
+                // so an idle connection's task stays small.
+                let response = Box::pin(run_handler(&state, &event)).await;
                 if let Some(reply) = response.body
                     && sink.send(Message::Text(reply.into())).await.is_err()
                 {
@@ -266,7 +269,7 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
             (code, recorded_reason)
         }
     };
-    disconnect(&state, &context, code, &reason).await;
+    Box::pin(disconnect(&state, &context, code, &reason)).await;
     if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
         state.drained.notify_waiters();
     }

@@ -287,3 +287,43 @@ async fn assert_disconnected(path: &Path, user: &str) {
     assert_eq!(views.len(), 1);
     assert_eq!(views[0].status, ConnectionStatus::Disconnected, "projected before exit");
 }
+
+/// Where `scripts/test` installs npm packages.
+fn node_modules() -> PathBuf {
+    let tools = std::env::var("WSLEDGER_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache/wsledger/tools")
+    });
+    tools.join("node_modules")
+}
+
+/// The classic README's Node client, unchanged but for the URL, against `serve`.
+#[tokio::test]
+async fn the_seed_readme_client_works_as_written() {
+    let modules = node_modules();
+    assert!(
+        modules.join("ws").is_dir(),
+        "the npm package ws is missing under {}: run the tests through scripts/test, which installs it",
+        modules.display()
+    );
+    let app = App::start().await;
+    let url = app.url("?userId=user123");
+    let output = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/seed_client.js"))
+        .arg(&url)
+        .env("NODE_PATH", &modules)
+        .output()
+        .await
+        .expect("node runs (Node.js is needed for this test)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("Connected to WebSocket"), "{stdout}");
+    let received: Vec<Value> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let types: Vec<&str> = received.iter().filter_map(|message| message["type"].as_str()).collect();
+    assert_eq!(types, ["voice_started", "voice_data_received", "voice_ended", "text_response", "pong"]);
+    let views = app.views_when("user123", |views| views.first().is_some_and(|view| !view.is_connected())).await;
+    let history = app.store.connection_history(&views[0].connection_id, PageRequest::default()).await.unwrap().items;
+    for kind in [EventKind::Connected, EventKind::VoiceStarted, EventKind::VoiceEnded, EventKind::Disconnected] {
+        assert_eq!(history.iter().filter(|event| event.kind() == kind).count(), 1, "{kind}");
+    }
+    app.server.shutdown().await;
+}

@@ -1,0 +1,128 @@
+//! `wsledger history` and `wsledger connections`.
+
+use std::io;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::common::{StoreArgs, explain, parse_time};
+use super::output::{EventWriter, Format, write_views};
+use crate::audit::{ConnectionsError, HistoryFilter, HistoryQuery, HistoryReader, connections};
+use crate::domain::{ConnectionId, ConnectionStatus, EventKind, TimeRange, Timestamp, UserId};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// One connection's history.
+    #[arg(long, conflicts_with = "user")]
+    connection: Option<String>,
+    /// One user's history.
+    #[arg(long)]
+    user: Option<String>,
+    /// From this time on (RFC 3339, or a span before now: 15m, 2h, 7d). Without
+    /// --connection or --user: every user's events in the window.
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time (default: now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only events of this type (repeatable): Connected, Activity, VoiceStarted, VoiceEnded, Disconnected.
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+    /// At most this many events.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output format (default: table on a terminal, else json).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Show times in the local time zone (tables only).
+    #[arg(long)]
+    local_time: bool,
+}
+
+pub async fn run_history(args: HistoryArgs) -> anyhow::Result<()> {
+    let now = Timestamp::now();
+    let time = |flag: &str, value: &Option<String>| -> anyhow::Result<Option<Timestamp>> {
+        value
+            .as_deref()
+            .map(|value| parse_time(value, now).map_err(|error| anyhow::anyhow!("--{flag}: {error}")))
+            .transpose()
+    };
+    let range = TimeRange { since: time("since", &args.since)?, until: time("until", &args.until)? };
+    let mut kinds = Vec::new();
+    for name in &args.types {
+        match EventKind::parse(name) {
+            Some(kind) => kinds.push(kind),
+            None => bail!(
+                "--type {name:?} is not an event type: use Connected, Activity, VoiceStarted, VoiceEnded or Disconnected"
+            ),
+        }
+    }
+    let query = match (&args.connection, &args.user) {
+        (Some(connection), _) => HistoryQuery::Connection(
+            ConnectionId::parse(connection.as_str()).map_err(|error| anyhow::anyhow!("--connection: {error}"))?,
+        ),
+        (None, Some(user)) => HistoryQuery::User {
+            user_id: UserId::parse(user.as_str()).map_err(|error| anyhow::anyhow!("--user: {error}"))?,
+            range,
+        },
+        (None, None) => match range.since {
+            Some(since) => {
+                HistoryQuery::Window { since, until: range.until.unwrap_or(now.plus(chrono::TimeDelta::seconds(1))) }
+            }
+            None => bail!("say whose history: --connection ID, --user ID, or a window with --since (and --until)"),
+        },
+    };
+    let store = args.store.open_existing().await?;
+    let filter = HistoryFilter { kinds, limit: args.limit };
+    let connection_range = matches!(query, HistoryQuery::Connection(_)).then_some(range);
+    let mut reader = HistoryReader::new(store.events(), query, filter);
+    let mut writer = EventWriter::new(io::stdout().lock(), Format::or_default(args.format), args.local_time)?;
+    loop {
+        let page = reader.next_page().await.map_err(|error| explain(error, &args.store))?;
+        let Some(mut page) = page else { break };
+        if let Some(range) = connection_range {
+            page.retain(|event| range.contains(event.at));
+        }
+        writer.write_page(&page).context("writing the output")?;
+    }
+    writer.finish().context("writing the output")?;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// One user's connections (newest first). Without it: every live connection.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only connections with this status.
+    #[arg(long, value_parser = ["connected", "disconnected"])]
+    status: Option<String>,
+    /// At most this many connections.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output format (default: table on a terminal, else json).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Show times in the local time zone (tables only).
+    #[arg(long)]
+    local_time: bool,
+}
+
+pub async fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
+    let user_id =
+        args.user.as_deref().map(UserId::parse).transpose().map_err(|error| anyhow::anyhow!("--user: {error}"))?;
+    let status = args.status.as_deref().and_then(ConnectionStatus::parse);
+    let store = args.store.open_existing().await?;
+    let views = match connections(store.views(), user_id.as_ref(), status, args.limit).await {
+        Ok(views) => views,
+        Err(ConnectionsError::Store(error)) => return Err(explain(error, &args.store)),
+        Err(error) => return Err(error.into()),
+    };
+    write_views(io::stdout().lock(), Format::or_default(args.format), args.local_time, &views)
+        .context("writing the output")?;
+    Ok(())
+}
