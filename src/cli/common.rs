@@ -159,6 +159,26 @@ fn parse_span(input: &str) -> Option<TimeDelta> {
     }
 }
 
+/// A store failure in words a user can act on.
+pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Error {
+    use crate::ports::StoreError;
+    match (&store.store, &error) {
+        (StoreArg::DynamoDb, StoreError::NotFound(_)) => {
+            let tables = TableNames::from_env();
+            anyhow::anyhow!(
+                "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate`",
+                tables.events,
+                tables.connections,
+                store.dynamodb_endpoint()
+            )
+        }
+        (StoreArg::DynamoDb, StoreError::Unavailable(_)) => {
+            anyhow::anyhow!("DynamoDB at {} is unreachable", store.dynamodb_endpoint())
+        }
+        _ => anyhow::Error::new(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,25 +200,5 @@ mod tests {
         assert_eq!("sqlite:./x.db".parse::<StoreArg>(), Ok(StoreArg::Sqlite("./x.db".into())));
         assert!("postgres".parse::<StoreArg>().is_err());
         assert!("sqlite:".parse::<StoreArg>().is_err());
-    }
-}
-
-/// A store failure in words a user can act on.
-pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Error {
-    use crate::ports::StoreError;
-    match (&store.store, &error) {
-        (StoreArg::DynamoDb, StoreError::NotFound(_)) => {
-            let tables = TableNames::from_env();
-            anyhow::anyhow!(
-                "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate`",
-                tables.events,
-                tables.connections,
-                store.dynamodb_endpoint()
-            )
-        }
-        (StoreArg::DynamoDb, StoreError::Unavailable(_)) => {
-            anyhow::anyhow!("DynamoDB at {} is unreachable", store.dynamodb_endpoint())
-        }
-        _ => anyhow::Error::new(error),
     }
 }

@@ -24,7 +24,7 @@ pub struct SweepArgs {
 }
 
 pub async fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let gateway = args.gateway.open().await?;
     let config = SweepConfig {
         grace: TimeDelta::seconds(args.grace_secs.max(0)),
@@ -57,7 +57,7 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
     let user_id = UserId::parse(args.user.as_str()).map_err(|error| anyhow::anyhow!("--user: {error}"))?;
     let data: serde_json::Value =
         serde_json::from_str(&args.data).map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let gateway = args.gateway.open().await?;
     let report =
         send_to_user(store.views(), store.events(), &gateway, &user_id, data.to_string().as_bytes(), retention_days()?)
@@ -93,7 +93,7 @@ pub async fn run_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         Some(until) => parse_time(until, now).map_err(|error| anyhow::anyhow!("--until: {error}"))?,
         None => now.plus(TimeDelta::seconds(1)),
     };
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let on_terminal = std::io::stderr().is_terminal();
     let report = rebuild(store.events(), store.views(), since, until, |report| {
         if on_terminal && report.connections % 100 == 0 {

@@ -261,7 +261,11 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
     // Gone from @connections before $disconnect runs, as in API Gateway.
     state.registry.remove(&context.connection_id);
     let (code, reason) = match ending {
-        Ending::Client { code, reason } => (code, reason),
+        Ending::Client { code, reason } => {
+            // Completes the closing handshake (tungstenite queued the reply to the client's close).
+            let _ = sink.close().await;
+            (code, reason)
+        }
         Ending::Server { code, frame_reason, recorded_reason } => {
             let frame = CloseFrame { code, reason: frame_reason.into() };
             let _ = sink.send(Message::Close(Some(frame))).await;

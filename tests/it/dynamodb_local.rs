@@ -162,3 +162,20 @@ pub async fn fresh_store() -> (DynamoDbStore, RequestCounter) {
     counter.reset();
     (DynamoDbStore::new(client, tables), counter)
 }
+
+/// A DynamoDB Streams client of the shared DynamoDB Local.
+pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
+    let config = aws_sdk_dynamodbstreams::Config::builder()
+        .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_sdk_dynamodbstreams::config::Region::new(REGION))
+        .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "wsledger-tests",
+        ))
+        .build();
+    aws_sdk_dynamodbstreams::Client::from_conf(config)
+}

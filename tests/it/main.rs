@@ -1,5 +1,6 @@
 //! Black-box tests: one binary (one link step), against real DynamoDB Local.
 
+mod audit_cli;
 mod authorizer_lambda;
 mod connection_handler_lambda;
 mod contract;

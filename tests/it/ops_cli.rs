@@ -111,6 +111,8 @@ async fn send_reaches_live_connections_and_records_the_gone_ones() {
         &store,
         &[
             "send",
+            "--store",
+            "dynamodb",
             "--user",
             "user-send",
             "--data",

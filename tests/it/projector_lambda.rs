@@ -22,20 +22,8 @@ use crate::dynamodb_local::{self, ACCESS_KEY, REGION, SECRET_KEY};
 use crate::lambda_runtime_api::{Outcome, RuntimeApi};
 use crate::management_api::ManagementApi;
 
-fn streams_client() -> aws_sdk_dynamodbstreams::Client {
-    let config = aws_sdk_dynamodbstreams::Config::builder()
-        .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-        .endpoint_url(dynamodb_local::endpoint())
-        .region(aws_sdk_dynamodbstreams::config::Region::new(REGION))
-        .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "t",
-        ))
-        .build();
-    aws_sdk_dynamodbstreams::Client::from_conf(config)
-}
-
 fn poller(store: &DynamoDbStore) -> StreamPoller {
-    StreamPoller::new(store.client().clone(), streams_client(), store.tables().events.clone())
+    StreamPoller::new(store.client().clone(), dynamodb_local::streams_client(), store.tables().events.clone())
 }
 
 /// Every record currently in the events table's stream, as Lambda would deliver them.

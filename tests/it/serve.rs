@@ -327,3 +327,77 @@ async fn the_seed_readme_client_works_as_written() {
     }
     app.server.shutdown().await;
 }
+
+/// The same client traffic through `serve` on SQLite and on DynamoDB Local (with
+/// the stream poller) reads the same, but for ids and times.
+#[tokio::test]
+async fn serve_on_both_stores_records_the_same_history() {
+    async fn traffic(server: &Server) {
+        let base = format!("ws://{}", server.local_addr());
+        for user in ["both-a", "both-b"] {
+            let mut request = format!("{base}/?userId={user}").into_client_request().unwrap();
+            request.headers_mut().insert("User-Agent", "both-stores/1".parse().unwrap());
+            let (mut client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            for message in [
+                r#"{"type":"voice_start","data":{"audioFormat":"webm","sessionId":"voice-session-123"}}"#,
+                r#"{"type":"voice_end","data":{"sessionId":"voice-session-123"}}"#,
+                r#"{"type":"ping"}"#,
+            ] {
+                client.send(Message::Text(message.into())).await.unwrap();
+                next_text(&mut client).await;
+            }
+            client.close(None).await.unwrap();
+            let _ = next_close(&mut client).await;
+        }
+    }
+    fn shape(events: &[wsledger::domain::EventEnvelope]) -> Vec<String> {
+        events
+            .iter()
+            .map(|event| {
+                let mut item = serde_json::to_value(wsledger::adapters::item::EventItem::from(event)).unwrap();
+                let object = item.as_object_mut().unwrap();
+                for volatile in ["connectionId", "eventId", "at", "connectedAt", "requestId", "expiresAt"] {
+                    object.remove(volatile);
+                }
+                item.to_string()
+            })
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect()
+    }
+    let config = ServeConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        sweep_interval: Duration::from_secs(3_600),
+        ..ServeConfig::default()
+    };
+    let sqlite = SqliteStore::open(temp_db()).unwrap();
+    let sqlite_server = Server::start(config.clone(), Backend::Sqlite(sqlite.clone())).await.unwrap();
+    let (dynamodb, _) = crate::dynamodb_local::fresh_store().await;
+    let streams = crate::dynamodb_local::streams_client();
+    let dynamodb_server = Server::start(config, Backend::DynamoDb { store: dynamodb.clone(), streams }).await.unwrap();
+    traffic(&sqlite_server).await;
+    traffic(&dynamodb_server).await;
+    sqlite_server.shutdown().await;
+    for user in ["both-a", "both-b"] {
+        let user_id = UserId::parse(user).unwrap();
+        let on_sqlite = sqlite.user_history(&user_id, Default::default(), PageRequest::default()).await.unwrap().items;
+        let on_dynamodb =
+            dynamodb.user_history(&user_id, Default::default(), PageRequest::default()).await.unwrap().items;
+        assert_eq!(on_sqlite.len(), on_dynamodb.len(), "{user}");
+        assert_eq!(shape(&on_sqlite), shape(&on_dynamodb), "{user}");
+        assert!(on_sqlite.len() >= 4, "{on_sqlite:?}");
+    }
+    // The DynamoDB views follow through the stream poller.
+    let user_id = UserId::parse("both-a").unwrap();
+    let mut projected = false;
+    for _ in 0..100 {
+        let views = dynamodb.list_by_user(&user_id, None, PageRequest::default()).await.unwrap().items;
+        if views.first().is_some_and(|view| !view.is_connected()) {
+            projected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(projected, "the poller projected the DynamoDB ledger");
+    dynamodb_server.shutdown().await;
+}
