@@ -218,6 +218,41 @@ impl SqliteStore {
         .await
     }
 
+    /// Writes many events in one transaction (existing ones are left as they are).
+    /// For imports and benchmarks; the application appends through [`EventStore::append`].
+    pub async fn bulk_load(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            rows.push((
+                event.connection_id.to_string(),
+                event.event_id.to_string(),
+                event.user_id.to_string(),
+                event.expires_at,
+                encode(&EventItem::from(event))?,
+            ));
+        }
+        self.with(move |connection| {
+            let transaction = connection.transaction().map_err(sql_error)?;
+            {
+                let mut statement = transaction
+                    .prepare_cached(
+                        "INSERT INTO events (connection_id, event_id, user_id, expires_at, item) \
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (connection_id, event_id) DO NOTHING",
+                    )
+                    .map_err(sql_error)?;
+                for (connection_id, event_id, user_id, expires_at, item) in &rows {
+                    statement
+                        .execute(params![connection_id, event_id, user_id, expires_at, item])
+                        .map_err(sql_error)?;
+                }
+            }
+            transaction.commit().map_err(sql_error)
+        })
+        .await?;
+        self.appended.notify_waiters();
+        Ok(())
+    }
+
     /// The sequence number of the latest append.
     pub async fn last_sequence(&self) -> Result<i64, StoreError> {
         self.with(|connection| {

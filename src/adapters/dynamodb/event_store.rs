@@ -53,6 +53,42 @@ fn page(events: Vec<EventEnvelope>, more: bool) -> Page<EventEnvelope> {
 }
 
 impl DynamoDbStore {
+    /// Writes many events with BatchWriteItem, 25 at a time, unconditionally (a
+    /// repeated event overwrites itself with the same item). For imports and
+    /// benchmarks; the application appends through [`EventStore::append`].
+    pub async fn bulk_load(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in events.chunks(25) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                let put = PutRequest::builder()
+                    .set_item(Some(event_to_item(event)?))
+                    .build()
+                    .map_err(|error| StoreError::Other(error.to_string()))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut attempt = 0u32;
+            while !requests.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.tables.events, requests)
+                    .send()
+                    .await
+                    .map_err(|error| store_error("BatchWriteItem", error))?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut unprocessed| unprocessed.remove(&self.tables.events))
+                    .unwrap_or_default();
+                if !requests.is_empty() {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt.min(40)))).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn query_id_range(
         &self,
         index: &str,
