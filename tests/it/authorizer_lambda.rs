@@ -16,19 +16,19 @@ use tokio::process::Child;
 
 use crate::lambda_runtime_api::{Outcome, RuntimeApi};
 
-const USER_POOL_ID: &str = "us-east-1_TestPool1";
+pub const USER_POOL_ID: &str = "us-east-1_TestPool1";
 const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool1";
-const CLIENT_ID: &str = "4f2a7c1e9b3d5a6c8e0f1a2b3c";
+pub const CLIENT_ID: &str = "4f2a7c1e9b3d5a6c8e0f1a2b3c";
 const METHOD_ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123defg/prod/$connect";
 
-struct SigningKey {
+pub struct SigningKey {
     kid: String,
     encoding: EncodingKey,
-    jwk: Value,
+    pub jwk: Value,
 }
 
 impl SigningKey {
-    fn generate(kid: &str) -> Self {
+    pub fn generate(kid: &str) -> Self {
         let key_pair = KeyPair::generate(KeySize::Rsa2048).expect("an RSA key");
         let der = key_pair.as_der().expect("PKCS#8 DER");
         let pem = format!(
@@ -54,14 +54,14 @@ impl SigningKey {
         Self { kid: kid.to_owned(), encoding, jwk }
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         encode(&header, claims, &self.encoding).expect("a signed token")
     }
 }
 
-fn claims(overrides: Value) -> Value {
+pub fn claims(overrides: Value) -> Value {
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({
         "sub": "3f1c2a9e-7b64-4d2e-9a51-0c8e6f4b2d17",

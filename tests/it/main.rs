@@ -12,6 +12,8 @@ mod management_api;
 mod memory;
 mod migrate_cli;
 mod ops_cli;
+mod packaged;
 mod projector_lambda;
 mod serve;
 mod sqlite;
+mod template;
