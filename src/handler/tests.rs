@@ -316,3 +316,55 @@ fn config_reads_the_environment_and_refuses_nonsense() {
     }
     assert_eq!(HandlerConfig::from_env(), Ok(HandlerConfig::default()));
 }
+
+/// 100,000 random and mutated messages through the whole handler: none panics,
+/// every one is answered, and none that is refused changes the ledger.
+#[test]
+fn a_hundred_thousand_random_messages_are_all_answered() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut session = Session::new();
+    runtime.block_on(session.connect());
+    let valid = [SEED_VOICE_START, SEED_VOICE_DATA, SEED_VOICE_END, SEED_TEXT, r#"{"type":"ping"}"#];
+    let mutated = (
+        prop::sample::select(valid.to_vec()),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<char>()), 0..4),
+    )
+        .prop_map(|(body, edits)| {
+            let mut chars: Vec<char> = body.chars().collect();
+            for (index, replacement) in edits {
+                let at = index.index(chars.len());
+                chars[at] = replacement;
+            }
+            chars.into_iter().collect::<String>()
+        });
+    let strategy = prop_oneof![any::<String>(), mutated, "[\\[\\]{}\":,a-z0-9 ]{0,64}"];
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: 100_000, ..ProptestConfig::default() });
+    let session = std::cell::RefCell::new(session);
+    let offset = std::cell::Cell::new(1_000);
+    runner
+        .run(&strategy, |body| {
+            offset.set(offset.get() + 1);
+            let response = runtime.block_on(session.borrow_mut().send(offset.get(), &body));
+            let frame: serde_json::Value =
+                serde_json::from_str(response.body.as_deref().unwrap_or("null")).map_err(|error| {
+                    proptest::test_runner::TestCaseError::fail(format!("no JSON reply to {body:?}: {error}"))
+                })?;
+            prop_assert!(frame["type"].is_string(), "every message is answered: {body:?} -> {frame}");
+            if frame["type"] == "error" {
+                prop_assert!(frame["code"].is_string() && frame["message"].is_string());
+            }
+            Ok(())
+        })
+        .unwrap();
+    let session = session.into_inner();
+    let metrics = session.handler.metrics();
+    assert_eq!(metrics.messages, 100_000);
+    // Refused messages wrote nothing: only Connected, the valid messages' voice
+    // events and at most one Activity per minute of simulated time are stored.
+    let stored = session.store.inner.all_events().len() as u64;
+    let accepted = 100_000 - metrics.rejected.values().sum::<u64>();
+    assert!(stored <= 1 + 2 * accepted, "{stored} events for {accepted} accepted messages");
+}
+
+use proptest::prelude::*;

@@ -288,3 +288,70 @@ impl StreamPoller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(event_name: &str, new_image: serde_json::Value) -> EventRecord {
+        let mut record = EventRecord::default();
+        record.event_id = "record".into();
+        record.event_name = event_name.into();
+        record.change.new_image = serde_json::from_value(new_image).unwrap_or_default();
+        record.change.sequence_number = Some("100".into());
+        record
+    }
+
+    #[test]
+    fn inserts_decode_and_everything_else_is_ignored_or_poison() {
+        let image = json!({
+            "connectionId": { "S": "c" }, "eventId": { "S": "01KAV9FT3VMY579VHBT3XJN3MQ" }, "type": { "S": "Connected" },
+            "userId": { "S": "u" }, "at": { "S": "2025-11-24T16:00:00.123Z" },
+            "connectedAt": { "S": "2025-11-24T16:00:00.000Z" }, "requestId": { "S": "r" }, "timeBucket": { "S": "x#1" }
+        });
+        assert!(matches!(decode_record(&record("INSERT", image.clone())).change, Change::Appended(_)));
+        assert!(matches!(decode_record(&record("MODIFY", image.clone())).change, Change::Ignored(_)));
+        assert!(matches!(decode_record(&record("REMOVE", json!({}))).change, Change::Ignored(_)));
+        assert!(matches!(decode_record(&record("INSERT", json!({}))).change, Change::Poison(_)));
+        assert!(matches!(decode_record(&record("UPSERT", image)).change, Change::Poison(_)));
+    }
+
+    fn attribute() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            any::<String>().prop_map(|text| json!({ "S": text })),
+            any::<i64>().prop_map(|number| json!({ "N": number.to_string() })),
+            any::<bool>().prop_map(|flag| json!({ "BOOL": flag })),
+            Just(json!({ "NULL": true })),
+            prop::collection::vec(any::<String>(), 0..3).prop_map(|list| json!({ "SS": list })),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100_000))]
+
+        /// Random images (real attribute names with random values, and random names)
+        /// never panic the decoder: each is an event, ignored, or poison.
+        #[test]
+        fn random_stream_records_never_panic(
+            name in prop::sample::select(vec!["INSERT", "MODIFY", "REMOVE", "x"]),
+            known in prop::collection::vec((prop::sample::select(vec![
+                "connectionId", "eventId", "type", "userId", "at", "connectedAt", "requestId",
+                "ipAddress", "sessionId", "messageCount", "reason", "statusCode", "expiresAt",
+            ]), attribute()), 0..12),
+            unknown in prop::collection::vec(("[a-z]{1,8}", attribute()), 0..3),
+        ) {
+            let mut image = serde_json::Map::new();
+            for (key, value) in known {
+                image.insert(key.to_owned(), value);
+            }
+            for (key, value) in unknown {
+                image.insert(key, value);
+            }
+            let decoded = decode_record(&record(name, serde_json::Value::Object(image)));
+            prop_assert_eq!(decoded.sequence_number.as_deref(), Some("100"));
+        }
+    }
+}
