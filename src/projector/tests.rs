@@ -171,3 +171,98 @@ async fn poison_and_ignored_records_are_counted_and_block_nothing() {
     assert_eq!((outcome.poison, outcome.ignored, outcome.written, outcome.retry_from), (1, 1, 1, None));
     assert_eq!(view(&views, "conn-a").await.status, ConnectionStatus::Disconnected);
 }
+
+/// Fails a fraction of view writes, deterministically (every `period`-th put).
+struct FaultyViews {
+    inner: MemoryStore,
+    period: usize,
+    puts: Mutex<usize>,
+    failures: Mutex<usize>,
+}
+
+#[async_trait]
+impl ViewStore for FaultyViews {
+    async fn get(&self, id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn put(&self, view: &ConnectionInfo, expected: Option<u64>) -> Result<u64, StoreError> {
+        let fail = {
+            let mut puts = self.puts.lock().unwrap();
+            *puts += 1;
+            puts.is_multiple_of(self.period)
+        };
+        if fail {
+            *self.failures.lock().unwrap() += 1;
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        self.inner.put(view, expected).await
+    }
+
+    async fn list_by_user(
+        &self,
+        user: &UserId,
+        status: Option<ConnectionStatus>,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        self.inner.list_by_user(user, status, page).await
+    }
+
+    async fn list_live_until_before(
+        &self,
+        deadline: Timestamp,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
+        self.inner.list_live_until_before(deadline, page).await
+    }
+}
+
+/// A shard of 2,000 records for 200 connections, consumed as Lambda consumes it
+/// (batches of 100, restarting at the reported record), while a third of the view
+/// writes fail: every view converges to the fold of its whole history, and no
+/// record is skipped.
+#[tokio::test]
+async fn views_converge_when_a_third_of_the_writes_fail() {
+    let views = FaultyViews { inner: MemoryStore::new(), period: 3, puts: Mutex::new(0), failures: Mutex::new(0) };
+    let mut events = Vec::new();
+    for connection in 0..200 {
+        let name = format!("conn-{connection}");
+        for step in 0..10i64 {
+            let payload = match step {
+                0 => ConnectionEvent::Connected { ip_address: Some("203.0.113.1".into()), user_agent: None },
+                9 if connection % 2 == 0 => ConnectionEvent::Disconnected {
+                    reason: DisconnectReason::Client,
+                    status_code: Some(1000),
+                    detail: None,
+                },
+                _ => ConnectionEvent::Activity { session_id: None, message_count: 1 },
+            };
+            events.push(event(&name, &format!("r{step}"), step * 1_000 + connection, payload));
+        }
+    }
+    // A shard interleaves connections.
+    events.sort_by_key(|event| (event.at, event.connection_id.clone()));
+    let shard = records(&events);
+    let mut position = 0;
+    let mut invocations = 0;
+    while position < shard.len() {
+        invocations += 1;
+        assert!(invocations < 1_000, "the shard must drain");
+        let batch = &shard[position..(position + 100).min(shard.len())];
+        let outcome = project_batch(&views, batch).await;
+        position = match outcome.retry_from {
+            Some(sequence) => {
+                shard.iter().position(|record| record.sequence_number.as_deref() == Some(sequence.as_str())).unwrap()
+            }
+            None => position + batch.len(),
+        };
+    }
+    assert!(*views.failures.lock().unwrap() > 50, "faults were injected");
+    for connection in 0..200 {
+        let name = format!("conn-{connection}");
+        let history: Vec<EventEnvelope> =
+            events.iter().filter(|event| event.connection_id.as_str() == name).cloned().collect();
+        let stored = views.inner.get(&ConnectionId::parse(name.as_str()).unwrap()).await.unwrap().expect("a view").view;
+        assert_eq!(stored, ConnectionInfo::fold(&history).unwrap(), "{name}");
+    }
+}

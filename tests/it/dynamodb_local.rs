@@ -179,3 +179,96 @@ pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
         .build();
     aws_sdk_dynamodbstreams::Client::from_conf(config)
 }
+
+/// A DynamoDB Local of one test's own, on disk, that the test can kill and restart
+/// (for outage tests; the shared one is in memory).
+pub struct DedicatedDynamoDbLocal {
+    port: u16,
+    data_dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl DedicatedDynamoDbLocal {
+    pub fn start() -> Self {
+        let data_dir = std::env::temp_dir().join(format!("wsledger-ddb-{}", ulid::Ulid::generate()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut local = Self { port: free_port(), data_dir, child: None };
+        local.restart();
+        local
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the JVM at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn restart(&mut self) {
+        let dir = jar_dir();
+        let mut command = Command::new("java");
+        command
+            .current_dir(&dir)
+            .args(["-Djava.library.path=./DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar", "-sharedDb"])
+            .arg("-dbPath")
+            .arg(&self.data_dir)
+            .args(["-port", &self.port.to_string(), "-disableTelemetry"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(command.spawn().unwrap_or_else(|error| panic!("cannot start java: {error}: {HOW_TO_FIX}")));
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(60), "DynamoDB Local did not restart: {HOW_TO_FIX}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A client of this instance with a bounded time per attempt, so an outage
+    /// answers with an error instead of waiting.
+    pub fn client(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "wsledger-tests"))
+            .timeout_config(
+                aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(2))
+                    .connect_timeout(Duration::from_secs(1))
+                    .build(),
+            )
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    pub fn streams_client(&self) -> aws_sdk_dynamodbstreams::Client {
+        let config = aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_dynamodbstreams::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "wsledger-tests",
+            ))
+            .build();
+        aws_sdk_dynamodbstreams::Client::from_conf(config)
+    }
+}
+
+impl Drop for DedicatedDynamoDbLocal {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

@@ -7,6 +7,7 @@ mod contract;
 mod delivery;
 mod dynamodb;
 mod dynamodb_local;
+mod faults;
 mod lambda_runtime_api;
 mod management_api;
 mod memory;
