@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// How often the stale-connection sweep runs.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     sweep_interval: u64,
+    /// Do not serve the dashboard (GET / and /api/...).
+    #[arg(long)]
+    no_dashboard: bool,
+    /// Serve the dashboard only to requests carrying this token (?token=...).
+    #[arg(long, env = "WSLEDGER_DASHBOARD_TOKEN", hide_env_values = true)]
+    dashboard_token: Option<String>,
 }
 
 async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
@@ -113,6 +119,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         handler,
         sweep: SweepConfig { retention_days: retention_days()?, ..SweepConfig::default() },
         sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
+        dashboard: !args.no_dashboard,
+        dashboard_token: args.dashboard_token.clone(),
     };
     let backend = backend(&args.store).await?;
     let server = Server::start(config, backend).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -127,11 +135,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "  @connections: http://{address}/@connections/{{connectionId}} (POST, GET, DELETE; also under /{}/)",
         args.stage
     );
+    if !args.no_dashboard {
+        let token = if args.dashboard_token.is_some() { "?token=<--dashboard-token>" } else { "" };
+        println!("  dashboard:    http://{address}/{token}");
+    }
     if args.auth == AuthArg::Dev {
         println!("  warning: --auth dev trusts ?userId= without checking it; use it for development only");
     }
     if !address.ip().is_loopback() {
         println!("  warning: listening beyond this machine ({address}); anyone who can reach it can connect");
+        if !args.no_dashboard && args.dashboard_token.is_none() {
+            println!(
+                "  warning: the dashboard shows every user's connections to anyone who can reach it; \
+                 protect it with --dashboard-token or turn it off with --no-dashboard"
+            );
+        }
     }
     shutdown_signal().await;
     let open = server.open_connections();

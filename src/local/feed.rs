@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 use crate::adapters::sqlite::SqliteStore;
+use crate::ports::ViewStore;
 use crate::projector::project_batch;
 
 /// The name of the projector's checkpoint in the embedded store.
@@ -14,13 +17,13 @@ const BATCH: usize = 100;
 
 /// Projects everything appended after the checkpoint, once. Returns whether it got
 /// to the end of the feed (false when a view write failed and must be retried).
-pub async fn project_pending(store: &SqliteStore) -> Result<bool, crate::ports::StoreError> {
+pub async fn project_pending(store: &SqliteStore, views: &dyn ViewStore) -> Result<bool, crate::ports::StoreError> {
     loop {
         let checkpoint = store.checkpoint(PROJECTOR_CHECKPOINT).await?;
         let records = store.changes_after(checkpoint, BATCH).await?;
         let Some(last) = records.last() else { return Ok(true) };
         let last: i64 = last.sequence_number.as_deref().and_then(|seq| seq.parse().ok()).unwrap_or(checkpoint);
-        let outcome = project_batch(store, &records).await;
+        let outcome = project_batch(views, &records).await;
         // At least once: on a failure the checkpoint stops just before the record to retry.
         let next = match outcome.retry_from.as_deref().and_then(|seq| seq.parse::<i64>().ok()) {
             Some(retry_from) => retry_from - 1,
@@ -36,13 +39,13 @@ pub async fn project_pending(store: &SqliteStore) -> Result<bool, crate::ports::
     }
 }
 
-/// Runs the projector on the embedded store's feed until `stop` turns true, then
-/// flushes what is pending.
-pub async fn run_sqlite_projector(store: SqliteStore, mut stop: watch::Receiver<bool>) {
+/// Runs the projector on the embedded store's feed (writing through `views`) until
+/// `stop` turns true, then flushes what is pending.
+pub async fn run_sqlite_projector(store: SqliteStore, views: Arc<dyn ViewStore>, mut stop: watch::Receiver<bool>) {
     let appended = store.appended();
     loop {
         let notified = appended.notified();
-        let pause = match project_pending(&store).await {
+        let pause = match project_pending(&store, views.as_ref()).await {
             Ok(true) => Duration::from_secs(1),
             Ok(false) => Duration::from_millis(200),
             Err(error) => {
@@ -60,7 +63,7 @@ pub async fn run_sqlite_projector(store: SqliteStore, mut stop: watch::Receiver<
         }
     }
     for _ in 0..10 {
-        match project_pending(&store).await {
+        match project_pending(&store, views.as_ref()).await {
             Ok(true) => return,
             Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(error) => {

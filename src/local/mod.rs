@@ -8,6 +8,7 @@
 //! limits (1001), and the `@connections` Management API with real `GoneException`s.
 
 pub mod apigw_event;
+pub mod dashboard;
 pub mod feed;
 mod management;
 pub mod registry;
@@ -80,6 +81,10 @@ pub struct ServeConfig {
     pub handler: HandlerConfig,
     pub sweep: SweepConfig,
     pub sweep_interval: Duration,
+    /// Serve the dashboard on `GET /` and `/api/...`.
+    pub dashboard: bool,
+    /// When set, the dashboard answers only requests carrying it (`?token=` or a bearer token).
+    pub dashboard_token: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -93,6 +98,8 @@ impl Default for ServeConfig {
             handler: HandlerConfig::default(),
             sweep: SweepConfig::default(),
             sweep_interval: Duration::from_secs(60),
+            dashboard: true,
+            dashboard_token: None,
         }
     }
 }
@@ -105,6 +112,9 @@ pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
 /// What every request of the emulator shares.
 pub(crate) struct AppState {
     pub handler: ConnectionHandler,
+    pub events: Arc<dyn EventStore>,
+    pub views: Arc<dyn ViewStore>,
+    pub dashboard: Option<Arc<dashboard::Dashboard>>,
     pub registry: Arc<Registry>,
     pub config: ServeConfig,
     pub domain_name: String,
@@ -135,8 +145,19 @@ impl Server {
         let handler =
             ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler);
         let registry = Arc::new(Registry::default());
+        let dashboard = config.dashboard.then(|| Arc::new(dashboard::Dashboard::new(config.dashboard_token.clone())));
+        // The projector writes through this, so the dashboard sees every view as it changes.
+        let projected_views: Arc<dyn ViewStore> = match &dashboard {
+            Some(dashboard) => {
+                Arc::new(dashboard::NotifyingViews { inner: views.clone(), dashboard: dashboard.clone() })
+            }
+            None => views.clone(),
+        };
         let state = Arc::new(AppState {
             handler,
+            events: events.clone(),
+            views: views.clone(),
+            dashboard,
             registry: registry.clone(),
             domain_name: local_addr.to_string(),
             config: config.clone(),
@@ -148,6 +169,7 @@ impl Server {
             .route("/", get(socket::entry))
             .route("/{stage}", get(socket::entry))
             .merge(management::routes())
+            .merge(dashboard::routes())
             .with_state(state.clone());
 
         let mut tasks = Vec::new();
@@ -160,17 +182,19 @@ impl Server {
             }
         }));
         tasks.push(match backend {
-            Backend::Sqlite(store) => tokio::spawn(feed::run_sqlite_projector(store, shutdown.clone())),
+            Backend::Sqlite(store) => {
+                tokio::spawn(feed::run_sqlite_projector(store, projected_views.clone(), shutdown.clone()))
+            }
             Backend::DynamoDb { store, streams } => {
                 let poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
                 let stop = shutdown.clone();
+                let views = projected_views.clone();
                 tokio::spawn(async move {
-                    let views = store.clone();
                     poller
                         .run(
                             |records| {
                                 let views = views.clone();
-                                async move { crate::lambda::projector::stream_batch(&views, &records).await }
+                                async move { crate::lambda::projector::stream_batch(views.as_ref(), &records).await }
                             },
                             Duration::from_millis(500),
                             stopped(stop),

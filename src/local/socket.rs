@@ -83,11 +83,7 @@ pub(super) async fn entry(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            format!("wsledger: connect with a WebSocket client to ws://{}/?userId=... ", state.domain_name),
-        )
-            .into_response();
+        return super::dashboard::page(&state, &headers, &query).await;
     };
     if *state.shutdown.borrow() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();

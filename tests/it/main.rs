@@ -4,6 +4,7 @@ mod audit_cli;
 mod authorizer_lambda;
 mod connection_handler_lambda;
 mod contract;
+mod dashboard;
 mod delivery;
 mod dynamodb;
 mod dynamodb_local;

@@ -289,7 +289,7 @@ async fn assert_disconnected(path: &Path, user: &str) {
 }
 
 /// Where `scripts/test` installs npm packages.
-fn node_modules() -> PathBuf {
+pub fn node_modules() -> PathBuf {
     let tools = std::env::var("WSLEDGER_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache/wsledger/tools")
     });
