@@ -53,13 +53,16 @@ fn records(events: &[EventEnvelope]) -> Vec<ChangeRecord> {
         .collect()
 }
 
-/// Counts reads and writes, and fails writes of the connections in `failing`.
+/// Counts reads and writes, and fails the writes of the connections in `failing`
+/// and every `fail_every`-th write (0: none).
 #[derive(Default)]
 struct CountingViews {
     inner: MemoryStore,
     failing: Mutex<HashSet<String>>,
+    fail_every: usize,
     gets: Mutex<usize>,
     puts: Mutex<usize>,
+    failures: Mutex<usize>,
 }
 
 #[async_trait]
@@ -70,8 +73,14 @@ impl ViewStore for CountingViews {
     }
 
     async fn put(&self, view: &ConnectionInfo, expected: Option<u64>) -> Result<u64, StoreError> {
-        *self.puts.lock().unwrap() += 1;
-        if self.failing.lock().unwrap().contains(view.connection_id.as_str()) {
+        let fail = {
+            let mut puts = self.puts.lock().unwrap();
+            *puts += 1;
+            (self.fail_every > 0 && puts.is_multiple_of(self.fail_every))
+                || self.failing.lock().unwrap().contains(view.connection_id.as_str())
+        };
+        if fail {
+            *self.failures.lock().unwrap() += 1;
             return Err(StoreError::Throttled("injected".into()));
         }
         self.inner.put(view, expected).await
@@ -172,58 +181,13 @@ async fn poison_and_ignored_records_are_counted_and_block_nothing() {
     assert_eq!(view(&views, "conn-a").await.status, ConnectionStatus::Disconnected);
 }
 
-/// Fails a fraction of view writes, deterministically (every `period`-th put).
-struct FaultyViews {
-    inner: MemoryStore,
-    period: usize,
-    puts: Mutex<usize>,
-    failures: Mutex<usize>,
-}
-
-#[async_trait]
-impl ViewStore for FaultyViews {
-    async fn get(&self, id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
-        self.inner.get(id).await
-    }
-
-    async fn put(&self, view: &ConnectionInfo, expected: Option<u64>) -> Result<u64, StoreError> {
-        let fail = {
-            let mut puts = self.puts.lock().unwrap();
-            *puts += 1;
-            puts.is_multiple_of(self.period)
-        };
-        if fail {
-            *self.failures.lock().unwrap() += 1;
-            return Err(StoreError::Unavailable("injected".into()));
-        }
-        self.inner.put(view, expected).await
-    }
-
-    async fn list_by_user(
-        &self,
-        user: &UserId,
-        status: Option<ConnectionStatus>,
-        page: PageRequest<ViewCursor>,
-    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
-        self.inner.list_by_user(user, status, page).await
-    }
-
-    async fn list_live_until_before(
-        &self,
-        deadline: Timestamp,
-        page: PageRequest<ViewCursor>,
-    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
-        self.inner.list_live_until_before(deadline, page).await
-    }
-}
-
 /// A shard of 2,000 records for 200 connections, consumed as Lambda consumes it
 /// (batches of 100, restarting at the reported record), while a third of the view
 /// writes fail: every view converges to the fold of its whole history, and no
 /// record is skipped.
 #[tokio::test]
 async fn views_converge_when_a_third_of_the_writes_fail() {
-    let views = FaultyViews { inner: MemoryStore::new(), period: 3, puts: Mutex::new(0), failures: Mutex::new(0) };
+    let views = CountingViews { fail_every: 3, ..CountingViews::default() };
     let mut events = Vec::new();
     for connection in 0..200 {
         let name = format!("conn-{connection}");
