@@ -401,3 +401,57 @@ async fn serve_on_both_stores_records_the_same_history() {
     assert!(projected, "the poller projected the DynamoDB ledger");
     dynamodb_server.shutdown().await;
 }
+
+/// `--auth jwt`: the authorizer's verification on `?token=`; the user is the token's `sub`.
+#[tokio::test]
+async fn jwt_auth_admits_valid_tokens_only() {
+    use crate::authorizer_lambda::{CLIENT_ID, SigningKey, USER_POOL_ID, claims};
+    use wsledger::auth::{AuthConfig, JwksSource, JwtVerifier};
+
+    let key = SigningKey::generate("serve-key");
+    let jwks = std::env::temp_dir().join(format!("wsledger-serve-jwks-{}.json", ulid::Ulid::generate()));
+    std::fs::write(&jwks, json!({ "keys": [key.jwk.clone()] }).to_string()).unwrap();
+    let mut auth = AuthConfig::cognito(USER_POOL_ID, Some(CLIENT_ID.to_owned())).unwrap();
+    auth.jwks = JwksSource::File(jwks.clone());
+    let store = SqliteStore::open(temp_db()).unwrap();
+    let config = ServeConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        auth: wsledger::local::AuthMode::Jwt(std::sync::Arc::new(JwtVerifier::new(auth))),
+        sweep_interval: Duration::from_secs(3_600),
+        ..ServeConfig::default()
+    };
+    let server = Server::start(config, Backend::Sqlite(store.clone())).await.unwrap();
+    let base = format!("ws://{}/", server.local_addr());
+
+    let token = key.sign(&claims(json!({})));
+    let (mut client, _) =
+        tokio_tungstenite::connect_async(format!("{base}?token={token}")).await.expect("a valid token connects");
+    client.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+    assert_eq!(next_text(&mut client).await, json!({"type": "pong"}));
+    let sub = UserId::parse("3f1c2a9e-7b64-4d2e-9a51-0c8e6f4b2d17").unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if !store.list_by_user(&sub, None, PageRequest::default()).await.unwrap().items.is_empty() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the connection belongs to the token's sub");
+
+    let status = |result: Result<_, WsError>| match result {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Ok(_) => 101,
+        Err(other) => panic!("{other}"),
+    };
+    assert_eq!(status(tokio_tungstenite::connect_async(base.clone()).await), 401, "no token");
+    let expired = key.sign(&claims(json!({ "exp": chrono::Utc::now().timestamp() - 3_600 })));
+    assert_eq!(status(tokio_tungstenite::connect_async(format!("{base}?token={expired}")).await), 403);
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(format!("{base}?userId=someone")).await),
+        401,
+        "no ?userId= in jwt mode"
+    );
+    server.shutdown().await;
+    std::fs::remove_file(jwks).ok();
+}
