@@ -126,6 +126,15 @@ fn dashboard_of(state: &AppState) -> Option<&Arc<Dashboard>> {
     state.dashboard.as_ref()
 }
 
+/// The dashboard, when it is on and the request carries its token.
+fn authorized<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Option<&'a Arc<Dashboard>> {
+    dashboard_of(state).filter(|dashboard| dashboard.allows(headers, query))
+}
+
 /// `GET /` without an upgrade.
 pub(super) async fn page(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Response {
     match dashboard_of(state) {
@@ -145,9 +154,7 @@ async fn connections(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(dashboard) = dashboard_of(&state).filter(|dashboard| dashboard.allows(&headers, &query)) else {
-        return refuse();
-    };
+    let Some(dashboard) = authorized(&state, &headers, &query) else { return refuse() };
     let live =
         match crate::audit::connections(state.views.as_ref(), None, Some(ConnectionStatus::Connected), Some(1_000))
             .await
@@ -172,7 +179,7 @@ async fn connection_history(
     Query(query): Query<HashMap<String, String>>,
     Path(id): Path<String>,
 ) -> Response {
-    if !dashboard_of(&state).is_some_and(|dashboard| dashboard.allows(&headers, &query)) {
+    if authorized(&state, &headers, &query).is_none() {
         return refuse();
     }
     let Ok(connection_id) = ConnectionId::parse(id) else {
@@ -190,7 +197,7 @@ async fn activity(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !dashboard_of(&state).is_some_and(|dashboard| dashboard.allows(&headers, &query)) {
+    if authorized(&state, &headers, &query).is_none() {
         return refuse();
     }
     let now = Timestamp::now();
@@ -219,9 +226,7 @@ async fn stream(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(dashboard) = dashboard_of(&state).filter(|dashboard| dashboard.allows(&headers, &query)) else {
-        return refuse();
-    };
+    let Some(dashboard) = authorized(&state, &headers, &query) else { return refuse() };
     let receiver = dashboard.updates.subscribe();
     let events = futures::stream::unfold(receiver, |mut receiver| async move {
         let event = match receiver.recv().await {

@@ -165,9 +165,14 @@ pub async fn fresh_store() -> (DynamoDbStore, RequestCounter) {
 
 /// A DynamoDB Streams client of the shared DynamoDB Local.
 pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
+    streams_client_for(endpoint())
+}
+
+/// A DynamoDB Streams client of the DynamoDB Local at `endpoint`.
+fn streams_client_for(endpoint: &str) -> aws_sdk_dynamodbstreams::Client {
     let config = aws_sdk_dynamodbstreams::Config::builder()
         .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .region(aws_sdk_dynamodbstreams::config::Region::new(REGION))
         .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
             ACCESS_KEY,
@@ -250,19 +255,7 @@ impl DedicatedDynamoDbLocal {
     }
 
     pub fn streams_client(&self) -> aws_sdk_dynamodbstreams::Client {
-        let config = aws_sdk_dynamodbstreams::Config::builder()
-            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(aws_sdk_dynamodbstreams::config::Region::new(REGION))
-            .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
-                ACCESS_KEY,
-                SECRET_KEY,
-                None,
-                None,
-                "wsledger-tests",
-            ))
-            .build();
-        aws_sdk_dynamodbstreams::Client::from_conf(config)
+        streams_client_for(&self.endpoint())
     }
 }
 
