@@ -20,6 +20,22 @@ const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 /// Clock skew tolerated on `exp`.
 const LEEWAY_SECONDS: u64 = 30;
 
+/// The token of a request, by one rule for every entry point (the authorizer, the
+/// emulator's `$connect`, its dashboard and `@connections`): a non-empty `token`
+/// query parameter (browsers cannot set headers on a WebSocket), else the
+/// `Authorization` header without its `Bearer ` prefix (any case), trimmed.
+pub fn token_from(query_token: Option<&str>, authorization: Option<&str>) -> Option<String> {
+    if let Some(token) = query_token.map(str::trim).filter(|token| !token.is_empty()) {
+        return Some(token.to_owned());
+    }
+    let header = authorization?.trim();
+    let token = match header.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => header,
+    };
+    Some(token.to_owned()).filter(|token| !token.is_empty())
+}
+
 /// Where the signing keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
@@ -189,5 +205,21 @@ impl JwtVerifier {
             return Err(AuthError::Invalid(format!("issued to {audience:?}, not to app client {client_id}")));
         }
         UserId::parse(claims.sub).map_err(|error| AuthError::Invalid(error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::token_from;
+
+    #[test]
+    fn one_rule_for_where_a_token_comes_from() {
+        assert_eq!(token_from(Some("q"), Some("Bearer h")).as_deref(), Some("q"));
+        assert_eq!(token_from(Some(" "), Some("Bearer h")).as_deref(), Some("h"), "an empty ?token= falls back");
+        assert_eq!(token_from(None, Some("bearer  h ")).as_deref(), Some("h"));
+        assert_eq!(token_from(None, Some("BEARER h")).as_deref(), Some("h"));
+        assert_eq!(token_from(None, Some("h")).as_deref(), Some("h"), "a bare header value");
+        assert_eq!(token_from(None, Some("Bearer ")), None);
+        assert_eq!(token_from(None, None), None);
     }
 }

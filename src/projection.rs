@@ -108,7 +108,9 @@ async fn full_history(events: &dyn EventStore, connection_id: &ConnectionId) -> 
     }
 }
 
-async fn rebuild_connection(
+/// Re-folds one connection's view from its whole history (see [`rebuild`]);
+/// returns the length of the history and what was written.
+pub async fn rebuild_connection(
     events: &dyn EventStore,
     views: &dyn ViewStore,
     connection_id: &ConnectionId,

@@ -5,8 +5,10 @@
 //! connection of this process. Items are the shared stored shape
 //! (`adapters::item`) as JSON; the columns beside them are index keys.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,11 +63,53 @@ fn decode_cursor(cursor: &ViewCursor) -> Result<(String, String), StoreError> {
         .ok_or_else(|| StoreError::Other(format!("invalid view cursor {:?}", cursor.0)))
 }
 
+/// View rows that could not be decoded: each is logged once, counted, and then
+/// treated as absent, so nothing that reads views (the projector, the sweep, the
+/// dashboard) stops on it. The next write of that connection's view replaces it.
+#[derive(Debug, Default)]
+struct CorruptViews {
+    /// Connection id → the version of its undecodable row (what a replacement must match).
+    rows: Mutex<HashMap<String, i64>>,
+    /// Connections whose view was replaced from a partial fold and should be
+    /// re-folded from their whole history (see [`SqliteStore::take_repairs`]).
+    repairs: Mutex<Vec<ConnectionId>>,
+    seen: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl CorruptViews {
+    fn observe(&self, connection_id: &str, version: i64, error: &StoreError) {
+        if lock(&self.rows).insert(connection_id.to_owned(), version).is_none() {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                connection_id,
+                %error,
+                "a view row cannot be decoded; treating it as absent (the next event or `wsledger rebuild` replaces it)"
+            );
+        }
+    }
+
+    /// Decodes a view row, or observes it as corrupt and gives `None`.
+    fn decode(&self, connection_id: &str, version: i64, json: &str) -> Option<VersionedView> {
+        match decode_view(json) {
+            Ok(view) => Some(view),
+            Err(error) => {
+                self.observe(connection_id, version, &error);
+                None
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
     path: PathBuf,
     appended: Arc<Notify>,
+    corrupt: Arc<CorruptViews>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -84,7 +128,24 @@ impl SqliteStore {
         connection.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_error)?;
         migrate(&mut connection)?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)), path, appended: Arc::new(Notify::new()) })
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+            path,
+            appended: Arc::new(Notify::new()),
+            corrupt: Arc::new(CorruptViews::default()),
+        })
+    }
+
+    /// How many undecodable view rows this process has come across.
+    pub fn corrupt_views(&self) -> u64 {
+        self.corrupt.seen.load(Ordering::Relaxed)
+    }
+
+    /// The connections whose undecodable view was replaced since the last call:
+    /// their views were folded from the events at hand only, and are best re-folded
+    /// from their whole history (`projection::rebuild_connection`).
+    pub fn take_repairs(&self) -> Vec<ConnectionId> {
+        std::mem::take(&mut *lock(&self.corrupt.repairs))
     }
 
     pub fn path(&self) -> &Path {
@@ -103,9 +164,9 @@ impl SqliteStore {
     {
         let connection = self.connection.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection =
-                connection.lock().map_err(|_| StoreError::Other("the SQLite connection lock is poisoned".into()))?;
-            work(&mut connection)
+            // A panic while holding the connection leaves it usable (an open
+            // transaction rolled back as it unwound), so a poisoned lock is recovered.
+            work(&mut lock(&connection))
         })
         .await
         .map_err(|error| StoreError::Other(format!("SQLite task: {error}")))?
@@ -333,23 +394,40 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// Runs a view listing whose rows are `(sort key, connection id, version, item)`,
+/// `limit + 1` of them at most. Undecodable rows are skipped, but still move the
+/// cursor, so they neither end a listing early nor repeat.
 fn list_views(
     connection: &Connection,
+    corrupt: &CorruptViews,
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
     limit: usize,
-    sort_key: impl Fn(&ConnectionInfo) -> String,
 ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(sql_error)?;
-    let rows = statement.query_map(params, |row| row.get::<_, String>(0)).map_err(sql_error)?;
+    let rows = statement
+        .query_map(params, |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?))
+        })
+        .map_err(sql_error)?;
     let mut views = Vec::new();
-    for row in rows {
-        views.push(decode_view(&row.map_err(sql_error)?)?.view);
+    let mut last_row = None;
+    let mut more = false;
+    for (read, row) in rows.enumerate() {
+        let (sort, connection_id, version, json) = row.map_err(sql_error)?;
+        if read == limit {
+            more = true;
+            break;
+        }
+        if let Some(view) = corrupt.decode(&connection_id, version, &json) {
+            views.push(view.view);
+        }
+        last_row = Some((sort, connection_id));
     }
-    let more = views.len() > limit;
-    views.truncate(limit);
-    let next =
-        if more { views.last().map(|view| encode_cursor(&sort_key(view), view.connection_id.as_str())) } else { None };
+    let next = match (more, last_row) {
+        (true, Some((sort, connection_id))) => Some(encode_cursor(&sort, &connection_id)),
+        _ => None,
+    };
     Ok(Page { items: views, next })
 }
 
@@ -357,20 +435,27 @@ fn list_views(
 impl ViewStore for SqliteStore {
     async fn get(&self, connection_id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
         let connection_id = connection_id.to_string();
-        let json: Option<String> = self
+        let id = connection_id.clone();
+        let row: Option<(i64, String)> = self
             .with(move |connection| {
                 connection
-                    .query_row("SELECT item FROM views WHERE connection_id = ?1", params![connection_id], |row| {
-                        row.get(0)
+                    .query_row("SELECT version, item FROM views WHERE connection_id = ?1", params![id], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
                     })
                     .optional()
                     .map_err(sql_error)
             })
             .await?;
-        json.as_deref().map(decode_view).transpose()
+        Ok(row.and_then(|(version, json)| self.corrupt.decode(&connection_id, version, &json)))
     }
 
     async fn put(&self, view: &ConnectionInfo, expected_version: Option<u64>) -> Result<u64, StoreError> {
+        // Writing a view that was read as absent over an undecodable row replaces the row.
+        let replacing = match expected_version {
+            None => lock(&self.corrupt.rows).get(view.connection_id.as_str()).copied(),
+            Some(_) => None,
+        };
+        let expected_version = expected_version.or(replacing.map(|version| version as u64));
         let version = expected_version.map_or(1, |version| version + 1);
         let item = ViewItem::new(view, version);
         let json = encode(&item)?;
@@ -412,6 +497,10 @@ impl ViewStore for SqliteStore {
         if changed == 0 {
             return Err(StoreError::Conflict(format!("view {connection_id} is not at version {expected_version:?}")));
         }
+        if replacing.is_some() {
+            lock(&self.corrupt.rows).remove(view.connection_id.as_str());
+            lock(&self.corrupt.repairs).push(view.connection_id.clone());
+        }
         Ok(version)
     }
 
@@ -428,15 +517,16 @@ impl ViewStore for SqliteStore {
         let user_id = user_id.to_string();
         let status = status.map(|status| status.as_str().to_owned());
         let limit = page.limit;
+        let corrupt = self.corrupt.clone();
         self.with(move |connection| {
             list_views(
                 connection,
-                "SELECT item FROM views WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2) \
+                &corrupt,
+                "SELECT created_at, connection_id, version, item FROM views WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2) \
                  AND (created_at < ?3 OR (created_at = ?3 AND connection_id < ?4) OR ?4 = '') \
                  ORDER BY created_at DESC, connection_id DESC LIMIT ?5",
                 params![user_id, status, before_created, before_id, (limit + 1) as i64],
                 limit,
-                |view| view.created_at.to_rfc3339(),
             )
         })
         .await
@@ -453,15 +543,16 @@ impl ViewStore for SqliteStore {
         };
         let deadline = deadline.to_rfc3339();
         let limit = page.limit;
+        let corrupt = self.corrupt.clone();
         self.with(move |connection| {
             list_views(
                 connection,
-                "SELECT item FROM views WHERE live_until IS NOT NULL AND live_until < ?1 \
+                &corrupt,
+                "SELECT live_until, connection_id, version, item FROM views WHERE live_until IS NOT NULL AND live_until < ?1 \
                  AND (live_until > ?2 OR (live_until = ?2 AND connection_id > ?3)) \
                  ORDER BY live_until, connection_id LIMIT ?4",
                 params![deadline, after_live, after_id, (limit + 1) as i64],
                 limit,
-                |view| view.live_until().map(|at| at.to_rfc3339()).unwrap_or_default(),
             )
         })
         .await

@@ -67,9 +67,32 @@ pub struct ServeArgs {
     /// Do not serve the dashboard (GET / and /api/...).
     #[arg(long)]
     no_dashboard: bool,
-    /// Serve the dashboard only to requests carrying this token (?token=...).
+    /// Serve the dashboard only to requests carrying this token (?token=... or
+    /// `Authorization: Bearer`). Beyond loopback it also guards @connections.
     #[arg(long, env = "WSLEDGER_DASHBOARD_TOKEN", hide_env_values = true)]
     dashboard_token: Option<String>,
+    /// Require this token on @connections (?token=, `Authorization: Bearer`, or as
+    /// the AWS access key id the SDKs sign with).
+    #[arg(long, env = "WSLEDGER_MANAGEMENT_TOKEN", hide_env_values = true)]
+    management_token: Option<String>,
+    /// Listen beyond loopback with @connections open to anyone who can reach it.
+    #[arg(long)]
+    insecure_management: bool,
+    /// A host name (besides loopback names and the listen address) that the HTTP
+    /// API answers for, e.g. a dev box's DNS name (repeatable).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// Close a connection whose client has not taken a frame within this.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    write_timeout: u64,
+    /// Close an HTTP connection whose request headers take longer than this (also
+    /// the keep-alive idle timeout).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    header_read_timeout: u64,
+    /// Open sockets at most (HTTP and WebSocket); the next handshake gets 503
+    /// [default: the file-descriptor limit, raised to its hard limit, less 128].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
@@ -106,6 +129,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let handler = HandlerConfig::from_env().map_err(anyhow::Error::msg)?;
+    let beyond_loopback = !args.listen.ip().is_loopback();
+    let management_token =
+        args.management_token.clone().or_else(|| beyond_loopback.then(|| args.dashboard_token.clone()).flatten());
+    if beyond_loopback && management_token.is_none() && !args.insecure_management {
+        anyhow::bail!(
+            "--listen {} reaches beyond this machine, and @connections would let anyone post to and close every \
+             connection: set --management-token (or WSLEDGER_MANAGEMENT_TOKEN, or --dashboard-token), or accept \
+             the risk with --insecure-management",
+            args.listen
+        );
+    }
+    let fd_limit = crate::local::raise_fd_limit();
     let config = ServeConfig {
         listen: args.listen,
         auth,
@@ -121,9 +156,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
         dashboard: !args.no_dashboard,
         dashboard_token: args.dashboard_token.clone(),
+        management_token: management_token.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        write_timeout: Duration::from_secs(args.write_timeout.max(1)),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        max_connections: args.max_connections.unwrap_or_else(|| crate::local::default_max_connections(fd_limit)),
     };
     let backend = backend(&args.store).await?;
-    let server = Server::start(config, backend).await.with_context(|| format!("listening on {}", args.listen))?;
+    let max_connections = config.max_connections;
+    let server = Server::start(config, backend).await?;
     let address = server.local_addr();
     println!("wsledger serve: listening on {address}");
     println!("  store:        {}", args.store.store);
@@ -139,11 +180,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let token = if args.dashboard_token.is_some() { "?token=<--dashboard-token>" } else { "" };
         println!("  dashboard:    http://{address}/{token}");
     }
+    println!(
+        "  limits:       {max_connections} sockets, write timeout {}s, header timeout {}s",
+        args.write_timeout.max(1),
+        args.header_read_timeout.max(1)
+    );
     if args.auth == AuthArg::Dev {
         println!("  warning: --auth dev trusts ?userId= without checking it; use it for development only");
     }
     if !address.ip().is_loopback() {
         println!("  warning: listening beyond this machine ({address}); anyone who can reach it can connect");
+        if management_token.is_none() {
+            println!(
+                "  warning: --insecure-management: anyone who can reach {address} can post to and close connections"
+            );
+        }
         if !args.no_dashboard && args.dashboard_token.is_none() {
             println!(
                 "  warning: the dashboard shows every user's connections to anyone who can reach it; \
@@ -153,7 +204,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     let open = server.open_connections();
-    println!("wsledger serve: shutting down, closing {open} connection(s)");
+    println!("wsledger serve: shutting down, closing {open} connection(s) (Ctrl-C again to exit at once)");
+    // A second Ctrl-C ends the process now, as people expect of a dev server.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("wsledger serve: interrupted again; exiting without waiting");
+        std::process::exit(130);
+    });
     server.shutdown().await;
     println!("wsledger serve: stopped");
     Ok(())

@@ -7,17 +7,13 @@ use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
 
-use crate::auth::{AuthError, JwtVerifier};
+use crate::auth::{AuthError, JwtVerifier, token_from};
 
 /// The token: the `token` query parameter (browsers cannot set headers on a
 /// WebSocket), else an `Authorization: Bearer` header.
 pub fn token_of(request: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Option<String> {
-    if let Some(token) = request.query_string_parameters.first("token").filter(|token| !token.is_empty()) {
-        return Some(token.to_owned());
-    }
-    let header = request.headers.get("authorization")?.to_str().ok()?;
-    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or(header);
-    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
+    let authorization = request.headers.get("authorization").and_then(|value| value.to_str().ok());
+    token_from(request.query_string_parameters.first("token"), authorization)
 }
 
 fn policy(principal_id: &str, effect: IamPolicyEffect, method_arn: &str) -> ApiGatewayCustomAuthorizerResponse {

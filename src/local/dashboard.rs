@@ -10,15 +10,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::AppState;
+use super::registry::lock;
 use crate::adapters::item::{EventItem, ViewItem};
 use crate::audit::{HistoryFilter, HistoryQuery, history};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, Timestamp, UserId};
@@ -42,7 +43,8 @@ impl Dashboard {
     }
 
     fn observe(&self, view: &ConnectionInfo) {
-        if let Ok(mut recent) = self.recent.lock() {
+        {
+            let mut recent = lock(&self.recent);
             let (views, order) = &mut *recent;
             if views.insert(view.connection_id.clone(), view.clone()).is_none() {
                 order.push_back(view.connection_id.clone());
@@ -57,16 +59,12 @@ impl Dashboard {
     }
 
     fn recent(&self) -> Vec<ConnectionInfo> {
-        self.recent.lock().map(|recent| recent.0.values().cloned().collect()).unwrap_or_default()
+        lock(&self.recent).0.values().cloned().collect()
     }
 
     fn allows(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
         let Some(token) = &self.token else { return true };
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        query.get("token").map(String::as_str) == Some(token.as_str()) || bearer == Some(token.as_str())
+        super::exposure::token_matches(token, super::exposure::presented_token(headers, query).as_deref())
     }
 }
 
@@ -220,7 +218,8 @@ async fn activity(
     }
 }
 
-/// `GET /api/stream`: every view the projector writes, as Server-Sent Events.
+/// `GET /api/stream`: every view the projector writes, as Server-Sent Events,
+/// until the client leaves or the server shuts down.
 async fn stream(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -237,7 +236,7 @@ async fn stream(
         };
         Some((Ok::<Event, Infallible>(event), receiver))
     });
-    sse(events).into_response()
+    sse(events.take_until(super::stopped(state.shutdown.clone()))).into_response()
 }
 
 fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> impl IntoResponse {

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::adapters::sqlite::SqliteStore;
 use crate::ports::ViewStore;
+use crate::projection::rebuild_connection;
 use crate::projector::project_batch;
 
 /// The name of the projector's checkpoint in the embedded store.
@@ -24,6 +25,12 @@ pub async fn project_pending(store: &SqliteStore, views: &dyn ViewStore) -> Resu
         let Some(last) = records.last() else { return Ok(true) };
         let last: i64 = last.sequence_number.as_deref().and_then(|seq| seq.parse().ok()).unwrap_or(checkpoint);
         let outcome = project_batch(views, &records).await;
+        // Views that replaced undecodable rows were folded from this batch alone.
+        for connection_id in store.take_repairs() {
+            if let Err(error) = rebuild_connection(store, views, &connection_id).await {
+                tracing::warn!(%connection_id, %error, "re-folding a repaired view failed; `wsledger rebuild` repairs it");
+            }
+        }
         // At least once: on a failure the checkpoint stops just before the record to retry.
         let next = match outcome.retry_from.as_deref().and_then(|seq| seq.parse::<i64>().ok()) {
             Some(retry_from) => retry_from - 1,

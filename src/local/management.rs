@@ -1,6 +1,8 @@
 //! The Management API (`@connections`) on the emulator's own port, with or without
 //! a stage prefix. Unknown and closed connections answer 410 with
-//! `x-amzn-ErrorType: GoneException`, so the AWS SDKs raise `GoneException`.
+//! `x-amzn-ErrorType: GoneException`, so the AWS SDKs raise `GoneException`; a
+//! client whose outbound queue is full answers 429 `LimitExceededException` at
+//! once. Nothing here waits on a client.
 
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ async fn post_to_connection(State(state): State<Arc<AppState>>, Path(id): Path<S
             state.config.limits.max_message_bytes
         )));
     }
-    match state.registry.post(&id, body).await {
+    match state.registry.post(&id, body) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(failure) => gateway_error(failure),
     }
@@ -66,7 +68,7 @@ async fn get_connection(State(state): State<Arc<AppState>>, Path(id): Path<Strin
 }
 
 async fn delete_connection(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match state.registry.close(&id, 1000, DELETE_REASON).await {
+    match state.registry.close(&id, 1000, DELETE_REASON) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(failure) => gateway_error(failure),
     }

@@ -9,7 +9,10 @@
 
 pub mod apigw_event;
 pub mod dashboard;
+pub mod exposure;
 pub mod feed;
+pub mod http;
+pub mod lock;
 mod management;
 pub mod registry;
 mod socket;
@@ -85,6 +88,18 @@ pub struct ServeConfig {
     pub dashboard: bool,
     /// When set, the dashboard answers only requests carrying it (`?token=` or a bearer token).
     pub dashboard_token: Option<String>,
+    /// When set, `@connections` answers only requests carrying it (`?token=`, a
+    /// bearer token, or as the access key id of a SigV4 signature).
+    pub management_token: Option<String>,
+    /// Host names besides loopback ones and the listen address that the HTTP API
+    /// answers for (see [`exposure::host_allowed`]).
+    pub allowed_hosts: Vec<String>,
+    /// A frame to a client that has not left within this closes the connection.
+    pub write_timeout: Duration,
+    /// Request headers must arrive within this (also the keep-alive idle timeout).
+    pub header_read_timeout: Duration,
+    /// Open sockets (HTTP and WebSocket) at most; the next handshake gets 503.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -100,6 +115,11 @@ impl Default for ServeConfig {
             sweep_interval: Duration::from_secs(60),
             dashboard: true,
             dashboard_token: None,
+            management_token: None,
+            allowed_hosts: Vec::new(),
+            write_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -123,21 +143,75 @@ pub(crate) struct AppState {
     pub drained: Notify,
 }
 
+/// Why the emulator did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another `serve` holds the embedded store's file.
+    #[error("{0}")]
+    StoreInUse(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+}
+
 /// A running emulator.
 pub struct Server {
     local_addr: SocketAddr,
     registry: Arc<Registry>,
     stop: watch::Sender<bool>,
+    /// Told after the connections have drained: the projector flushes and stops.
+    flush: watch::Sender<bool>,
+    projector: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     state: Arc<AppState>,
+    http_stats: Arc<http::HttpStats>,
+    _lock: Option<lock::ServeLock>,
+}
+
+/// How long connections get to close (each close frame takes at most a second) at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long HTTP responses get to finish at shutdown.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
+/// How long the projector gets to flush at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+/// Raises this process's open-file limit from its soft to its hard limit (each
+/// connection is a descriptor); returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed; nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1_024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur as u64
+}
+
+/// The default `--max-connections` for a file-descriptor limit: all of it but a
+/// reserve for the store, the HTTP API and the process itself.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    fd_limit.saturating_sub(128).max(64).min(usize::MAX as u64) as usize
 }
 
 impl Server {
-    /// Binds and starts serving; returns once it listens.
-    pub async fn start(config: ServeConfig, backend: Backend) -> std::io::Result<Server> {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let local_addr = listener.local_addr()?;
+    /// Binds and starts serving; returns once it listens. With the embedded store,
+    /// takes its file's lock first (one `serve` per file).
+    pub async fn start(config: ServeConfig, backend: Backend) -> Result<Server, StartError> {
+        let lock = match &backend {
+            Backend::Sqlite(store) => Some(lock::ServeLock::acquire(store.path()).map_err(StartError::StoreInUse)?),
+            Backend::DynamoDb { .. } => None,
+        };
+        let listen_error = |source| StartError::Listen { address: config.listen, source };
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen_error)?;
+        let local_addr = listener.local_addr().map_err(listen_error)?;
         let (stop, shutdown) = watch::channel(false);
+        let (flush, flushing) = watch::channel(false);
         let (events, views): (Arc<dyn EventStore>, Arc<dyn ViewStore>) = match &backend {
             Backend::Sqlite(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
             Backend::DynamoDb { store, .. } => (Arc::new(store.clone()), Arc::new(store.clone())),
@@ -165,68 +239,13 @@ impl Server {
             active: AtomicUsize::new(0),
             drained: Notify::new(),
         });
-        let app = Router::new()
-            .route("/", get(socket::entry))
-            .route("/{stage}", get(socket::entry))
-            .merge(management::routes())
-            .merge(dashboard::routes())
-            .with_state(state.clone());
-
-        let mut tasks = Vec::new();
-        let http_shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stopped(http_shutdown));
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "the HTTP server failed");
-            }
-        }));
-        tasks.push(match backend {
-            Backend::Sqlite(store) => {
-                tokio::spawn(feed::run_sqlite_projector(store, projected_views.clone(), shutdown.clone()))
-            }
-            Backend::DynamoDb { store, streams } => {
-                let poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
-                let stop = shutdown.clone();
-                let views = projected_views.clone();
-                tokio::spawn(async move {
-                    poller
-                        .run(
-                            |records| {
-                                let views = views.clone();
-                                async move { crate::lambda::projector::stream_batch(views.as_ref(), &records).await }
-                            },
-                            Duration::from_millis(500),
-                            stopped(stop),
-                        )
-                        .await;
-                })
-            }
-        });
-        let (sweep_events, sweep_views, sweep_registry) = (events.clone(), views.clone(), registry.clone());
-        let (sweep_config, interval) = (config.sweep, config.sweep_interval);
-        let sweep_stop = stopped(shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            tokio::pin!(sweep_stop);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = &mut sweep_stop => return,
-                }
-                let result = sweep(
-                    sweep_views.as_ref(),
-                    sweep_events.as_ref(),
-                    sweep_registry.as_ref(),
-                    Timestamp::now(),
-                    sweep_config,
-                )
-                .await;
-                if let Err(error) = result {
-                    tracing::warn!(%error, "the sweep failed");
-                }
-            }
-        }));
-        Ok(Server { local_addr, registry, stop, tasks, state })
+        let http_stats = Arc::new(http::HttpStats::default());
+        let tasks = vec![
+            spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
+            spawn_sweep(events, views, registry.clone(), &config, shutdown),
+        ];
+        let projector = spawn_projector(backend, projected_views, flushing);
+        Ok(Server { local_addr, registry, stop, flush, projector, tasks, state, http_stats, _lock: lock })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -238,23 +257,113 @@ impl Server {
         self.registry.len()
     }
 
-    /// Closes every connection (recording `$disconnect`), stops accepting, flushes
-    /// pending projections, and returns when all of it is done.
+    /// How many sockets were refused (over `max_connections`, or accept failures).
+    pub fn refused_connections(&self) -> u64 {
+        self.http_stats.refused.load(Ordering::Relaxed)
+    }
+
+    /// Closes every connection (recording `$disconnect`), stops accepting, ends
+    /// every HTTP response, flushes pending projections. Bounded: returns within
+    /// about five seconds whatever the clients do.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while self.state.active.load(Ordering::SeqCst) > 0 {
             let drained = self.state.drained.notified();
             if self.state.active.load(Ordering::SeqCst) == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                tracing::warn!("connections still open after 10 s; stopping anyway");
+                tracing::warn!(
+                    open = self.state.active.load(Ordering::SeqCst),
+                    "connections still closing after {DRAIN_TIMEOUT:?}; stopping anyway"
+                );
                 break;
             }
         }
-        for task in self.tasks {
-            let _ = task.await;
+        let _ = self.flush.send(true);
+        let mut projector = self.projector;
+        if tokio::time::timeout(FLUSH_TIMEOUT, &mut projector).await.is_err() {
+            tracing::warn!("projections not flushed within {FLUSH_TIMEOUT:?}; `wsledger rebuild` repairs them");
+            projector.abort();
+        }
+        for mut task in self.tasks {
+            if tokio::time::timeout(HTTP_GRACE, &mut task).await.is_err() {
+                task.abort();
+            }
         }
     }
+}
+
+fn spawn_http(
+    listener: tokio::net::TcpListener,
+    state: &Arc<AppState>,
+    stats: Arc<http::HttpStats>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let config = &state.config;
+    let management = management::routes()
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_management_token));
+    let api = management
+        .merge(dashboard::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_known_host));
+    let app = Router::new()
+        .route("/", get(socket::entry))
+        .route("/{stage}", get(socket::entry))
+        .merge(api)
+        .with_state(state.clone());
+    let limits = http::HttpLimits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+        shutdown_grace: HTTP_GRACE,
+    };
+    tokio::spawn(http::serve(listener, app, limits, stats, shutdown))
+}
+
+fn spawn_projector(backend: Backend, views: Arc<dyn ViewStore>, flushing: watch::Receiver<bool>) -> JoinHandle<()> {
+    match backend {
+        Backend::Sqlite(store) => tokio::spawn(feed::run_sqlite_projector(store, views, flushing)),
+        Backend::DynamoDb { store, streams } => {
+            let poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
+            tokio::spawn(async move {
+                poller
+                    .run(
+                        |records| {
+                            let views = views.clone();
+                            async move { crate::lambda::projector::stream_batch(views.as_ref(), &records).await }
+                        },
+                        Duration::from_millis(500),
+                        stopped(flushing),
+                    )
+                    .await;
+            })
+        }
+    }
+}
+
+fn spawn_sweep(
+    events: Arc<dyn EventStore>,
+    views: Arc<dyn ViewStore>,
+    registry: Arc<Registry>,
+    config: &ServeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let (sweep_config, interval) = (config.sweep, config.sweep_interval);
+    tokio::spawn(async move {
+        let stop = stopped(shutdown);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = &mut stop => return,
+            }
+            let swept = sweep(views.as_ref(), events.as_ref(), registry.as_ref(), Timestamp::now(), sweep_config);
+            tokio::select! {
+                result = swept => if let Err(error) = result {
+                    tracing::warn!(%error, "the sweep failed");
+                },
+                _ = &mut stop => return,
+            }
+        }
+    })
 }

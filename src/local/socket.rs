@@ -7,20 +7,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
 use super::AuthMode;
 use super::apigw_event::{ConnectionContext, new_id};
-use super::registry::{LiveConnection, Outbound};
-use crate::auth::AuthError;
+use super::http::ResetOnClose;
+use super::registry::{CloseRequest, LiveConnection};
+use crate::auth::{AuthError, token_from};
 use crate::domain::{Timestamp, UserId};
 use crate::handler::Response as HandlerResponse;
 use crate::lambda::connection_handler::request_of;
@@ -31,8 +33,10 @@ use crate::lambda::connection_handler::request_of;
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// The most a slow client may have queued before writes wait.
 const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
-/// Posts queued per connection before `@connections` waits.
+/// Posts queued per connection; the next one answers `LimitExceededException`.
 const OUTBOUND_QUEUE: usize = 32;
+/// The reason recorded for a client that stopped reading (`kicked`: the server closed it).
+pub const STALLED_REASON: &str = "Server-side close: write timeout, the client stopped reading";
 
 async fn run_handler(
     state: &AppState,
@@ -58,10 +62,8 @@ async fn authorize(
             query.get("userId").and_then(|user| UserId::parse(user.as_str()).ok()).ok_or(StatusCode::UNAUTHORIZED)
         }
         AuthMode::Jwt(verifier) => {
-            let token = query.get("token").cloned().or_else(|| {
-                let header = headers.get("authorization")?.to_str().ok()?;
-                Some(header.strip_prefix("Bearer ").unwrap_or(header).to_owned())
-            });
+            let authorization = headers.get("authorization").and_then(|value| value.to_str().ok());
+            let token = token_from(query.get("token").map(String::as_str), authorization);
             match verifier.verify(token.as_deref().unwrap_or_default()).await {
                 Ok(user_id) => Ok(user_id),
                 Err(AuthError::MissingToken) => Err(StatusCode::UNAUTHORIZED),
@@ -80,6 +82,7 @@ pub(super) async fn entry(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    reset: Option<Extension<ResetOnClose>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
@@ -124,7 +127,9 @@ pub(super) async fn entry(
             let context = failed_context.clone();
             tokio::spawn(async move { disconnect(&state, &context, 1006, "Upgrade failed").await });
         })
-        .on_upgrade(move |socket| run_connection(state, context, socket))
+        .on_upgrade(move |socket| {
+            run_connection(state, context, socket, reset.map(|reset| reset.0).unwrap_or_default())
+        })
 }
 
 async fn disconnect(state: &AppState, context: &ConnectionContext, code: u16, reason: &str) {
@@ -163,15 +168,79 @@ fn read_error(error: axum::Error) -> (u16, String) {
 enum Ending {
     /// The client closed (or vanished): record only.
     Client { code: u16, reason: String },
-    /// We close: send a close frame, then record.
+    /// We close: send a close frame (if the client still reads), then record.
     Server { code: u16, frame_reason: String, recorded_reason: String },
+    /// The client stopped reading: drop the socket with a reset, then record.
+    Stalled,
 }
 
-async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket: WebSocket) {
+impl Ending {
+    fn going_away(recorded_reason: &str) -> Self {
+        Ending::Server { code: 1001, frame_reason: "Going away".into(), recorded_reason: recorded_reason.into() }
+    }
+
+    fn abnormal() -> Self {
+        Ending::Client { code: 1006, reason: "Connection closed abnormally".into() }
+    }
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+type Stream = futures::stream::SplitStream<WebSocket>;
+/// A frame being written: it owns the sink and gives it back when done.
+type Write = std::pin::Pin<Box<dyn Future<Output = (Sink, Result<(), axum::Error>)> + Send>>;
+
+/// The sink of a connection: ready to write, or lent to the frame being written.
+enum Writer {
+    Ready(Sink),
+    Writing {
+        write: Write,
+        deadline: tokio::time::Instant,
+    },
+    /// Only while a state change is under way.
+    Gone,
+}
+
+impl Writer {
+    fn start(&mut self, message: Message, timeout: std::time::Duration) {
+        if let Writer::Ready(mut sink) = std::mem::replace(self, Writer::Gone) {
+            let write: Write = Box::pin(async move {
+                let result = sink.send(message).await;
+                (sink, result)
+            });
+            *self = Writer::Writing { write, deadline: tokio::time::Instant::now() + timeout };
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        matches!(self, Writer::Ready(_))
+    }
+
+    /// The end of the write under way (never resolves when there is none): `Ok`
+    /// when the frame left, `Err(None)` past its deadline, `Err(Some(_))` when the
+    /// socket failed.
+    async fn progress(&mut self) -> Result<(), Option<axum::Error>> {
+        let Writer::Writing { write, deadline } = self else { return std::future::pending().await };
+        match tokio::time::timeout_at(*deadline, write).await {
+            Ok((sink, result)) => {
+                *self = Writer::Ready(sink);
+                result.map_err(Some)
+            }
+            Err(_) => Err(None),
+        }
+    }
+}
+
+/// How long a close frame may take to leave, at the end: the client is not reading
+/// when it takes longer.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket: WebSocket, reset: ResetOnClose) {
     state.active.fetch_add(1, Ordering::SeqCst);
-    let (sender, mut outbound) = mpsc::channel(OUTBOUND_QUEUE);
+    let (posts, outbound) = mpsc::channel(OUTBOUND_QUEUE);
+    let (close, closing) = oneshot::channel();
     let live = Arc::new(LiveConnection {
-        sender,
+        posts,
+        close: std::sync::Mutex::new(Some(close)),
         connected_at: context.connected_at,
         last_active_at: AtomicI64::new(context.connected_at.epoch_millis()),
         source_ip: context.source_ip.clone(),
@@ -179,17 +248,59 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
     });
     state.registry.insert(&context.connection_id, live.clone());
 
+    let (sink, stream) = socket.split();
+    let mut writer = Writer::Ready(sink);
+    let ending = converse(&state, &context, &live, &mut writer, stream, outbound, closing).await;
+
+    // Gone from @connections before $disconnect runs, as in API Gateway.
+    state.registry.remove(&context.connection_id);
+    let (code, reason) = finish(writer, ending, &reset).await;
+    Box::pin(disconnect(&state, &context, code, &reason)).await;
+    if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+        state.drained.notify_waiters();
+    }
+}
+
+/// Reads frames and writes replies and posts, one frame in flight at a time, until
+/// something ends the connection. Every wait here is raced against the limits,
+/// `DELETE @connections` and shutdown, so none of them waits on the client.
+async fn converse(
+    state: &AppState,
+    context: &ConnectionContext,
+    live: &LiveConnection,
+    writer: &mut Writer,
+    mut stream: Stream,
+    mut outbound: mpsc::Receiver<Bytes>,
+    closing: oneshot::Receiver<CloseRequest>,
+) -> Ending {
     let limits = state.config.limits;
-    let (mut sink, mut stream) = socket.split();
+    let write_timeout = state.config.write_timeout;
     let idle = tokio::time::sleep(limits.idle_timeout);
     let too_old = tokio::time::sleep(limits.max_duration);
-    tokio::pin!(idle, too_old);
     let shutdown = super::stopped(state.shutdown.clone());
-    tokio::pin!(shutdown);
-
-    let ending = loop {
+    tokio::pin!(idle, too_old, shutdown, closing);
+    loop {
+        let ready = writer.is_ready();
         tokio::select! {
-            frame = stream.next() => {
+            biased;
+            _ = &mut shutdown => return Ending::going_away("Server-side close: shutdown"),
+            request = &mut closing => return match request {
+                Ok(CloseRequest { code, reason }) => Ending::Server { code, frame_reason: String::new(), recorded_reason: reason },
+                Err(_) => Ending::abnormal(),
+            },
+            _ = &mut too_old => return Ending::going_away("Going away"),
+            _ = &mut idle => return Ending::going_away("Going away"),
+            written = writer.progress() => match written {
+                Ok(()) => {}
+                Err(Some(_)) => return Ending::abnormal(),
+                Err(None) => {
+                    tracing::info!(connection_id = %context.connection_id, ?write_timeout, "the client stopped reading; closing");
+                    return Ending::Stalled;
+                }
+            },
+            // Read only when the last frame has left: a client that does not read
+            // is not read from either (and the write deadline ends it).
+            frame = stream.next(), if ready => {
                 let (body, is_base64) = match frame {
                     Some(Ok(Message::Text(text))) => (text.to_string(), false),
                     Some(Ok(Message::Binary(bytes))) => (BASE64.encode(&bytes), true),
@@ -200,16 +311,16 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
                             "Client-side close frame status code '{code}' ({}) - with reason '{reason}'",
                             close_name(code)
                         );
-                        break Ending::Client { code, reason };
+                        return Ending::Client { code, reason };
                     }
                     Some(Err(error)) => {
                         let (code, reason) = read_error(error);
                         if code == 1009 {
-                            break Ending::Server { code, frame_reason: "Message too big".into(), recorded_reason: reason };
+                            return Ending::Server { code, frame_reason: "Message too big".into(), recorded_reason: reason };
                         }
-                        break Ending::Client { code, reason };
+                        return Ending::Client { code, reason };
                     }
-                    None => break Ending::Client { code: 1006, reason: "Connection closed abnormally".into() },
+                    None => return Ending::abnormal(),
                 };
                 let now = Timestamp::now();
                 live.last_active_at.store(now.epoch_millis(), Ordering::Relaxed);
@@ -222,55 +333,59 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
                 let event = context.message(&route_key, &body, is_base64, &new_id(), &new_id(), now);
                 // Boxed: the handler's future exists only while a message is handled,
                 // so an idle connection's task stays small.
-                let response = Box::pin(run_handler(&state, &event)).await;
-                if let Some(reply) = response.body
-                    && sink.send(Message::Text(reply.into())).await.is_err()
-                {
-                    break Ending::Client { code: 1006, reason: "Connection closed abnormally".into() };
+                let response = Box::pin(run_handler(state, &event)).await;
+                if let Some(reply) = response.body {
+                    writer.start(Message::Text(reply.into()), write_timeout);
                 }
             }
-            command = outbound.recv() => match command {
-                Some(Outbound::Post(data)) => {
+            post = outbound.recv(), if ready => match post {
+                Some(data) => {
                     let message = match std::str::from_utf8(&data) {
                         Ok(text) => Message::Text(text.to_owned().into()),
                         Err(_) => Message::Binary(data),
                     };
-                    if sink.send(message).await.is_err() {
-                        break Ending::Client { code: 1006, reason: "Connection closed abnormally".into() };
-                    }
+                    writer.start(message, write_timeout);
                 }
-                Some(Outbound::Close { code, reason }) => {
-                    break Ending::Server { code, frame_reason: String::new(), recorded_reason: reason };
-                }
-                None => break Ending::Client { code: 1006, reason: "Connection closed abnormally".into() },
-            },
-            _ = &mut idle => break Ending::Server { code: 1001, frame_reason: "Going away".into(), recorded_reason: "Going away".into() },
-            _ = &mut too_old => break Ending::Server { code: 1001, frame_reason: "Going away".into(), recorded_reason: "Going away".into() },
-            _ = &mut shutdown => break Ending::Server {
-                code: 1001,
-                frame_reason: "Going away".into(),
-                recorded_reason: "Server-side close: shutdown".into(),
+                None => return Ending::abnormal(),
             },
         }
-    };
+    }
+}
 
-    // Gone from @connections before $disconnect runs, as in API Gateway.
-    state.registry.remove(&context.connection_id);
-    let (code, reason) = match ending {
-        Ending::Client { code, reason } => {
+/// Ends the socket as `ending` says, within [`CLOSE_TIMEOUT`]; returns the status
+/// and reason `$disconnect` records.
+async fn finish(writer: Writer, ending: Ending, reset: &ResetOnClose) -> (u16, String) {
+    let sink = match writer {
+        Writer::Ready(sink) => Some(sink),
+        // A frame is stuck on its way out: the client is not reading.
+        Writer::Writing { .. } | Writer::Gone => None,
+    };
+    match (ending, sink) {
+        (Ending::Client { code, reason }, Some(mut sink)) => {
             // Completes the closing handshake (tungstenite queued the reply to the client's close).
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
             (code, reason)
         }
-        Ending::Server { code, frame_reason, recorded_reason } => {
+        (Ending::Client { code, reason }, None) => (code, reason),
+        (Ending::Server { code, frame_reason, recorded_reason }, Some(mut sink)) => {
             let frame = CloseFrame { code, reason: frame_reason.into() };
-            let _ = sink.send(Message::Close(Some(frame))).await;
-            let _ = sink.close().await;
+            let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = sink.close().await;
+            })
+            .await;
+            if closed.is_err() {
+                reset.set();
+            }
             (code, recorded_reason)
         }
-    };
-    Box::pin(disconnect(&state, &context, code, &reason)).await;
-    if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-        state.drained.notify_waiters();
+        (Ending::Server { code, recorded_reason, .. }, None) => {
+            reset.set();
+            (code, recorded_reason)
+        }
+        (Ending::Stalled, _) => {
+            reset.set();
+            (1006, STALLED_REASON.to_owned())
+        }
     }
 }

@@ -1,0 +1,169 @@
+//! Who may use the emulator's HTTP API: the `Host` rule that defeats DNS
+//! rebinding, and the tokens of the dashboard and of `@connections`.
+//!
+//! The WebSocket endpoint is not behind these rules: like API Gateway's, it is open
+//! to any origin, and `$connect` decides (the authorizer).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::http::LocalAddr;
+use crate::auth::token_from;
+
+/// Whether a request with this `Host` may read or act through the HTTP API: a
+/// loopback name or address, the `--listen` address, the address the client
+/// actually reached, or a name given with `--allowed-host`. A page on another
+/// name that resolves here (DNS rebinding) carries its own name, and is refused.
+pub fn host_allowed(host: Option<&str>, listen: SocketAddr, local: Option<SocketAddr>, allowed: &[String]) -> bool {
+    let Some(host) = host.map(str::trim).filter(|host| !host.is_empty()) else { return false };
+    let name = host_name(host).to_ascii_lowercase();
+    let name = name.trim_end_matches('.');
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    if allowed.iter().any(|allowed| allowed.eq_ignore_ascii_case(name)) {
+        return true;
+    }
+    let Ok(ip) = name.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else { return false };
+    ip.is_loopback()
+        || (!listen.ip().is_unspecified() && ip == listen.ip())
+        || local.is_some_and(|local| local.ip() == ip)
+}
+
+/// `example.test:8080` → `example.test`; `[::1]:80` → `[::1]`.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') => name,
+        _ => host,
+    }
+}
+
+/// Compares in time that does not depend on where the strings differ.
+pub fn token_matches(expected: &str, presented: Option<&str>) -> bool {
+    presented.is_some_and(|presented| bool::from(expected.as_bytes().ct_eq(presented.as_bytes())))
+}
+
+/// The token a request presents: `?token=`, `Authorization: Bearer ...`, or, for
+/// the AWS SDKs, which sign requests, the access key id of a SigV4
+/// `Authorization` header (set `AWS_ACCESS_KEY_ID` to the token).
+pub fn presented_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    if let Some(signed) = authorization.and_then(|value| value.strip_prefix("AWS4-HMAC-SHA256 ")) {
+        let credential = signed.split(',').find_map(|part| part.trim().strip_prefix("Credential="))?;
+        return credential.split('/').next().map(str::to_owned);
+    }
+    token_from(query.get("token").map(String::as_str), authorization)
+}
+
+fn refusal(status: StatusCode, kind: &'static str, message: &'static str) -> Response {
+    let mut response = (status, axum::Json(serde_json::json!({ "message": message }))).into_response();
+    response.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+    response
+}
+
+/// Middleware of the HTTP API (`/api/*`, `@connections`): the `Host` rule.
+pub(super) async fn require_known_host(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok());
+    let local = request.extensions().get::<LocalAddr>().map(|local| local.0);
+    if !host_allowed(host, state.config.listen, local, &state.config.allowed_hosts) {
+        tracing::debug!(?host, "refused a request for an unknown host");
+        return refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            "MisdirectedRequest",
+            "this server answers only for its own address or a loopback name (see --allowed-host)",
+        );
+    }
+    next.run(request).await
+}
+
+/// Middleware of `@connections`: the management token, when one is configured.
+pub(super) async fn require_management_token(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.config.management_token {
+        let presented = presented_token(request.headers(), &query);
+        if presented.is_none() {
+            return refusal(
+                StatusCode::UNAUTHORIZED,
+                "UnauthorizedException",
+                "@connections needs the management token",
+            );
+        }
+        if !token_matches(expected, presented.as_deref()) {
+            return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token");
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(host: &str, listen: &str) -> bool {
+        host_allowed(Some(host), listen.parse().unwrap(), None, &[])
+    }
+
+    #[test]
+    fn loopback_names_and_the_listen_address_are_allowed() {
+        for host in ["localhost", "localhost:8080", "app.localhost:1", "127.0.0.1:8080", "127.9.9.9", "[::1]:8080"] {
+            assert!(allowed(host, "127.0.0.1:8080"), "{host}");
+        }
+        assert!(allowed("192.168.1.5:8080", "192.168.1.5:8080"));
+        assert!(host_allowed(
+            Some("10.0.0.7:80"),
+            "0.0.0.0:80".parse().unwrap(),
+            Some("10.0.0.7:80".parse().unwrap()),
+            &[]
+        ));
+        assert!(host_allowed(
+            Some("devbox.internal:80"),
+            "0.0.0.0:80".parse().unwrap(),
+            None,
+            &["devbox.internal".into()]
+        ));
+    }
+
+    #[test]
+    fn other_names_are_refused() {
+        for host in ["evil.test", "evil.test:8080", "localhost.evil.test", "10.0.0.7", "", "127.0.0.1.evil.test"] {
+            assert!(!allowed(host, "127.0.0.1:8080"), "{host}");
+        }
+        assert!(!host_allowed(None, "127.0.0.1:8080".parse().unwrap(), None, &[]));
+        assert!(!allowed("0.0.0.0:80", "0.0.0.0:80"), "the unspecified address is not a host");
+    }
+
+    #[test]
+    fn tokens_come_from_the_query_a_bearer_header_or_a_sigv4_access_key() {
+        let mut headers = HeaderMap::new();
+        let query: HashMap<String, String> = [("token".to_owned(), "q".to_owned())].into();
+        assert_eq!(presented_token(&headers, &query).as_deref(), Some("q"));
+        headers.insert(header::AUTHORIZATION, "Bearer b".parse().unwrap());
+        assert_eq!(presented_token(&headers, &HashMap::new()).as_deref(), Some("b"));
+        headers.insert(
+            header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=s3cret/20261126/us-east-1/execute-api/aws4_request, SignedHeaders=host, \
+             Signature=abc"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(presented_token(&headers, &HashMap::new()).as_deref(), Some("s3cret"));
+        assert!(token_matches("s3cret", Some("s3cret")));
+        assert!(!token_matches("s3cret", Some("s3cre")));
+        assert!(!token_matches("s3cret", None));
+    }
+}
