@@ -95,6 +95,28 @@ pub struct ServeArgs {
     max_connections: Option<usize>,
 }
 
+/// The token `@connections` requires: `--management-token`; beyond loopback, else
+/// the dashboard's; beyond loopback without either, a refusal to start unless
+/// `--insecure-management`.
+fn management_token(args: &ServeArgs) -> Result<Option<String>, String> {
+    if args.management_token.is_some() {
+        return Ok(args.management_token.clone());
+    }
+    if args.listen.ip().is_loopback() {
+        return Ok(None);
+    }
+    match (&args.dashboard_token, args.insecure_management) {
+        (Some(token), _) => Ok(Some(token.clone())),
+        (None, true) => Ok(None),
+        (None, false) => Err(format!(
+            "--listen {} reaches beyond this machine, and @connections would let anyone post to and close every \
+             connection: set --management-token (or WSLEDGER_MANAGEMENT_TOKEN, or --dashboard-token), or accept \
+             the risk with --insecure-management",
+            args.listen
+        )),
+    }
+}
+
 async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
     Ok(match store_args.open().await? {
         OpenStore::Sqlite(store) => Backend::Sqlite(store),
@@ -129,17 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let handler = HandlerConfig::from_env().map_err(anyhow::Error::msg)?;
-    let beyond_loopback = !args.listen.ip().is_loopback();
-    let management_token =
-        args.management_token.clone().or_else(|| beyond_loopback.then(|| args.dashboard_token.clone()).flatten());
-    if beyond_loopback && management_token.is_none() && !args.insecure_management {
-        anyhow::bail!(
-            "--listen {} reaches beyond this machine, and @connections would let anyone post to and close every \
-             connection: set --management-token (or WSLEDGER_MANAGEMENT_TOKEN, or --dashboard-token), or accept \
-             the risk with --insecure-management",
-            args.listen
-        );
-    }
+    let management_token = management_token(&args).map_err(anyhow::Error::msg)?;
     let fd_limit = crate::local::raise_fd_limit();
     let config = ServeConfig {
         listen: args.listen,
@@ -235,5 +247,38 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn token_for(args: &[&str]) -> Result<Option<String>, String> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).unwrap();
+        management_token(&cli.serve)
+    }
+
+    #[test]
+    fn at_connections_needs_a_token_beyond_loopback() {
+        assert_eq!(token_for(&["--listen", "127.0.0.1:1"]), Ok(None));
+        assert_eq!(token_for(&["--listen", "127.0.0.1:1", "--dashboard-token", "d"]), Ok(None));
+        assert_eq!(token_for(&["--listen", "127.0.0.1:1", "--management-token", "m"]), Ok(Some("m".into())));
+        let refused = token_for(&["--listen", "0.0.0.0:1"]).unwrap_err();
+        assert!(refused.contains("--management-token") && refused.contains("--insecure-management"), "{refused}");
+        assert_eq!(token_for(&["--listen", "0.0.0.0:1", "--dashboard-token", "d"]), Ok(Some("d".into())));
+        assert_eq!(
+            token_for(&["--listen", "0.0.0.0:1", "--dashboard-token", "d", "--management-token", "m"]),
+            Ok(Some("m".into()))
+        );
+        assert_eq!(token_for(&["--listen", "0.0.0.0:1", "--insecure-management"]), Ok(None));
     }
 }

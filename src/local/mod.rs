@@ -190,7 +190,7 @@ pub fn raise_fd_limit() -> u64 {
             }
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// The default `--max-connections` for a file-descriptor limit: all of it but a

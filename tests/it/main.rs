@@ -17,5 +17,6 @@ mod ops_cli;
 mod packaged;
 mod projector_lambda;
 mod serve;
+mod serve_hostile;
 mod sqlite;
 mod template;

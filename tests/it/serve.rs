@@ -18,37 +18,44 @@ use wsledger::ports::{EventStore, PageRequest, ViewStore};
 
 use crate::sqlite::temp_db;
 
-type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct App {
-    server: Server,
-    store: SqliteStore,
-    path: PathBuf,
+pub struct App {
+    pub server: Server,
+    pub store: SqliteStore,
+    pub path: PathBuf,
+}
+
+/// The configuration the fixtures start from: a free loopback port, and the sweep
+/// out of the way (the fixtures run for seconds).
+pub fn test_config() -> ServeConfig {
+    ServeConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        sweep_interval: Duration::from_secs(3_600),
+        ..ServeConfig::default()
+    }
 }
 
 impl App {
-    async fn start_with(path: PathBuf, limits: Limits) -> Self {
+    pub async fn start_config(path: PathBuf, config: ServeConfig) -> Self {
         let store = SqliteStore::open(&path).unwrap();
-        let config = ServeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            limits,
-            // The fixtures run for seconds; keep the sweep out of the way.
-            sweep_interval: Duration::from_secs(3_600),
-            ..ServeConfig::default()
-        };
         let server = Server::start(config, Backend::Sqlite(store.clone())).await.unwrap();
         Self { server, store, path }
     }
 
-    async fn start() -> Self {
+    async fn start_with(path: PathBuf, limits: Limits) -> Self {
+        Self::start_config(path, ServeConfig { limits, ..test_config() }).await
+    }
+
+    pub async fn start() -> Self {
         Self::start_with(temp_db(), Limits::default()).await
     }
 
-    fn url(&self, query: &str) -> String {
+    pub fn url(&self, query: &str) -> String {
         format!("ws://{}/{query}", self.server.local_addr())
     }
 
-    async fn connect(&self, user: &str) -> Client {
+    pub async fn connect(&self, user: &str) -> Client {
         let mut request = self.url(&format!("?userId={user}")).into_client_request().unwrap();
         request.headers_mut().insert("User-Agent", "wsledger-test/1.0".parse().unwrap());
         let (client, response) = tokio_tungstenite::connect_async(request).await.expect("the handshake succeeds");
@@ -57,7 +64,7 @@ impl App {
     }
 
     /// The views of `user`, once `ready` holds for them (the projector runs in the background).
-    async fn views_when(&self, user: &str, ready: impl Fn(&[ConnectionInfo]) -> bool) -> Vec<ConnectionInfo> {
+    pub async fn views_when(&self, user: &str, ready: impl Fn(&[ConnectionInfo]) -> bool) -> Vec<ConnectionInfo> {
         let user_id = UserId::parse(user).unwrap();
         for _ in 0..100 {
             let views = self.store.list_by_user(&user_id, None, PageRequest::default()).await.unwrap().items;
@@ -70,7 +77,7 @@ impl App {
     }
 }
 
-async fn next_text(client: &mut Client) -> Value {
+pub async fn next_text(client: &mut Client) -> Value {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a frame within 5 s") {
             Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("a JSON frame"),
@@ -80,7 +87,7 @@ async fn next_text(client: &mut Client) -> Value {
     }
 }
 
-async fn next_close(client: &mut Client) -> Option<CloseFrame> {
+pub async fn next_close(client: &mut Client) -> Option<CloseFrame> {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a close within 5 s") {
             Some(Ok(Message::Close(frame))) => return frame,
@@ -137,7 +144,7 @@ async fn a_connect_without_a_user_is_refused_at_the_handshake() {
     app.server.shutdown().await;
 }
 
-fn management_client(endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
+pub fn management_client(endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
     let config = aws_sdk_apigatewaymanagement::Config::builder()
         .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
