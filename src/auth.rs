@@ -28,12 +28,13 @@ pub fn token_from(query_token: Option<&str>, authorization: Option<&str>) -> Opt
     if let Some(token) = query_token.map(str::trim).filter(|token| !token.is_empty()) {
         return Some(token.to_owned());
     }
-    let header = authorization?.trim();
-    let token = match header.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+    let header = authorization?.trim_start();
+    let token = match header.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &header[7..],
         _ => header,
     };
-    Some(token.to_owned()).filter(|token| !token.is_empty())
+    let token = token.trim();
+    Some(token.to_owned()).filter(|token| !token.is_empty() && !token.eq_ignore_ascii_case("bearer"))
 }
 
 /// Where the signing keys come from.

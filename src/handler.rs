@@ -245,6 +245,13 @@ impl ConnectionHandler {
         }
     }
 
+    /// The coalescer. Its state stays valid whatever a panicking holder was doing
+    /// (each critical section is one map update), so a poisoned lock is recovered:
+    /// activity keeps being recorded after a panic elsewhere.
+    fn activity(&self) -> std::sync::MutexGuard<'_, ActivityCoalescer> {
+        self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
     }
@@ -312,9 +319,7 @@ impl ConnectionHandler {
     }
 
     async fn disconnect(&self, meta: &RequestMeta, status_code: Option<i64>, reason: Option<String>) -> Response {
-        if let Ok(mut activity) = self.activity.lock() {
-            activity.forget(&meta.connection_id);
-        }
+        self.activity().forget(&meta.connection_id);
         let user_id = match self.user_of(meta).await {
             Ok(Some(user_id)) => user_id,
             Ok(None) => {
@@ -360,7 +365,7 @@ impl ConnectionHandler {
                     message: "this connection has no authenticated user".into(),
                 });
             }
-            Err(_) => return self.unavailable(),
+            Err(_) => return self.unavailable_frame(),
         };
         let ledger_event = match &message {
             ClientMessage::VoiceStart { audio_format, session_id } => Some(ConnectionEvent::VoiceStarted {
@@ -375,10 +380,10 @@ impl ConnectionHandler {
         if let Some(event) = ledger_event
             && self.append(&self.envelope(meta, user_id.clone(), event)).await.is_err()
         {
-            return self.unavailable();
+            return self.unavailable_frame();
         }
         if !self.record_activity_for(meta, &user_id, message.session_id()).await {
-            return self.unavailable();
+            return self.unavailable_frame();
         }
         let reply = match &message {
             ClientMessage::VoiceStart { audio_format, session_id } => {
@@ -398,12 +403,22 @@ impl ConnectionHandler {
             Ok(None) => Response::ok(),
             Err(error) => {
                 tracing::error!(%error, kind = message.kind(), "port failed");
-                self.unavailable()
+                self.unavailable_frame()
             }
         }
     }
 
-    fn unavailable(&self) -> Response {
+    /// The answer when the ledger cannot be reached in time: an `unavailable` error
+    /// frame for a message, a bare 500 for `$connect` and `$disconnect`. Counted.
+    pub fn unavailable(&self, is_message: bool) -> Response {
+        if !is_message {
+            self.metrics.reject(ErrorCode::Unavailable);
+            return Response::status(500);
+        }
+        self.unavailable_frame()
+    }
+
+    fn unavailable_frame(&self) -> Response {
         self.metrics.reject(ErrorCode::Unavailable);
         let error = ServerMessage::Error {
             code: ErrorCode::Unavailable,
@@ -422,18 +437,16 @@ impl ConnectionHandler {
     /// Appends an `Activity` event when one is due. Returns false when it was due
     /// and could not be written.
     async fn record_activity_for(&self, meta: &RequestMeta, user_id: &UserId, session_id: Option<&str>) -> bool {
-        let decision = self.activity.lock().ok().map(|mut activity| {
-            let previous = activity.last_recorded(&meta.connection_id);
-            (previous, activity.record(&meta.connection_id, meta.request_time))
-        });
-        let Some((previous, Some(message_count))) = decision else { return true };
+        let (previous, due) = {
+            let mut activity = self.activity();
+            (activity.last_recorded(&meta.connection_id), activity.record(&meta.connection_id, meta.request_time))
+        };
+        let Some(message_count) = due else { return true };
         let event = ConnectionEvent::Activity { session_id: session_id.map(str::to_owned), message_count };
         if self.append(&self.envelope(meta, user_id.clone(), event)).await.is_ok() {
             return true;
         }
-        if let Ok(mut activity) = self.activity.lock() {
-            activity.undo(&meta.connection_id, previous, message_count);
-        }
+        self.activity().undo(&meta.connection_id, previous, message_count);
         false
     }
 }

@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod delivery;
 pub mod domain;

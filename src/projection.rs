@@ -7,7 +7,7 @@ use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::ports::{EventStore, PageRequest, StoreError, ViewStore};
 
 /// How often a write that lost to a concurrent writer is tried again.
-const MAX_CONFLICT_RETRIES: usize = 8;
+const MAX_CONFLICT_RETRIES: u32 = 8;
 
 /// What projecting a connection's events did to its view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,10 @@ pub async fn project_connection(
         }
         match views.put(&view, expected_version).await {
             Ok(version) => return Ok(ProjectionOutcome::Written { version }),
-            Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+            Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => {
+                attempt += 1;
+                crate::backoff::pause(attempt).await;
+            }
             Err(error) => return Err(error),
         }
     }
@@ -127,7 +130,10 @@ pub async fn rebuild_connection(
         }
         match views.put(&view, stored.map(|stored| stored.version)).await {
             Ok(version) => return Ok((history.len(), ProjectionOutcome::Written { version })),
-            Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+            Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => {
+                attempt += 1;
+                crate::backoff::pause(attempt).await;
+            }
             Err(error) => return Err(error),
         }
     }

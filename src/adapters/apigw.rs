@@ -2,7 +2,6 @@
 //! `aws-sdk-apigatewaymanagement`. Only this module knows its SDK types.
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -32,10 +31,10 @@ pub struct ManagementApiGateway {
 }
 
 impl ManagementApiGateway {
-    /// A gateway on `endpoint`, with the standard AWS configuration otherwise.
+    /// A gateway on `endpoint`, with the standard AWS configuration and the one
+    /// timeout and retry policy otherwise.
     pub async fn new(endpoint: &str) -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(endpoint).load().await;
-        Self { client: Client::new(&config) }
+        Self { client: Client::new(&crate::adapters::aws::sdk_config(Some(endpoint)).await) }
     }
 
     pub fn from_client(client: Client) -> Self {

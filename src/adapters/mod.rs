@@ -2,6 +2,7 @@
 //! SDK types and wire formats.
 
 pub mod apigw;
+pub mod aws;
 pub mod dynamodb;
 pub mod item;
 pub mod memory;

@@ -172,8 +172,9 @@ pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Er
                 store.dynamodb_endpoint()
             )
         }
-        (StoreArg::DynamoDb, StoreError::Unavailable(_)) => {
-            anyhow::anyhow!("DynamoDB at {} is unreachable", store.dynamodb_endpoint())
+        (StoreArg::DynamoDb, StoreError::Unavailable(cause)) => {
+            let cause = cause.lines().next().unwrap_or_default();
+            anyhow::anyhow!("DynamoDB at {} is unreachable: {cause}", store.dynamodb_endpoint())
         }
         _ => anyhow::Error::new(error),
     }

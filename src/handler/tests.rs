@@ -368,3 +368,17 @@ fn a_hundred_thousand_random_messages_are_all_answered() {
 }
 
 use proptest::prelude::*;
+
+#[tokio::test]
+async fn activity_is_still_recorded_after_a_panic_poisoned_the_coalescer() {
+    let mut session = Session::new();
+    session.connect().await;
+    let handler = &session.handler;
+    let poisoned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _guard = handler.activity.lock().unwrap();
+        panic!("a panic while holding the coalescer");
+    }));
+    assert!(poisoned.is_err() && session.handler.activity.is_poisoned());
+    assert_eq!(frame(&session.send(100, SEED_TEXT).await)["type"], "text_response");
+    assert_eq!(session.count(EventKind::Activity), 1, "the activity was written, not skipped");
+}

@@ -98,7 +98,18 @@ pub async fn handle(
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<ApiGatewayProxyResponse, Error> {
     match request_of(&event.payload, &event.context.request_id) {
-        Ok((meta, route)) => Ok(response_of(handler.handle(&meta, route).await)),
+        Ok((meta, route)) => {
+            let is_message = matches!(route, Route::Message { .. });
+            let answered =
+                tokio::time::timeout_at(super::answer_by(event.context.deadline), handler.handle(&meta, route));
+            match answered.await {
+                Ok(response) => Ok(response_of(response)),
+                Err(_) => {
+                    tracing::error!("no answer from the ledger before the invocation's deadline");
+                    Ok(response_of(handler.unavailable(is_message)))
+                }
+            }
+        }
         Err(error) => {
             tracing::error!(%error, "not an API Gateway WebSocket event");
             Ok(response_of(Response { status: 400, body: None }))

@@ -8,6 +8,19 @@ pub mod projector;
 
 use tracing_subscriber::EnvFilter;
 
+/// How long before an invocation's deadline a function stops waiting on its
+/// dependencies and answers by itself (`unavailable`, or a batch to retry), so the
+/// caller gets an answer, not a timeout.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(1_000);
+
+/// When an invocation with this deadline (epoch milliseconds, as the Runtime API
+/// gives it) must have its answer ready: the deadline less [`DEADLINE_MARGIN`].
+pub fn answer_by(deadline_epoch_millis: u64) -> tokio::time::Instant {
+    let now = crate::domain::Timestamp::now().epoch_millis();
+    let left = u64::try_from(i64::try_from(deadline_epoch_millis).unwrap_or(i64::MAX) - now).unwrap_or(0);
+    tokio::time::Instant::now() + std::time::Duration::from_millis(left).saturating_sub(DEADLINE_MARGIN)
+}
+
 /// JSON logs for CloudWatch, level from `RUST_LOG` (default `info`). Lambda adds
 /// the timestamp, so none is printed.
 pub fn init_tracing() {
@@ -20,13 +33,18 @@ pub fn init_tracing() {
         .init();
 }
 
+/// How long init may spend warming up (Lambda allows 10 s of init).
+pub const WARM_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Opens the DynamoDB connection during init (TLS handshake, credentials), so the
 /// first request does not pay for it. A cheap query the handler is allowed to make
-/// anyway; a failure is logged, not fatal.
+/// anyway; a failure or a stall (bounded by [`WARM_UP_TIMEOUT`]) is logged, not fatal.
 pub async fn warm_up(store: &crate::adapters::dynamodb::DynamoDbStore) {
     use crate::ports::{EventStore, PageRequest};
     let probe = crate::domain::ConnectionId::parse("wsledger-warm-up").expect("a valid id");
-    if let Err(error) = store.connection_history(&probe, PageRequest::first(1)).await {
-        tracing::warn!(%error, "warming up the DynamoDB connection failed");
+    match tokio::time::timeout(WARM_UP_TIMEOUT, store.connection_history(&probe, PageRequest::first(1))).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "warming up the DynamoDB connection failed"),
+        Err(_) => tracing::warn!("warming up the DynamoDB connection took over {WARM_UP_TIMEOUT:?}; going on"),
     }
 }

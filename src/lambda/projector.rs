@@ -37,6 +37,15 @@ pub async fn stream_batch(views: &dyn ViewStore, records: &[EventRecord]) -> Dyn
     response
 }
 
+/// A partial batch response that retries `records` from the first.
+fn retry_all(records: &[EventRecord]) -> DynamoDbEventResponse {
+    let mut failure = DynamoDbBatchItemFailure::default();
+    failure.item_identifier = records.first().and_then(|record| record.change.sequence_number.clone());
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures.push(failure);
+    response
+}
+
 /// What the projector needs: the stores, and the Management API for the sweep.
 pub struct Projector<'a> {
     pub events: &'a dyn EventStore,
@@ -55,7 +64,20 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
     if payload.get("Records").is_some() {
         let batch: Event =
             serde_json::from_value(payload).map_err(|error| format!("not a DynamoDB Streams event: {error}"))?;
-        return Ok(serde_json::to_value(stream_batch(projector.views, &batch.records).await)?);
+        let projected = tokio::time::timeout_at(
+            super::answer_by(event.context.deadline),
+            stream_batch(projector.views, &batch.records),
+        );
+        let response = match projected.await {
+            Ok(response) => response,
+            Err(_) => {
+                // Out of time: the whole batch again, from its first record (harmless:
+                // projection is idempotent).
+                tracing::error!(records = batch.records.len(), "the batch was not projected before the deadline");
+                retry_all(&batch.records)
+            }
+        };
+        return Ok(serde_json::to_value(response)?);
     }
     if is_scheduled(&payload) {
         let gateway = projector.gateway.ok_or("the sweep needs the Management API: set WEBSOCKET_API_ENDPOINT")?;

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,10 +25,13 @@ pub enum Outcome {
     Error(Value),
 }
 
-#[derive(Default)]
 struct Shared {
+    /// How long each invocation may run (Lambda's `Lambda-Runtime-Deadline-Ms`).
+    timeout_ms: AtomicI64,
     queue: Mutex<VecDeque<(String, Value)>>,
     ready: Notify,
+    /// Set once the function has asked for its first invocation (its init is over).
+    polling: tokio::sync::watch::Sender<bool>,
     pending: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<String>>,
 }
@@ -39,11 +43,12 @@ pub struct RuntimeApi {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    shared.polling.send_replace(true);
     loop {
         let notified = shared.ready.notified();
         if let Some((request_id, event)) = shared.queue.lock().unwrap().pop_front() {
             let mut headers = HeaderMap::new();
-            let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+            let deadline = chrono::Utc::now().timestamp_millis() + shared.timeout_ms.load(Ordering::Relaxed);
             headers.insert("Lambda-Runtime-Aws-Request-Id", HeaderValue::from_str(&request_id).unwrap());
             headers.insert("Lambda-Runtime-Deadline-Ms", HeaderValue::from_str(&deadline.to_string()).unwrap());
             headers.insert(
@@ -87,7 +92,14 @@ async fn init_error(State(shared): State<Arc<Shared>>, body: Bytes) -> StatusCod
 
 impl RuntimeApi {
     pub async fn start() -> Self {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            timeout_ms: AtomicI64::new(30_000),
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            polling: tokio::sync::watch::channel(false).0,
+            pending: Mutex::default(),
+            init_error: Mutex::default(),
+        });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
@@ -100,8 +112,29 @@ impl RuntimeApi {
         Self { address, shared, next_id: Mutex::new(0) }
     }
 
+    /// Waits until the function has finished its init and asks for work.
+    pub async fn initialized(&self) {
+        let mut polling = self.shared.polling.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(30), polling.wait_for(|polling| *polling)).await;
+        assert!(waited.is_ok(), "no init within 30 s; init error: {:?}", self.shared.init_error.lock().unwrap());
+    }
+
+    /// The function's timeout from now on (30 s unless set).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.shared.timeout_ms.store(timeout.as_millis() as i64, Ordering::Relaxed);
+    }
+
     /// Starts a Lambda bootstrap against this Runtime API, with `env` added.
     pub fn spawn(&self, binary: &str, env: &[(&str, String)]) -> Child {
+        self.command(binary, env).spawn().expect("the Lambda bootstrap starts")
+    }
+
+    /// Like [`RuntimeApi::spawn`], with the function's standard output piped to the test.
+    pub fn spawn_piped(&self, binary: &str, env: &[(&str, String)]) -> Child {
+        self.command(binary, env).stdout(std::process::Stdio::piped()).spawn().expect("the Lambda bootstrap starts")
+    }
+
+    fn command(&self, binary: &str, env: &[(&str, String)]) -> Command {
         let mut command = Command::new(binary);
         command
             .env("AWS_LAMBDA_RUNTIME_API", self.address.to_string())
@@ -115,7 +148,7 @@ impl RuntimeApi {
         for (name, value) in env {
             command.env(name, value);
         }
-        command.spawn().expect("the Lambda bootstrap starts")
+        command
     }
 
     /// Invokes the function with `event` and waits for its answer.

@@ -19,4 +19,5 @@ mod projector_lambda;
 mod serve;
 mod serve_hostile;
 mod sqlite;
+mod stalled;
 mod template;

@@ -27,7 +27,7 @@ fn poller(store: &DynamoDbStore) -> StreamPoller {
 }
 
 /// Every record currently in the events table's stream, as Lambda would deliver them.
-async fn stream_records(store: &DynamoDbStore) -> Vec<EventRecord> {
+pub async fn stream_records(store: &DynamoDbStore) -> Vec<EventRecord> {
     let mut poller = poller(store);
     let collected = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..20 {

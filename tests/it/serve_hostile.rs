@@ -42,8 +42,7 @@ async fn flood_until_stalled(client: &mut RawClient) -> usize {
     let content = "x".repeat(8 * 1024);
     let frame = json!({ "type": "text_message", "data": { "content": content, "sessionId": "flood" } }).to_string();
     for sent in 0..20_000 {
-        match tokio::time::timeout(Duration::from_millis(500), client.send(Message::Text(frame.clone().into()))).await
-        {
+        match tokio::time::timeout(Duration::from_millis(500), client.send(Message::Text(frame.clone().into()))).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => panic!("the server closed before the client stalled: {error}"),
             Err(_) => return sent,
@@ -120,9 +119,14 @@ async fn a_client_that_never_reads_is_closed_and_recorded() {
         lifetime <= (limits.max_duration + write_timeout + Duration::from_secs(1)).as_millis() as i64,
         "closed after {lifetime} ms"
     );
-    assert_eq!(view.disconnect_status_code, Some(1001), "the idle or maximum-duration limit won over the blocked write");
+    assert_eq!(
+        view.disconnect_status_code,
+        Some(1001),
+        "the idle or maximum-duration limit won over the blocked write"
+    );
     // The client's socket ends (reset) once it reads again.
-    let drained = tokio::time::timeout(Duration::from_secs(10), async { while let Some(Ok(_)) = stuck.next().await {} });
+    let drained =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Some(Ok(_)) = stuck.next().await {} });
     assert!(drained.await.is_ok(), "the server closed the TCP connection");
     ping_round_trip(&mut other).await;
     app.server.shutdown().await;
@@ -136,8 +140,7 @@ async fn the_write_timeout_closes_a_client_that_stopped_reading() {
     let mut stuck = small_buffer_client(app.server.local_addr(), "user-slow-reader").await;
     app.views_when("user-slow-reader", |views| views.len() == 1).await;
     flood_until_stalled(&mut stuck).await;
-    let views =
-        app.views_when("user-slow-reader", |views| views[0].status == ConnectionStatus::Disconnected).await;
+    let views = app.views_when("user-slow-reader", |views| views[0].status == ConnectionStatus::Disconnected).await;
     assert_eq!(views[0].disconnect_reason, Some(DisconnectReason::Kicked));
     assert_eq!(views[0].disconnect_status_code, Some(1006));
     assert!(views[0].disconnect_detail.as_deref().unwrap_or_default().contains("write timeout"), "{views:?}");
@@ -174,7 +177,9 @@ async fn foreign_hosts_are_refused_and_the_management_token_is_required() {
     let address = app.server.local_addr();
     let _client = app.connect("user-exposure").await;
     let views = app.views_when("user-exposure", |views| views.len() == 1).await;
-    let at_connections = format!("/@connections/{}", views[0].connection_id);
+    // Connection ids are base64: '/' and '+' must be escaped in a path.
+    let escaped = views[0].connection_id.as_str().replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let at_connections = format!("/@connections/{escaped}");
     let port = address.port();
 
     assert_eq!(raw_status(address, &get("/api/connections", &address.to_string())).await, 200);
@@ -373,9 +378,7 @@ async fn ctrl_c_exits_within_five_seconds_with_open_streams() {
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits within 5 s").unwrap();
     eprintln!("serve exited {:?} after one SIGINT", started.elapsed());
     assert!(status.success(), "{status:?}");
-    let ended = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Ok(Some(_)) = events.chunk().await {}
-    });
+    let ended = tokio::time::timeout(Duration::from_secs(1), async { while let Ok(Some(_)) = events.chunk().await {} });
     assert!(ended.await.is_ok(), "the SSE stream ended");
     let store = wsledger::adapters::sqlite::SqliteStore::open(&path).unwrap();
     let views =

@@ -10,7 +10,14 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let message = format!("{operation}: {}", DisplayErrorContext(&error));
+    let message = match &error {
+        SdkError::TimeoutError(_) => format!(
+            "{operation}: no answer within the timeout ({} or {})",
+            crate::adapters::aws::OPERATION_TIMEOUT_ENV,
+            crate::adapters::aws::ATTEMPT_TIMEOUT_ENV
+        ),
+        _ => format!("{operation}: {}", DisplayErrorContext(&error)),
+    };
     match &error {
         SdkError::ServiceError(service) => match service.err().code() {
             Some("ConditionalCheckFailedException" | "TransactionConflictException") => StoreError::Conflict(message),

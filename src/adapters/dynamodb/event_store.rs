@@ -58,6 +58,8 @@ impl DynamoDbStore {
     /// benchmarks; the application appends through [`EventStore::append`].
     pub async fn bulk_load(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        /// Unprocessed items are sent again this often at most, with backoff.
+        const MAX_UNPROCESSED_RETRIES: u32 = 10;
         for chunk in events.chunks(25) {
             let mut requests = Vec::with_capacity(chunk.len());
             for event in chunk {
@@ -82,7 +84,13 @@ impl DynamoDbStore {
                     .unwrap_or_default();
                 if !requests.is_empty() {
                     attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt.min(40)))).await;
+                    if attempt >= MAX_UNPROCESSED_RETRIES {
+                        return Err(StoreError::Throttled(format!(
+                            "BatchWriteItem: {} items still unprocessed after {attempt} attempts",
+                            requests.len()
+                        )));
+                    }
+                    crate::backoff::pause(attempt).await;
                 }
             }
         }

@@ -22,18 +22,21 @@ impl RequestCounter {
 
     /// How many requests of `operation` were sent.
     pub fn count(&self, operation: &str) -> u64 {
-        self.counts.lock().map(|counts| counts.get(operation).copied().unwrap_or(0)).unwrap_or(0)
+        self.counts().get(operation).copied().unwrap_or(0)
     }
 
     /// All counts so far.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().map(|counts| counts.clone()).unwrap_or_default()
+        self.counts().clone()
     }
 
     pub fn reset(&self) {
-        if let Ok(mut counts) = self.counts.lock() {
-            counts.clear();
-        }
+        self.counts().clear();
+    }
+
+    /// The counts; a panic elsewhere cannot leave a map of counters invalid.
+    fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -50,9 +53,7 @@ impl Intercept for RequestCounter {
     ) -> Result<(), BoxError> {
         let target = context.request().headers().get("x-amz-target").unwrap_or("unknown");
         let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-        if let Ok(mut counts) = self.counts.lock() {
-            *counts.entry(operation).or_default() += 1;
-        }
+        *self.counts().entry(operation).or_default() += 1;
         Ok(())
     }
 }

@@ -10,9 +10,6 @@ pub mod migrate;
 pub mod stream;
 mod view_store;
 
-use aws_config::BehaviorVersion;
-use aws_config::meta::region::RegionProviderChain;
-
 pub use items::{LIVE_SHARDS, TIME_BUCKET_SHARDS};
 pub use metrics::RequestCounter;
 
@@ -49,25 +46,18 @@ impl TableNames {
 }
 
 /// Builds a DynamoDB client from the standard AWS configuration (environment,
-/// profile, instance role). With `endpoint_url` (for example a DynamoDB Local), the
-/// region defaults to `us-east-1` when none is configured.
+/// profile, instance role) and the one timeout and retry policy
+/// ([`crate::adapters::aws`]). With `endpoint_url` (for example a DynamoDB Local),
+/// the region defaults to `us-east-1` when none is configured.
 pub async fn client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(endpoint_url) = endpoint_url {
-        loader = loader.endpoint_url(endpoint_url).region(RegionProviderChain::default_provider().or_else("us-east-1"));
-    }
-    aws_sdk_dynamodb::Client::new(&loader.load().await)
+    aws_sdk_dynamodb::Client::new(&crate::adapters::aws::sdk_config(endpoint_url).await)
 }
 
 /// A DynamoDB Streams client configured like [`client`] (DynamoDB Local serves
 /// streams on the same endpoint).
 pub async fn streams_client(endpoint_url: Option<&str>) -> aws_sdk_dynamodbstreams::Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
     let endpoint_url = endpoint_url.map(str::to_owned).or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok());
-    if let Some(endpoint_url) = endpoint_url {
-        loader = loader.endpoint_url(endpoint_url).region(RegionProviderChain::default_provider().or_else("us-east-1"));
-    }
-    aws_sdk_dynamodbstreams::Client::new(&loader.load().await)
+    aws_sdk_dynamodbstreams::Client::new(&crate::adapters::aws::sdk_config(endpoint_url.as_deref()).await)
 }
 
 /// Both stores on one client: [`crate::ports::EventStore`] on the events table and

@@ -99,6 +99,8 @@ pub struct StreamPoller {
     positions: HashMap<String, Position>,
     parents: HashMap<String, Option<String>>,
     stream: Option<(String, String)>,
+    /// Consecutive rounds that failed or had a batch to retry (the backoff's attempt).
+    failing_rounds: u32,
 }
 
 impl StreamPoller {
@@ -112,6 +114,7 @@ impl StreamPoller {
             streams,
             table_name: table_name.into(),
             batch_size: 100,
+            failing_rounds: 0,
             positions: HashMap::new(),
             parents: HashMap::new(),
             stream: None,
@@ -222,6 +225,7 @@ impl StreamPoller {
             .collect();
         shards.sort();
         let mut delivered = 0;
+        let mut retrying = false;
         for shard_id in shards {
             let position = self.positions[&shard_id].clone();
             let Some(iterator) = self.iterator(&stream_arn, &shard_id, &position).await? else {
@@ -254,6 +258,7 @@ impl StreamPoller {
                 .iter()
                 .filter_map(|failure| failure.item_identifier.clone())
                 .min_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+            retrying |= !response.batch_item_failures.is_empty();
             let position = match (retry_from, last_sequence) {
                 (Some(sequence), _) => Position::At(sequence),
                 (None, _) if next == Position::Closed => Position::Closed,
@@ -262,10 +267,13 @@ impl StreamPoller {
             };
             self.positions.insert(shard_id, position);
         }
+        self.failing_rounds = if retrying { self.failing_rounds + 1 } else { 0 };
         Ok(delivered)
     }
 
-    /// Polls until `stop` resolves, pausing `idle` after a round that found nothing.
+    /// Polls until `stop` resolves, pausing `idle` after a round that found nothing,
+    /// and backing off (exponentially, with jitter) while rounds fail or leave a
+    /// batch to retry.
     pub async fn run<F, Fut>(mut self, mut handle: F, idle: Duration, stop: impl std::future::Future<Output = ()>)
     where
         F: FnMut(Vec<EventRecord>) -> Fut,
@@ -274,11 +282,13 @@ impl StreamPoller {
         tokio::pin!(stop);
         loop {
             let pause = match self.poll_once(&mut handle).await {
+                Ok(_) if self.failing_rounds > 0 => crate::backoff::backoff(self.failing_rounds),
                 Ok(0) => idle,
                 Ok(_) => Duration::ZERO,
                 Err(error) => {
+                    self.failing_rounds += 1;
                     tracing::warn!(%error, "reading the stream failed; retrying");
-                    idle.max(Duration::from_secs(1))
+                    idle.max(crate::backoff::backoff(self.failing_rounds))
                 }
             };
             tokio::select! {

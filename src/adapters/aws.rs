@@ -1,0 +1,149 @@
+//! One timeout and retry policy for every AWS client wsledger builds (DynamoDB,
+//! DynamoDB Streams, the Management API), set here and nowhere else.
+//!
+//! Every call is bounded: connecting, each attempt, and the whole operation with
+//! its retries. The defaults fit inside API Gateway's 29 s integration timeout with
+//! room for an answer: a stalled endpoint costs a request at most
+//! `operation_timeout`, after which the handler answers `unavailable`, the projector
+//! reports the batch item as failed and the CLI prints one line.
+
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// The timeouts and retries of every AWS call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsPolicy {
+    /// Opening a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// One attempt of an operation, from sending to the whole response.
+    pub attempt_timeout: Duration,
+    /// An operation with all its attempts and backoffs.
+    pub operation_timeout: Duration,
+    /// Attempts per operation (1: no retries). Throttling and transient errors are
+    /// retried with exponential backoff and jitter (the SDK's standard mode).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsPolicy {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(4),
+            operation_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The environment variables that override the policy.
+pub const CONNECT_TIMEOUT_ENV: &str = "AWS_CONNECT_TIMEOUT_MS";
+pub const ATTEMPT_TIMEOUT_ENV: &str = "AWS_ATTEMPT_TIMEOUT_MS";
+pub const OPERATION_TIMEOUT_ENV: &str = "AWS_OPERATION_TIMEOUT_MS";
+/// The AWS SDKs' own name for it.
+pub const MAX_ATTEMPTS_ENV: &str = "AWS_MAX_ATTEMPTS";
+
+impl AwsPolicy {
+    /// The defaults, overridden by `AWS_CONNECT_TIMEOUT_MS`, `AWS_ATTEMPT_TIMEOUT_MS`,
+    /// `AWS_OPERATION_TIMEOUT_MS` and `AWS_MAX_ATTEMPTS` as `lookup` finds them.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let number = |name: &str| -> Result<Option<u64>, String> {
+            match lookup(name) {
+                Some(value) if !value.trim().is_empty() => value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|number| *number > 0)
+                    .map(Some)
+                    .ok_or_else(|| format!("{name}={value:?} is not a whole number above 0")),
+                _ => Ok(None),
+            }
+        };
+        let mut policy = Self::default();
+        if let Some(millis) = number(CONNECT_TIMEOUT_ENV)? {
+            policy.connect_timeout = Duration::from_millis(millis);
+        }
+        if let Some(millis) = number(ATTEMPT_TIMEOUT_ENV)? {
+            policy.attempt_timeout = Duration::from_millis(millis);
+        }
+        if let Some(millis) = number(OPERATION_TIMEOUT_ENV)? {
+            policy.operation_timeout = Duration::from_millis(millis);
+        }
+        if let Some(attempts) = number(MAX_ATTEMPTS_ENV)? {
+            policy.max_attempts = u32::try_from(attempts).map_err(|_| format!("{MAX_ATTEMPTS_ENV} is too large"))?;
+        }
+        Ok(policy)
+    }
+
+    /// From the process environment; an invalid value is reported and the default kept.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok()).unwrap_or_else(|error| {
+            tracing::warn!(%error, "ignoring an invalid AWS timeout setting");
+            Self::default()
+        })
+    }
+
+    fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
+    fn retry_config(&self) -> RetryConfig {
+        RetryConfig::standard().with_max_attempts(self.max_attempts.max(1))
+    }
+}
+
+/// The SDK configuration every client of wsledger is built from: the standard AWS
+/// chain (environment, profile, role) with [`AwsPolicy::from_env`]. With an
+/// explicit endpoint (DynamoDB Local, the emulator), the region comes from the
+/// environment or profile, else `us-east-1`, and the instance metadata service is
+/// never asked (it is not there off AWS, and asking costs seconds and a warning).
+pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
+    let policy = AwsPolicy::from_env();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(policy.timeout_config())
+        .retry_config(policy.retry_config());
+    if let Some(endpoint_url) = endpoint_url {
+        let region = RegionProviderChain::first_try(aws_config::environment::EnvironmentVariableRegionProvider::new())
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+            .or_else("us-east-1");
+        loader = loader.endpoint_url(endpoint_url).region(region);
+    }
+    loader.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn policy(pairs: &[(&str, &str)]) -> Result<AwsPolicy, String> {
+        let environment: HashMap<String, String> =
+            pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        AwsPolicy::from_lookup(|name| environment.get(name).cloned())
+    }
+
+    #[test]
+    fn the_policy_reads_its_overrides_and_refuses_nonsense() {
+        assert_eq!(policy(&[]), Ok(AwsPolicy::default()));
+        let custom = policy(&[(OPERATION_TIMEOUT_ENV, "1500"), (MAX_ATTEMPTS_ENV, "1")]).unwrap();
+        assert_eq!(custom.operation_timeout, Duration::from_millis(1_500));
+        assert_eq!(custom.max_attempts, 1);
+        assert!(policy(&[(ATTEMPT_TIMEOUT_ENV, "0")]).is_err());
+        assert!(policy(&[(CONNECT_TIMEOUT_ENV, "soon")]).unwrap_err().contains(CONNECT_TIMEOUT_ENV));
+    }
+
+    #[test]
+    fn the_defaults_fit_inside_api_gateways_integration_timeout() {
+        let policy = AwsPolicy::default();
+        assert!(policy.operation_timeout < Duration::from_secs(29));
+        assert!(policy.attempt_timeout <= policy.operation_timeout);
+    }
+}
