@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 
 use crate::domain::UserId;
+use crate::metrics::{Metrics, names};
 
 /// A JWKS is fetched again for an unknown key id at most this often (key rotation).
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
@@ -94,10 +95,47 @@ pub enum AuthError {
     Algorithm(String),
     #[error("no key {0:?} in the JWKS")]
     UnknownKey(String),
+    #[error("invalid token: expired: {0}")]
+    Expired(String),
+    #[error("invalid token: bad signature: {0}")]
+    BadSignature(String),
+    #[error("invalid token: wrong issuer: {0}")]
+    WrongIssuer(String),
+    #[error("invalid token: {0}")]
+    WrongAudience(String),
     #[error("invalid token: {0}")]
     Invalid(String),
     #[error("the signing keys are unavailable: {0}")]
     Keys(String),
+}
+
+impl AuthError {
+    /// The `Reason` dimension of the `Denied` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::Algorithm(_) => "algorithm",
+            AuthError::UnknownKey(_) => "unknown_key",
+            AuthError::Expired(_) => "expired",
+            AuthError::BadSignature(_) => "bad_signature",
+            AuthError::WrongIssuer(_) => "wrong_issuer",
+            AuthError::WrongAudience(_) => "wrong_audience",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::Keys(_) => "keys_unavailable",
+        }
+    }
+}
+
+fn decode_error(error: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    let message = error.to_string();
+    match error.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired(message),
+        ErrorKind::InvalidSignature => AuthError::BadSignature(message),
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer(message),
+        _ => AuthError::Invalid(message),
+    }
 }
 
 /// The claims wsledger reads. Signature, `exp` and `iss` are checked by the decoder.
@@ -114,17 +152,90 @@ struct CachedKeys {
     fetched_at: Instant,
 }
 
+/// The key cache: the last keys fetched, and the last failure to fetch them.
+#[derive(Default)]
+struct KeyState {
+    cached: Option<CachedKeys>,
+    failed: Option<(Instant, String)>,
+}
+
+impl KeyState {
+    fn fetched_at(&self) -> Option<Instant> {
+        self.cached.as_ref().map(|cached| cached.fetched_at)
+    }
+
+    /// What the cache alone answers for `kid`, if it can: the key; unknown (the
+    /// keys are fresh, so fetching again would not help); or refused at once (a
+    /// fetch failed within `backoff`).
+    fn answer(&self, kid: &str, backoff: Duration) -> Option<Result<DecodingKey, AuthError>> {
+        if let Some(cached) = &self.cached {
+            if let Some(jwk) = cached.keys.find(kid) {
+                return Some(DecodingKey::from_jwk(jwk).map_err(|error| AuthError::Keys(error.to_string())));
+            }
+            if cached.fetched_at.elapsed() < JWKS_REFRESH_INTERVAL {
+                return Some(Err(AuthError::UnknownKey(kid.to_owned())));
+            }
+        }
+        match &self.failed {
+            Some((at, error)) if at.elapsed() < backoff => {
+                Some(Err(AuthError::Keys(format!("{error} (not fetching again for {backoff:?})"))))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// After a failed fetch, requests are answered from the cached keys (or refused)
+/// for this long before the keys are fetched again.
+pub const JWKS_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Verifies tokens against a cached JWKS. Build once per process.
+///
+/// One fetch at a time (single flight): concurrent requests that need the keys
+/// wait for the one fetch under way and then read its result. A failed fetch is
+/// remembered for [`JWKS_FAILURE_BACKOFF`], during which requests are answered from
+/// the cache or refused at once, so an outage of the key endpoint costs one fetch
+/// per back-off period, not one per request.
 pub struct JwtVerifier {
     config: AuthConfig,
     http: reqwest::Client,
-    keys: RwLock<Option<CachedKeys>>,
+    keys: RwLock<KeyState>,
+    fetching: tokio::sync::Mutex<()>,
+    failure_backoff: Duration,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 impl JwtVerifier {
     pub fn new(config: AuthConfig) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Self { config, http, keys: RwLock::new(None) }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Self {
+            config,
+            http,
+            keys: RwLock::new(KeyState::default()),
+            fetching: tokio::sync::Mutex::new(()),
+            failure_backoff: JWKS_FAILURE_BACKOFF,
+            metrics: std::sync::Arc::default(),
+        }
+    }
+
+    /// Counts fetches and their failures into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Another back-off after a failed fetch than [`JWKS_FAILURE_BACKOFF`].
+    pub fn with_failure_backoff(mut self, backoff: Duration) -> Self {
+        self.failure_backoff = backoff;
+        self
+    }
+
+    pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -148,30 +259,58 @@ impl JwtVerifier {
         serde_json::from_str(&text).map_err(|error| AuthError::Keys(format!("not a JWKS: {error}")))
     }
 
-    /// Loads the keys now (during init), so the first request does not wait for them.
+    /// Fetches the keys, one fetch at a time, unless one that finished after
+    /// `seen` (the cache's `fetched_at` when the caller looked) already answers.
+    async fn refresh(&self, seen: Option<Instant>) -> Result<(), AuthError> {
+        let _single_flight = self.fetching.lock().await;
+        {
+            let state = self.keys.read().await;
+            if state.fetched_at() != seen {
+                return Ok(());
+            }
+            if let Some((at, error)) = &state.failed
+                && at.elapsed() < self.failure_backoff
+            {
+                return Err(AuthError::Keys(error.clone()));
+            }
+        }
+        self.metrics.add(names::JWKS_FETCHES, 1);
+        match self.fetch_keys().await {
+            Ok(keys) => {
+                let mut state = self.keys.write().await;
+                state.cached = Some(CachedKeys { keys, fetched_at: Instant::now() });
+                state.failed = None;
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.add(names::JWKS_FETCH_FAILURES, 1);
+                tracing::error!(%error, "fetching the signing keys failed");
+                self.keys.write().await.failed = Some((Instant::now(), error.to_string()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Loads the keys now (during init), so the first request does not wait for
+    /// them. A failure is remembered like any other: requests are refused at once
+    /// during the back-off, and the first one after it fetches again.
     pub async fn warm_up(&self) -> Result<(), AuthError> {
-        let keys = self.fetch_keys().await?;
-        *self.keys.write().await = Some(CachedKeys { keys, fetched_at: Instant::now() });
-        Ok(())
+        let seen = self.keys.read().await.fetched_at();
+        self.refresh(seen).await
     }
 
     async fn decoding_key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
-        {
-            let cached = self.keys.read().await;
-            if let Some(cached) = cached.as_ref() {
-                if let Some(jwk) = cached.keys.find(kid) {
-                    return DecodingKey::from_jwk(jwk).map_err(|error| AuthError::Keys(error.to_string()));
-                }
-                if cached.fetched_at.elapsed() < JWKS_REFRESH_INTERVAL {
-                    return Err(AuthError::UnknownKey(kid.to_owned()));
-                }
+        let seen = {
+            let state = self.keys.read().await;
+            if let Some(answer) = state.answer(kid, self.failure_backoff) {
+                return answer;
             }
-        }
-        let keys = self.fetch_keys().await?;
-        let found = keys.find(kid).map(DecodingKey::from_jwk);
-        *self.keys.write().await = Some(CachedKeys { keys, fetched_at: Instant::now() });
-        match found {
-            Some(key) => key.map_err(|error| AuthError::Keys(error.to_string())),
+            state.fetched_at()
+        };
+        self.refresh(seen).await?;
+        let state = self.keys.read().await;
+        match state.cached.as_ref().and_then(|cached| cached.keys.find(kid)) {
+            Some(jwk) => DecodingKey::from_jwk(jwk).map_err(|error| AuthError::Keys(error.to_string())),
             None => Err(AuthError::UnknownKey(kid.to_owned())),
         }
     }
@@ -193,8 +332,7 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.validate_aud = false;
         validation.leeway = LEEWAY_SECONDS;
-        let claims =
-            decode::<Claims>(token, &key, &validation).map_err(|error| AuthError::Invalid(error.to_string()))?.claims;
+        let claims = decode::<Claims>(token, &key, &validation).map_err(decode_error)?.claims;
         let audience = match claims.token_use.as_deref() {
             Some("id") => claims.aud,
             Some("access") => claims.client_id,
@@ -203,7 +341,7 @@ impl JwtVerifier {
         if let Some(client_id) = &self.config.client_id
             && audience.as_deref() != Some(client_id.as_str())
         {
-            return Err(AuthError::Invalid(format!("issued to {audience:?}, not to app client {client_id}")));
+            return Err(AuthError::WrongAudience(format!("issued to {audience:?}, not to app client {client_id}")));
         }
         UserId::parse(claims.sub).map_err(|error| AuthError::Invalid(error.to_string()))
     }

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::TimeDelta;
 
@@ -14,6 +13,7 @@ use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMes
 use crate::domain::{
     ConnectionEvent, ConnectionId, DisconnectReason, EventEnvelope, MAX_CONNECTION_DURATION, Timestamp, UserId,
 };
+use crate::metrics::{Metrics, names};
 use crate::ports::{AppendOutcome, EventStore, PageRequest, StoreError, TextResponder, VoicePipeline};
 
 /// Settings of the handler, from the environment in Lambda.
@@ -101,13 +101,11 @@ impl Response {
     }
 }
 
-/// Counters of what the handler did, for logs and tests.
+/// What the handler counts, into the process's [`Metrics`] (which leave the process
+/// as EMF lines in Lambda and at `/metrics` in `serve`).
 #[derive(Debug, Default)]
 pub struct HandlerMetrics {
-    messages: AtomicU64,
-    rejected: [AtomicU64; ErrorCode::ALL.len()],
-    appended: AtomicU64,
-    duplicates: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// A copy of the counters at one moment.
@@ -121,21 +119,34 @@ pub struct MetricsSnapshot {
 
 impl HandlerMetrics {
     fn reject(&self, code: ErrorCode) {
-        let index = ErrorCode::ALL.iter().position(|known| *known == code).unwrap_or(0);
-        self.rejected[index].fetch_add(1, Ordering::Relaxed);
+        self.metrics.add_by(names::REJECTED, "Code", code.as_str(), 1);
+        if code == ErrorCode::Unavailable {
+            self.metrics.add(names::UNAVAILABLE, 1);
+        }
+    }
+
+    fn message(&self) {
+        self.metrics.add(names::MESSAGES, 1);
+    }
+
+    fn appended(&self) {
+        self.metrics.add(names::EVENTS_APPENDED, 1);
+    }
+
+    fn duplicate(&self) {
+        self.metrics.add(names::DUPLICATE_APPENDS, 1);
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
-            messages: self.messages.load(Ordering::Relaxed),
+            messages: self.metrics.total(names::MESSAGES),
             rejected: ErrorCode::ALL
                 .iter()
-                .zip(&self.rejected)
-                .map(|(code, count)| (*code, count.load(Ordering::Relaxed)))
+                .map(|code| (*code, self.metrics.count_by(names::REJECTED, code.as_str())))
                 .filter(|(_, count)| *count > 0)
                 .collect(),
-            appended: self.appended.load(Ordering::Relaxed),
-            duplicates: self.duplicates.load(Ordering::Relaxed),
+            appended: self.metrics.total(names::EVENTS_APPENDED),
+            duplicates: self.metrics.total(names::DUPLICATE_APPENDS),
         }
     }
 }
@@ -252,6 +263,17 @@ impl ConnectionHandler {
         self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Counts into `metrics` (shared with the rest of the process) from now on.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = HandlerMetrics { metrics };
+        self
+    }
+
+    /// The registry the handler counts into.
+    pub fn metrics_registry(&self) -> &Arc<Metrics> {
+        &self.metrics.metrics
+    }
+
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
     }
@@ -280,11 +302,11 @@ impl ConnectionHandler {
     async fn append(&self, event: &EventEnvelope) -> Result<(), StoreError> {
         match self.events.append(event).await {
             Ok(AppendOutcome::Appended) => {
-                self.metrics.appended.fetch_add(1, Ordering::Relaxed);
+                self.metrics.appended();
                 Ok(())
             }
             Ok(AppendOutcome::AlreadyExists) => {
-                self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.metrics.duplicate();
                 tracing::info!(event_id = %event.event_id, kind = %event.kind(), "event already in the ledger (retried request)");
                 Ok(())
             }
@@ -348,7 +370,7 @@ impl ConnectionHandler {
     }
 
     async fn message(&self, meta: &RequestMeta, body: &str) -> Response {
-        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.message();
         let message = match parse_client_message(body) {
             Ok(message) => message,
             Err(error) => return self.reject(&error),

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod handler;
 pub mod lambda;
 pub mod local;
+pub mod metrics;
 pub mod migrations;
 pub mod ports;
 pub mod projection;

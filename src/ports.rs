@@ -219,3 +219,23 @@ pub trait ConnectionGateway: Send + Sync {
     async fn get(&self, connection_id: &ConnectionId) -> Result<GatewayConnection, GatewayError>;
     async fn delete(&self, connection_id: &ConnectionId) -> Result<(), GatewayError>;
 }
+
+/// One record of a change feed, decoded by the adapter that owns the item format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRecord {
+    /// The source's record id (`eventID` of a stream record), for logs.
+    pub record_id: String,
+    /// Where a retry restarts (`SequenceNumber` of a stream record).
+    pub sequence_number: Option<String>,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new event in the ledger.
+    Appended(EventEnvelope),
+    /// A record the projection does not use (a modification, a TTL deletion).
+    Ignored(&'static str),
+    /// A record that can never be decoded; skipped so it cannot block the ones behind it.
+    Poison(String),
+}

@@ -11,32 +11,14 @@ use std::collections::HashMap;
 
 use futures::stream::{self, StreamExt};
 
-use crate::domain::{ConnectionId, EventEnvelope};
+use crate::domain::{ConnectionId, EventEnvelope, Timestamp};
+use crate::metrics::{Metrics, names};
 use crate::ports::ViewStore;
+pub use crate::ports::{Change, ChangeRecord};
 use crate::projection::{ProjectionOutcome, project_connection};
 
 /// How many connections of one batch are projected at once.
 const CONCURRENCY: usize = 8;
-
-/// One record of a change feed, decoded by the adapter that owns the item format.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeRecord {
-    /// The source's record id (`eventID` of a stream record), for logs.
-    pub record_id: String,
-    /// Where a retry restarts (`SequenceNumber` of a stream record).
-    pub sequence_number: Option<String>,
-    pub change: Change,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// A new event in the ledger.
-    Appended(EventEnvelope),
-    /// A record the projection does not use (a modification, a TTL deletion).
-    Ignored(&'static str),
-    /// A record that can never be decoded; skipped so it cannot block the ones behind it.
-    Poison(String),
-}
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +32,8 @@ pub struct BatchOutcome {
     pub written: usize,
     pub unchanged: usize,
     pub failed: usize,
+    /// Records of the connections in `failed` (each will be delivered again).
+    pub failed_records: usize,
     pub ignored: usize,
     pub poison: usize,
 }
@@ -81,23 +65,24 @@ pub async fn project_batch(views: &dyn ViewStore, records: &[ChangeRecord]) -> B
     }
     outcome.connections = order.len();
 
-    let results: Vec<(usize, Result<ProjectionOutcome, crate::ports::StoreError>)> = stream::iter(order)
+    let results: Vec<(usize, usize, Result<ProjectionOutcome, crate::ports::StoreError>)> = stream::iter(order)
         .map(|connection_id| {
             let (first_index, events) = groups.remove(&connection_id).unwrap_or_default();
-            async move { (first_index, project_connection(views, &events).await) }
+            async move { (first_index, events.len(), project_connection(views, &events).await) }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
 
     let mut earliest_failure: Option<usize> = None;
-    for (first_index, result) in results {
+    for (first_index, record_count, result) in results {
         match result {
             Ok(ProjectionOutcome::Written { .. }) => outcome.written += 1,
             Ok(ProjectionOutcome::Unchanged) => outcome.unchanged += 1,
             Err(error) => {
                 tracing::error!(record_id = %records[first_index].record_id, %error, "writing a view failed");
                 outcome.failed += 1;
+                outcome.failed_records += record_count;
                 earliest_failure = Some(earliest_failure.map_or(first_index, |index| index.min(first_index)));
             }
         }
@@ -109,6 +94,25 @@ pub async fn project_batch(views: &dyn ViewStore, records: &[ChangeRecord]) -> B
         }
     }
     outcome
+}
+
+/// Counts a projected batch into `metrics`: its records, the views written, poison
+/// and failed records, and its lag (the largest `now - at` of its events).
+pub fn count_batch(metrics: &Metrics, records: &[ChangeRecord], outcome: &BatchOutcome, now: Timestamp) {
+    metrics.add(names::RECORDS, records.len() as u64);
+    metrics.add(names::VIEWS_WRITTEN, outcome.written as u64);
+    metrics.add(names::POISON_RECORDS, outcome.poison as u64);
+    metrics.add(names::FAILED_RECORDS, outcome.failed_records as u64);
+    let lag = records
+        .iter()
+        .filter_map(|record| match &record.change {
+            Change::Appended(event) => Some(now.epoch_millis() - event.at.epoch_millis()),
+            _ => None,
+        })
+        .max();
+    if let Some(lag) = lag {
+        metrics.observe(names::PROJECTION_LAG_MS, lag.max(0) as f64);
+    }
 }
 
 #[cfg(test)]

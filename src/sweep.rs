@@ -43,6 +43,16 @@ pub struct SweepReport {
     pub errors: usize,
 }
 
+impl SweepReport {
+    /// Counts the sweep into `metrics`: suspects asked about, gone, alive.
+    pub fn count(&self, metrics: &crate::metrics::Metrics) {
+        use crate::metrics::names;
+        metrics.add(names::SUSPECTS, self.checked as u64);
+        metrics.add(names::GONE, self.gone as u64);
+        metrics.add(names::ALIVE, self.alive as u64);
+    }
+}
+
 enum Verdict {
     Gone,
     Alive { refreshed: bool },

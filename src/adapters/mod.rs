@@ -4,6 +4,7 @@
 pub mod apigw;
 pub mod aws;
 pub mod dynamodb;
+pub mod emf;
 pub mod item;
 pub mod memory;
 pub mod sqlite;

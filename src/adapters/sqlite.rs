@@ -20,7 +20,7 @@ use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
 use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
-use crate::projector::{Change, ChangeRecord};
+use crate::ports::{Change, ChangeRecord};
 
 /// The migrations of `migrations/sqlite`, in order.
 const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/sqlite/0001_init.sql")];

@@ -1,16 +1,25 @@
 //! The `authorizer` Lambda bootstrap: verifies the Cognito JWT of a `$connect`.
 
+use std::sync::Arc;
+
 use lambda_runtime::{Error, service_fn};
 use wsledger::auth::{AuthConfig, JwtVerifier};
 use wsledger::lambda::{self, authorizer};
+use wsledger::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_tracing();
-    let verifier = JwtVerifier::new(AuthConfig::from_env()?);
+    let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
+    let verifier = JwtVerifier::new(AuthConfig::from_env()?).with_metrics(metrics.metrics().clone());
     if let Err(error) = verifier.warm_up().await {
-        tracing::warn!(%error, "loading the signing keys during init failed; retrying on the first request");
+        tracing::warn!(%error, "loading the signing keys during init failed; trying again after a back-off");
     }
-    let verifier = &verifier;
-    lambda_runtime::run(service_fn(move |event| authorizer::handle(verifier, event))).await
+    let (verifier, metrics) = (&verifier, &metrics);
+    lambda_runtime::run(service_fn(move |event| async move {
+        let answer = authorizer::handle(verifier, event).await;
+        metrics.flush();
+        answer
+    }))
+    .await
 }

@@ -6,6 +6,7 @@ use lambda_runtime::{Error, service_fn};
 use wsledger::adapters::dynamodb::{self, DynamoDbStore, TableNames};
 use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
 use wsledger::lambda::{self, connection_handler};
+use wsledger::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,7 +14,14 @@ async fn main() -> Result<(), Error> {
     let config = HandlerConfig::from_env()?;
     let store = DynamoDbStore::new(dynamodb::client(None).await, TableNames::from_env());
     lambda::warm_up(&store).await;
-    let handler = ConnectionHandler::new(Arc::new(store), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config);
-    let handler = &handler;
-    lambda_runtime::run(service_fn(move |event| connection_handler::handle(handler, event))).await
+    let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
+    let handler = ConnectionHandler::new(Arc::new(store), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config)
+        .with_metrics(metrics.metrics().clone());
+    let (handler, metrics) = (&handler, &metrics);
+    lambda_runtime::run(service_fn(move |event| async move {
+        let answer = connection_handler::handle(handler, event).await;
+        metrics.flush();
+        answer
+    }))
+    .await
 }

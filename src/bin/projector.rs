@@ -1,10 +1,13 @@
 //! The `projector` Lambda bootstrap: stream batches into views, and the sweep.
 
+use std::sync::Arc;
+
 use lambda_runtime::{Error, service_fn};
 use wsledger::adapters::apigw::{self, ManagementApiGateway};
 use wsledger::adapters::dynamodb::{self, DynamoDbStore, TableNames};
 use wsledger::handler::HandlerConfig;
 use wsledger::lambda::{self, projector};
+use wsledger::metrics::Metrics;
 use wsledger::ports::ConnectionGateway;
 use wsledger::sweep::SweepConfig;
 
@@ -19,12 +22,19 @@ async fn main() -> Result<(), Error> {
         Some(endpoint) => Some(ManagementApiGateway::new(&endpoint).await),
         None => None,
     };
+    let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
     let projector = projector::Projector {
         events: &store,
         views: &store,
         gateway: gateway.as_ref().map(|gateway| gateway as &dyn ConnectionGateway),
         sweep: SweepConfig { retention_days, ..SweepConfig::default() },
+        metrics: metrics.metrics(),
     };
-    let projector = &projector;
-    lambda_runtime::run(service_fn(move |event| projector::handle(projector, event))).await
+    let (projector, metrics) = (&projector, &metrics);
+    lambda_runtime::run(service_fn(move |event| async move {
+        let answer = projector::handle(projector, event).await;
+        metrics.flush();
+        answer
+    }))
+    .await
 }

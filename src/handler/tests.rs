@@ -1,6 +1,6 @@
 //! Given a connection's requests, when the handler serves them, then the ledger holds ...
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 

@@ -8,6 +8,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
 
 use crate::auth::{AuthError, JwtVerifier, token_from};
+use crate::metrics::names;
 
 /// The token: the `token` query parameter (browsers cannot set headers on a
 /// WebSocket), else an `Authorization: Bearer` header.
@@ -43,11 +44,13 @@ pub async fn authorize(
     };
     match verified {
         Ok(user_id) => {
+            verifier.metrics().add(names::ALLOWED, 1);
             let mut response = policy(user_id.as_str(), IamPolicyEffect::Allow, method_arn);
             response.context = json!({ "userId": user_id.as_str() });
             response
         }
         Err(error) => {
+            verifier.metrics().add_by(names::DENIED, "Reason", error.reason(), 1);
             tracing::warn!(%error, "connection refused");
             policy("anonymous", IamPolicyEffect::Deny, method_arn)
         }

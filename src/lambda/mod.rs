@@ -6,7 +6,51 @@ pub mod authorizer;
 pub mod connection_handler;
 pub mod projector;
 
+use std::io::Write;
+use std::sync::Arc;
+
 use tracing_subscriber::EnvFilter;
+
+use crate::adapters::emf::{self, EmfTarget};
+use crate::metrics::Metrics;
+
+/// A function's metrics on their way out: after each invocation, what changed is
+/// written to standard output as CloudWatch Embedded Metric Format lines, which
+/// CloudWatch Logs turns into metrics (no API call, no extra latency).
+pub struct MetricsOut {
+    metrics: Arc<Metrics>,
+    target: EmfTarget,
+}
+
+impl MetricsOut {
+    /// Namespace from `METRICS_NAMESPACE` (default `wsledger`), the `FunctionName`
+    /// dimension from `AWS_LAMBDA_FUNCTION_NAME`.
+    pub fn from_env(metrics: Arc<Metrics>) -> Self {
+        let read = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+        let target = EmfTarget {
+            namespace: read("METRICS_NAMESPACE").unwrap_or_else(|| emf::DEFAULT_NAMESPACE.to_owned()),
+            function_name: read("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "wsledger".to_owned()),
+        };
+        Self { metrics, target }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Writes what changed since the last flush.
+    pub fn flush(&self) {
+        let lines = emf::lines(&self.metrics.take(), &self.target, crate::domain::Timestamp::now().epoch_millis());
+        if lines.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+}
 
 /// How long before an invocation's deadline a function stops waiting on its
 /// dependencies and answers by itself (`unavailable`, or a batch to retry), so the

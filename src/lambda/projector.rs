@@ -8,16 +8,18 @@ use serde_json::{Value, json};
 
 use crate::adapters::dynamodb::stream::decode_record;
 use crate::domain::Timestamp;
+use crate::metrics::Metrics;
 use crate::ports::{ConnectionGateway, EventStore, ViewStore};
-use crate::projector::{ChangeRecord, project_batch};
+use crate::projector::{ChangeRecord, count_batch, project_batch};
 use crate::sweep::{SweepConfig, sweep};
 
 /// Projects one stream batch and answers with the partial batch response Lambda
 /// expects (`ReportBatchItemFailures`): the earliest record to retry from, or a
 /// failure without an identifier (retry the whole batch), or nothing.
-pub async fn stream_batch(views: &dyn ViewStore, records: &[EventRecord]) -> DynamoDbEventResponse {
+pub async fn stream_batch(views: &dyn ViewStore, records: &[EventRecord], metrics: &Metrics) -> DynamoDbEventResponse {
     let records: Vec<ChangeRecord> = records.iter().map(decode_record).collect();
     let outcome = project_batch(views, &records).await;
+    count_batch(metrics, &records, &outcome, Timestamp::now());
     tracing::info!(
         records = records.len(),
         connections = outcome.connections,
@@ -52,6 +54,7 @@ pub struct Projector<'a> {
     pub views: &'a dyn ViewStore,
     pub gateway: Option<&'a dyn ConnectionGateway>,
     pub sweep: SweepConfig,
+    pub metrics: &'a Metrics,
 }
 
 fn is_scheduled(event: &Value) -> bool {
@@ -66,7 +69,7 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
             serde_json::from_value(payload).map_err(|error| format!("not a DynamoDB Streams event: {error}"))?;
         let projected = tokio::time::timeout_at(
             super::answer_by(event.context.deadline),
-            stream_batch(projector.views, &batch.records),
+            stream_batch(projector.views, &batch.records, projector.metrics),
         );
         let response = match projected.await {
             Ok(response) => response,
@@ -74,6 +77,7 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
                 // Out of time: the whole batch again, from its first record (harmless:
                 // projection is idempotent).
                 tracing::error!(records = batch.records.len(), "the batch was not projected before the deadline");
+                projector.metrics.add(crate::metrics::names::FAILED_RECORDS, batch.records.len() as u64);
                 retry_all(&batch.records)
             }
         };
@@ -82,6 +86,7 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
     if is_scheduled(&payload) {
         let gateway = projector.gateway.ok_or("the sweep needs the Management API: set WEBSOCKET_API_ENDPOINT")?;
         let report = sweep(projector.views, projector.events, gateway, Timestamp::now(), projector.sweep).await?;
+        report.count(projector.metrics);
         return Ok(json!({
             "checked": report.checked,
             "gone": report.gone,

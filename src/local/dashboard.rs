@@ -62,7 +62,7 @@ impl Dashboard {
         lock(&self.recent).0.values().cloned().collect()
     }
 
-    fn allows(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
+    pub(super) fn allows(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
         let Some(token) = &self.token else { return true };
         super::exposure::token_matches(token, super::exposure::presented_token(headers, query).as_deref())
     }

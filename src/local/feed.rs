@@ -8,9 +8,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::adapters::sqlite::SqliteStore;
+use crate::domain::Timestamp;
+use crate::metrics::{Metrics, names};
 use crate::ports::ViewStore;
 use crate::projection::rebuild_connection;
-use crate::projector::project_batch;
+use crate::projector::{count_batch, project_batch};
 
 /// The name of the projector's checkpoint in the embedded store.
 pub const PROJECTOR_CHECKPOINT: &str = "projector";
@@ -18,13 +20,18 @@ const BATCH: usize = 100;
 
 /// Projects everything appended after the checkpoint, once. Returns whether it got
 /// to the end of the feed (false when a view write failed and must be retried).
-pub async fn project_pending(store: &SqliteStore, views: &dyn ViewStore) -> Result<bool, crate::ports::StoreError> {
+pub async fn project_pending(
+    store: &SqliteStore,
+    views: &dyn ViewStore,
+    metrics: &Metrics,
+) -> Result<bool, crate::ports::StoreError> {
     loop {
         let checkpoint = store.checkpoint(PROJECTOR_CHECKPOINT).await?;
         let records = store.changes_after(checkpoint, BATCH).await?;
         let Some(last) = records.last() else { return Ok(true) };
         let last: i64 = last.sequence_number.as_deref().and_then(|seq| seq.parse().ok()).unwrap_or(checkpoint);
         let outcome = project_batch(views, &records).await;
+        count_batch(metrics, &records, &outcome, Timestamp::now());
         // Views that replaced undecodable rows were folded from this batch alone.
         for connection_id in store.take_repairs() {
             if let Err(error) = rebuild_connection(store, views, &connection_id).await {
@@ -37,6 +44,7 @@ pub async fn project_pending(store: &SqliteStore, views: &dyn ViewStore) -> Resu
             None if outcome.retry_whole_batch => checkpoint,
             None => last,
         };
+        metrics.observe(names::CORRUPT_VIEWS, store.corrupt_views() as f64);
         if next > checkpoint {
             store.set_checkpoint(PROJECTOR_CHECKPOINT, next).await?;
         }
@@ -48,11 +56,16 @@ pub async fn project_pending(store: &SqliteStore, views: &dyn ViewStore) -> Resu
 
 /// Runs the projector on the embedded store's feed (writing through `views`) until
 /// `stop` turns true, then flushes what is pending.
-pub async fn run_sqlite_projector(store: SqliteStore, views: Arc<dyn ViewStore>, mut stop: watch::Receiver<bool>) {
+pub async fn run_sqlite_projector(
+    store: SqliteStore,
+    views: Arc<dyn ViewStore>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let appended = store.appended();
     loop {
         let notified = appended.notified();
-        let pause = match project_pending(&store, views.as_ref()).await {
+        let pause = match project_pending(&store, views.as_ref(), &metrics).await {
             Ok(true) => Duration::from_secs(1),
             Ok(false) => Duration::from_millis(200),
             Err(error) => {
@@ -70,7 +83,7 @@ pub async fn run_sqlite_projector(store: SqliteStore, views: Arc<dyn ViewStore>,
         }
     }
     for _ in 0..10 {
-        match project_pending(&store, views.as_ref()).await {
+        match project_pending(&store, views.as_ref(), &metrics).await {
             Ok(true) => return,
             Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(error) => {

@@ -60,12 +60,18 @@ pub struct HttpLimits {
 pub struct HttpStats {
     pub refused: AtomicU64,
     last_refusal_log_millis: AtomicI64,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl HttpStats {
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self { metrics, ..Self::default() }
+    }
+
     /// Counts a refusal; logs at most once per second, with the count since.
     fn refuse(&self, reason: &str) {
         let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.add(crate::metrics::names::REFUSED_SOCKETS, 1);
         let now = Timestamp::now().epoch_millis();
         let last = self.last_refusal_log_millis.load(Ordering::Relaxed);
         if now - last >= 1_000

@@ -14,6 +14,7 @@ pub mod feed;
 pub mod http;
 pub mod lock;
 mod management;
+pub mod metrics;
 pub mod registry;
 mod socket;
 
@@ -33,6 +34,7 @@ use crate::adapters::sqlite::SqliteStore;
 use crate::auth::JwtVerifier;
 use crate::domain::Timestamp;
 use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
+use crate::metrics::Metrics;
 use crate::ports::{EventStore, ViewStore};
 use crate::sweep::{SweepConfig, sweep};
 use apigw_event::RouteSelection;
@@ -141,6 +143,8 @@ pub(crate) struct AppState {
     pub shutdown: watch::Receiver<bool>,
     pub active: AtomicUsize,
     pub drained: Notify,
+    /// Every counter of this emulator (handler, projector, sweep, HTTP), at `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why the emulator did not start.
@@ -216,8 +220,10 @@ impl Server {
             Backend::Sqlite(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
             Backend::DynamoDb { store, .. } => (Arc::new(store.clone()), Arc::new(store.clone())),
         };
+        let metrics = Arc::new(Metrics::new());
         let handler =
-            ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler);
+            ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler)
+                .with_metrics(metrics.clone());
         let registry = Arc::new(Registry::default());
         let dashboard = config.dashboard.then(|| Arc::new(dashboard::Dashboard::new(config.dashboard_token.clone())));
         // The projector writes through this, so the dashboard sees every view as it changes.
@@ -238,13 +244,14 @@ impl Server {
             shutdown: shutdown.clone(),
             active: AtomicUsize::new(0),
             drained: Notify::new(),
+            metrics: metrics.clone(),
         });
-        let http_stats = Arc::new(http::HttpStats::default());
+        let http_stats = Arc::new(http::HttpStats::new(metrics.clone()));
         let tasks = vec![
             spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
-            spawn_sweep(events, views, registry.clone(), &config, shutdown),
+            spawn_sweep(events, views, registry.clone(), &config, metrics.clone(), shutdown),
         ];
-        let projector = spawn_projector(backend, projected_views, flushing);
+        let projector = spawn_projector(backend, projected_views, metrics, flushing);
         Ok(Server { local_addr, registry, stop, flush, projector, tasks, state, http_stats, _lock: lock })
     }
 
@@ -260,6 +267,11 @@ impl Server {
     /// How many sockets were refused (over `max_connections`, or accept failures).
     pub fn refused_connections(&self) -> u64 {
         self.http_stats.refused.load(Ordering::Relaxed)
+    }
+
+    /// Every counter of this emulator (what `GET /metrics` shows).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.state.metrics
     }
 
     /// Closes every connection (recording `$disconnect`), stops accepting, ends
@@ -306,6 +318,7 @@ fn spawn_http(
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_management_token));
     let api = management
         .merge(dashboard::routes())
+        .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_known_host));
     let app = Router::new()
         .route("/", get(socket::entry))
@@ -320,17 +333,24 @@ fn spawn_http(
     tokio::spawn(http::serve(listener, app, limits, stats, shutdown))
 }
 
-fn spawn_projector(backend: Backend, views: Arc<dyn ViewStore>, flushing: watch::Receiver<bool>) -> JoinHandle<()> {
+fn spawn_projector(
+    backend: Backend,
+    views: Arc<dyn ViewStore>,
+    metrics: Arc<Metrics>,
+    flushing: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     match backend {
-        Backend::Sqlite(store) => tokio::spawn(feed::run_sqlite_projector(store, views, flushing)),
+        Backend::Sqlite(store) => tokio::spawn(feed::run_sqlite_projector(store, views, metrics, flushing)),
         Backend::DynamoDb { store, streams } => {
             let poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
             tokio::spawn(async move {
                 poller
                     .run(
                         |records| {
-                            let views = views.clone();
-                            async move { crate::lambda::projector::stream_batch(views.as_ref(), &records).await }
+                            let (views, metrics) = (views.clone(), metrics.clone());
+                            async move {
+                                crate::lambda::projector::stream_batch(views.as_ref(), &records, &metrics).await
+                            }
                         },
                         Duration::from_millis(500),
                         stopped(flushing),
@@ -346,6 +366,7 @@ fn spawn_sweep(
     views: Arc<dyn ViewStore>,
     registry: Arc<Registry>,
     config: &ServeConfig,
+    metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let (sweep_config, interval) = (config.sweep, config.sweep_interval);
@@ -359,8 +380,9 @@ fn spawn_sweep(
             }
             let swept = sweep(views.as_ref(), events.as_ref(), registry.as_ref(), Timestamp::now(), sweep_config);
             tokio::select! {
-                result = swept => if let Err(error) = result {
-                    tracing::warn!(%error, "the sweep failed");
+                result = swept => match result {
+                    Ok(report) => report.count(&metrics),
+                    Err(error) => tracing::warn!(%error, "the sweep failed"),
                 },
                 _ = &mut stop => return,
             }

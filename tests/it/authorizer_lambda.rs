@@ -19,7 +19,7 @@ use crate::lambda_runtime_api::{Outcome, RuntimeApi};
 pub const USER_POOL_ID: &str = "us-east-1_TestPool1";
 const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool1";
 pub const CLIENT_ID: &str = "4f2a7c1e9b3d5a6c8e0f1a2b3c";
-const METHOD_ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123defg/prod/$connect";
+pub const METHOD_ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123defg/prod/$connect";
 
 pub struct SigningKey {
     kid: String,
@@ -79,7 +79,7 @@ pub fn claims(overrides: Value) -> Value {
     claims
 }
 
-async fn serve_jwks(jwks: Value) -> SocketAddr {
+pub async fn serve_jwks(jwks: Value) -> SocketAddr {
     let app = Router::new().route("/.well-known/jwks.json", get(move || async move { axum::Json(jwks.clone()) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -13,6 +13,7 @@ mod lambda_runtime_api;
 mod management_api;
 mod memory;
 mod migrate_cli;
+mod observability;
 mod ops_cli;
 mod packaged;
 mod projector_lambda;

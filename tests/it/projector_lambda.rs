@@ -75,7 +75,7 @@ async fn poll_into(
             let views = views.clone();
             let sink = sink.clone();
             async move {
-                let response = stream_batch(views.as_ref(), &records).await;
+                let response = stream_batch(views.as_ref(), &records, &wsledger::metrics::Metrics::new()).await;
                 sink.lock().unwrap().push((records, response.clone()));
                 response
             }

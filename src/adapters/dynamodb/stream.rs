@@ -12,7 +12,7 @@ use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use super::error::store_error;
 use super::items::{Item, event_from_item};
 use crate::ports::StoreError;
-use crate::projector::{Change, ChangeRecord};
+use crate::ports::{Change, ChangeRecord};
 
 /// The principal of the REMOVE records DynamoDB writes when TTL deletes an item.
 pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";

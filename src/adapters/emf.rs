@@ -1,0 +1,110 @@
+//! CloudWatch Embedded Metric Format: metrics as JSON log lines that CloudWatch
+//! Logs turns into metrics, with no API call (the format Lambda users expect, and
+//! what Powertools writes). One line per set of dimensions.
+//!
+//! ```json
+//! {"_aws":{"Timestamp":1764000000000,"CloudWatchMetrics":[{"Namespace":"wsledger",
+//!   "Dimensions":[["FunctionName"]],"Metrics":[{"Name":"Messages","Unit":"Count"}]}]},
+//!  "FunctionName":"wsledger-handler","Messages":3}
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::metrics::{Delta, names};
+
+/// Where the lines say the metrics belong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmfTarget {
+    /// `METRICS_NAMESPACE`, default `wsledger`.
+    pub namespace: String,
+    /// `AWS_LAMBDA_FUNCTION_NAME`: the `FunctionName` dimension of every metric.
+    pub function_name: String,
+}
+
+/// The default namespace.
+pub const DEFAULT_NAMESPACE: &str = "wsledger";
+
+fn unit(name: &str) -> &'static str {
+    if name == names::PROJECTION_LAG_MS { "Milliseconds" } else { "Count" }
+}
+
+/// A metric's extra dimension: none, or one name and value.
+type Dimension = Option<(&'static str, String)>;
+
+/// The EMF lines of `delta` at `timestamp_millis` (none when nothing changed).
+pub fn lines(delta: &Delta, target: &EmfTarget, timestamp_millis: i64) -> Vec<String> {
+    // Metrics grouped by their extra dimension (none, or one name and value).
+    let mut groups: BTreeMap<Dimension, Vec<(&'static str, f64)>> = BTreeMap::new();
+    for (key, count) in &delta.counts {
+        groups.entry(key.dimension.clone()).or_default().push((key.name, *count as f64));
+    }
+    for (name, value) in &delta.maxima {
+        groups.entry(None).or_default().push((name, *value));
+    }
+    groups
+        .into_iter()
+        .map(|(dimension, values)| {
+            let mut dimensions = vec!["FunctionName".to_owned()];
+            let mut line = Map::new();
+            line.insert("FunctionName".into(), json!(target.function_name));
+            if let Some((name, value)) = &dimension {
+                dimensions.push((*name).to_owned());
+                line.insert((*name).to_owned(), json!(value));
+            }
+            let metrics: Vec<Value> =
+                values.iter().map(|(name, _)| json!({ "Name": name, "Unit": unit(name) })).collect();
+            for (name, value) in &values {
+                line.insert((*name).to_owned(), json!(value));
+            }
+            line.insert(
+                "_aws".into(),
+                json!({
+                    "Timestamp": timestamp_millis,
+                    "CloudWatchMetrics": [{
+                        "Namespace": target.namespace,
+                        "Dimensions": [dimensions],
+                        "Metrics": metrics,
+                    }],
+                }),
+            );
+            Value::Object(line).to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn one_line_per_dimension_set_with_the_values_at_the_top_level() {
+        let metrics = Metrics::new();
+        metrics.add(names::MESSAGES, 3);
+        metrics.add(names::EVENTS_APPENDED, 1);
+        metrics.add_by(names::REJECTED, "Code", "invalid_json", 2);
+        metrics.observe(names::PROJECTION_LAG_MS, 12.0);
+        let target = EmfTarget { namespace: "wsledger".into(), function_name: "f".into() };
+        let lines = lines(&metrics.take(), &target, 1_764_000_000_000);
+        assert_eq!(lines.len(), 2);
+        let plain: Value = serde_json::from_str(&lines[0]).unwrap();
+        let directive = &plain["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "wsledger");
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        assert_eq!(plain["FunctionName"], "f");
+        assert_eq!(plain["Messages"], 3.0);
+        assert_eq!(plain["ProjectionLagMs"], 12.0);
+        assert!(
+            directive["Metrics"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"Name": "ProjectionLagMs", "Unit": "Milliseconds"}))
+        );
+        let by_code: Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(by_code["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["FunctionName", "Code"]]));
+        assert_eq!((by_code["Code"].as_str(), by_code["Rejected"].as_f64()), (Some("invalid_json"), Some(2.0)));
+        assert!(super::lines(&metrics.take(), &target, 0).is_empty());
+    }
+}
