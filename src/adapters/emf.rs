@@ -46,13 +46,17 @@ pub fn lines(delta: &Delta, target: &EmfTarget, timestamp_millis: i64) -> Vec<St
     groups
         .into_iter()
         .map(|(dimension, values)| {
-            let mut dimensions = vec!["FunctionName".to_owned()];
             let mut line = Map::new();
             line.insert("FunctionName".into(), json!(target.function_name));
-            if let Some((name, value)) = &dimension {
-                dimensions.push((*name).to_owned());
-                line.insert((*name).to_owned(), json!(value));
-            }
+            // A dimensioned metric is also published under `FunctionName` alone: its
+            // total, which alarms watch.
+            let dimension_sets = match &dimension {
+                Some((name, value)) => {
+                    line.insert((*name).to_owned(), json!(value));
+                    json!([["FunctionName", name], ["FunctionName"]])
+                }
+                None => json!([["FunctionName"]]),
+            };
             let metrics: Vec<Value> =
                 values.iter().map(|(name, _)| json!({ "Name": name, "Unit": unit(name) })).collect();
             for (name, value) in &values {
@@ -64,7 +68,7 @@ pub fn lines(delta: &Delta, target: &EmfTarget, timestamp_millis: i64) -> Vec<St
                     "Timestamp": timestamp_millis,
                     "CloudWatchMetrics": [{
                         "Namespace": target.namespace,
-                        "Dimensions": [dimensions],
+                        "Dimensions": dimension_sets,
                         "Metrics": metrics,
                     }],
                 }),
@@ -103,7 +107,10 @@ mod tests {
                 .contains(&json!({"Name": "ProjectionLagMs", "Unit": "Milliseconds"}))
         );
         let by_code: Value = serde_json::from_str(&lines[1]).unwrap();
-        assert_eq!(by_code["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["FunctionName", "Code"]]));
+        assert_eq!(
+            by_code["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["FunctionName", "Code"], ["FunctionName"]])
+        );
         assert_eq!((by_code["Code"].as_str(), by_code["Rejected"].as_f64()), (Some("invalid_json"), Some(2.0)));
         assert!(super::lines(&metrics.take(), &target, 0).is_empty());
     }

@@ -137,3 +137,26 @@ fn the_template_wires_functions_authorizer_stream_and_sweep() {
         assert!(!template["Outputs"][output].is_null(), "output {output}");
     }
 }
+
+/// Handled failures have alarms: on the functions' own metrics, in the namespace
+/// the functions write to, for the function that writes each.
+#[test]
+fn alarms_watch_the_handled_failures() {
+    let template = template();
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert!(text(&globals["METRICS_NAMESPACE"]).contains("MetricsNamespace"), "the functions write to the namespace");
+    for (alarm, metric, function) in [
+        ("JwksFetchFailuresAlarm", "JwksFetchFailures", "AuthorizerFunction"),
+        ("UnavailableAlarm", "Unavailable", "ConnectionHandlerFunction"),
+        ("PoisonRecordsAlarm", "PoisonRecords", "ProjectorFunction"),
+        ("FailedRecordsAlarm", "FailedRecords", "ProjectorFunction"),
+        ("ProjectionLagAlarm", "ProjectionLagMs", "ProjectorFunction"),
+    ] {
+        let properties = &resource(&template, alarm)["Properties"];
+        assert_eq!(text(&properties["MetricName"]), metric, "{alarm}");
+        assert!(text(&properties["Namespace"]).contains("MetricsNamespace"), "{alarm}");
+        assert!(text(&properties["Dimensions"]).contains(function), "{alarm} watches {function}");
+    }
+    let spike = text(&resource(&template, "DeniedSpikeAlarm")["Properties"]["Metrics"]);
+    assert!(spike.contains("Denied") && spike.contains("Allowed") && spike.contains("AuthorizerFunction"), "{spike}");
+}
