@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
-    EventKind, Timestamp, UserId,
+    EventKind, GoneObservation, Timestamp, UserId,
 };
 use crate::ports::{StoreError, VersionedView};
 
@@ -180,6 +180,23 @@ pub struct ViewItem {
     pub session_event_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voice_event_id: Option<String>,
+    /// The latest gone observation (a 410), which a later sign of life overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_detail: Option<String>,
+    /// The latest time of an event other than a gone observation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive_at: Option<String>,
+    /// The voice session the latest voice event left running, whatever the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_state_session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_state_audio_format: Option<String>,
     pub version: u64,
 }
 
@@ -208,8 +225,34 @@ impl ViewItem {
             disconnected_event_id: event_id(view.disconnected_event_id),
             session_event_id: event_id(view.session_event_id),
             voice_event_id: event_id(view.voice_event_id),
+            gone_event_id: view.gone.as_ref().map(|gone| gone.event_id.to_string()),
+            gone_at: view.gone.as_ref().map(|gone| gone.at.to_rfc3339()),
+            gone_status_code: view.gone.as_ref().and_then(|gone| gone.status_code),
+            gone_detail: view.gone.as_ref().and_then(|gone| gone.detail.clone()),
+            alive_at: view.alive_at.map(|at| at.to_rfc3339()),
+            voice_state_session_id: view.voice_state.as_ref().map(|(session_id, _)| session_id.clone()),
+            voice_state_audio_format: view.voice_state.as_ref().map(|(_, audio_format)| audio_format.clone()),
             version,
         }
+    }
+}
+
+/// Views written before gone observations were told apart from terminal
+/// disconnects hold a 410 as their terminal disconnect: read them as what they are,
+/// an observation (with no sign of life known after it, so the view stays
+/// disconnected until one comes).
+fn upgrade_gone(view: &mut ConnectionInfo) {
+    if view.gone.is_none()
+        && view.disconnect_reason == Some(DisconnectReason::Gone)
+        && let (Some(event_id), Some(at)) = (view.disconnected_event_id, view.disconnected_at)
+    {
+        view.gone = Some(GoneObservation {
+            event_id,
+            at,
+            status_code: view.disconnect_status_code,
+            detail: view.disconnect_detail.clone(),
+        });
+        view.disconnected_event_id = None;
     }
 }
 
@@ -220,7 +263,29 @@ impl TryFrom<ViewItem> for VersionedView {
         let event_id = |value: Option<String>| value.map(|id| EventId::parse(&id).map_err(corrupt)).transpose();
         let status = ConnectionStatus::parse(&item.status)
             .ok_or_else(|| corrupt(format!("unknown status {:?}", item.status)))?;
-        let view = ConnectionInfo {
+        let gone = match (item.gone_event_id, &item.gone_at) {
+            (Some(id), Some(at)) => Some(GoneObservation {
+                event_id: EventId::parse(&id).map_err(corrupt)?,
+                at: timestamp("goneAt", at)?,
+                status_code: item.gone_status_code,
+                detail: item.gone_detail,
+            }),
+            _ => None,
+        };
+        // Views written before these attributes existed: a connected view's shown
+        // voice session and last activity are its latest state and sign of life.
+        let written_before = item.alive_at.is_none() && status == ConnectionStatus::Connected;
+        let voice_state = match (item.voice_state_session_id, item.voice_state_audio_format) {
+            (Some(session_id), Some(audio_format)) => Some((session_id, audio_format)),
+            _ if written_before => item.voice_session_id.clone().zip(item.audio_format.clone()),
+            _ => None,
+        };
+        let alive_at = match &item.alive_at {
+            Some(at) => Some(timestamp("aliveAt", at)?),
+            None if written_before => Some(timestamp("lastActivity", &item.last_activity)?),
+            None => None,
+        };
+        let mut view = ConnectionInfo {
             connection_id: ConnectionId::parse(item.connection_id).map_err(corrupt)?,
             user_id: UserId::parse(item.user_id).map_err(corrupt)?,
             session_id: item.session_id,
@@ -241,7 +306,11 @@ impl TryFrom<ViewItem> for VersionedView {
             disconnected_event_id: event_id(item.disconnected_event_id)?,
             session_event_id: event_id(item.session_event_id)?,
             voice_event_id: event_id(item.voice_event_id)?,
+            gone,
+            alive_at,
+            voice_state,
         };
+        upgrade_gone(&mut view);
         Ok(VersionedView { view, version: item.version })
     }
 }

@@ -112,6 +112,12 @@ impl ConnectionEvent {
         }
     }
 
+    /// Whether this is a gone observation (a 410), which a later sign of life from
+    /// API Gateway overrides, rather than a fact.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, .. })
+    }
+
     /// The application session the event belongs to, if any.
     pub fn session_id(&self) -> Option<&str> {
         match self {

@@ -13,4 +13,4 @@ mod view;
 pub use event::{ConnectionEvent, DisconnectReason, EventEnvelope, EventKind};
 pub use ids::{ConnectionId, EventId, InvalidId, UserId};
 pub use time::{InvalidTimestamp, TimeRange, Timestamp};
-pub use view::{ConnectionInfo, ConnectionStatus, IDLE_TIMEOUT, MAX_CONNECTION_DURATION};
+pub use view::{ConnectionInfo, ConnectionStatus, GoneObservation, IDLE_TIMEOUT, MAX_CONNECTION_DURATION};

@@ -50,7 +50,9 @@ pub struct ConnectionInfo {
     pub user_id: UserId,
     /// The application session of the latest event that named one.
     pub session_id: Option<String>,
-    /// `Disconnected` is terminal: once seen, the status never returns to `Connected`.
+    /// `Disconnected` from `$disconnect` (or a kick) is terminal. A gone observation
+    /// (`Disconnected{reason: gone}`, a 410) holds only until API Gateway shows a
+    /// later sign of life for the connection.
     pub status: ConnectionStatus,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
@@ -71,12 +73,37 @@ pub struct ConnectionInfo {
     pub first_event_id: EventId,
     /// Where `ip_address` and `user_agent` came from: the earliest `Connected`.
     pub connected_event_id: Option<EventId>,
-    /// Where the disconnect fields came from: the earliest `Disconnected`.
+    /// The terminal disconnect: the earliest `Disconnected` that is not a gone
+    /// observation. While it is set, the disconnect fields are its own.
     pub disconnected_event_id: Option<EventId>,
+    /// The latest gone observation (a 410 from a post or the sweep).
+    pub gone: Option<GoneObservation>,
+    /// The latest time of an event other than a gone observation: API Gateway's
+    /// latest sign of life for the connection.
+    pub alive_at: Option<Timestamp>,
+    /// The voice session the latest voice event left running (its id and format),
+    /// whatever the status; shown in `voice_session_id` only while connected.
+    pub voice_state: Option<(String, String)>,
     /// Where `session_id` came from: the latest event that named a session.
     pub session_event_id: Option<EventId>,
     /// Where the voice fields came from: the latest voice event.
     pub voice_event_id: Option<EventId>,
+}
+
+/// A 410 seen for a connection: API Gateway did not hold it at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoneObservation {
+    pub event_id: EventId,
+    pub at: Timestamp,
+    pub status_code: Option<u16>,
+    pub detail: Option<String>,
+}
+
+impl GoneObservation {
+    /// Whether it still holds: no sign of life came after it.
+    pub fn stands(&self, alive_at: Option<Timestamp>) -> bool {
+        alive_at.is_none_or(|alive_at| alive_at <= self.at)
+    }
 }
 
 impl ConnectionInfo {
@@ -101,6 +128,9 @@ impl ConnectionInfo {
             first_event_id: event.event_id,
             connected_event_id: None,
             disconnected_event_id: None,
+            gone: None,
+            alive_at: None,
+            voice_state: None,
             session_event_id: None,
             voice_event_id: None,
         };
@@ -142,6 +172,9 @@ impl ConnectionInfo {
             self.session_id = Some(session_id.to_owned());
         }
 
+        if !envelope.event.is_gone() {
+            self.alive_at = Some(self.alive_at.map_or(envelope.at, |alive_at| alive_at.max(envelope.at)));
+        }
         match &envelope.event {
             ConnectionEvent::Connected { ip_address, user_agent } => {
                 if self.connected_event_id.is_none_or(|seen| event_id < seen) {
@@ -154,32 +187,66 @@ impl ConnectionInfo {
             ConnectionEvent::VoiceStarted { session_id, audio_format } => {
                 if self.voice_event_id.is_none_or(|seen| event_id > seen) {
                     self.voice_event_id = Some(event_id);
-                    if self.status == ConnectionStatus::Connected {
-                        self.voice_session_id = Some(session_id.clone());
-                        self.audio_format = Some(audio_format.clone());
-                    }
+                    self.voice_state = Some((session_id.clone(), audio_format.clone()));
                 }
             }
             ConnectionEvent::VoiceEnded { .. } => {
                 if self.voice_event_id.is_none_or(|seen| event_id > seen) {
                     self.voice_event_id = Some(event_id);
-                    self.voice_session_id = None;
-                    self.audio_format = None;
+                    self.voice_state = None;
+                }
+            }
+            ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code, detail } => {
+                if self.gone.as_ref().is_none_or(|seen| event_id > seen.event_id) {
+                    self.gone = Some(GoneObservation {
+                        event_id,
+                        at: envelope.at,
+                        status_code: *status_code,
+                        detail: detail.clone(),
+                    });
                 }
             }
             ConnectionEvent::Disconnected { reason, status_code, detail } => {
                 if self.disconnected_event_id.is_none_or(|seen| event_id < seen) {
                     self.disconnected_event_id = Some(event_id);
-                    self.status = ConnectionStatus::Disconnected;
                     self.disconnected_at = Some(envelope.at);
                     self.disconnect_reason = Some(reason.clone());
                     self.disconnect_status_code = *status_code;
                     self.disconnect_detail = detail.clone();
-                    self.voice_session_id = None;
-                    self.audio_format = None;
                 }
             }
         }
+        self.derive_status();
+    }
+
+    /// The status and what shows with it, from the aggregates: a terminal
+    /// disconnect wins; else a gone observation that no later sign of life
+    /// overrides; else connected, with the voice session the latest voice event left.
+    fn derive_status(&mut self) {
+        if self.disconnected_event_id.is_none() {
+            match &self.gone {
+                Some(gone) if gone.stands(self.alive_at) => {
+                    self.disconnected_at = Some(gone.at);
+                    self.disconnect_reason = Some(DisconnectReason::Gone);
+                    self.disconnect_status_code = gone.status_code;
+                    self.disconnect_detail = gone.detail.clone();
+                }
+                _ => {
+                    self.disconnected_at = None;
+                    self.disconnect_reason = None;
+                    self.disconnect_status_code = None;
+                    self.disconnect_detail = None;
+                }
+            }
+        }
+        let connected = self.disconnected_at.is_none();
+        self.status = if connected { ConnectionStatus::Connected } else { ConnectionStatus::Disconnected };
+        let (voice_session_id, audio_format) = match (&self.voice_state, connected) {
+            (Some((session_id, audio_format)), true) => (Some(session_id.clone()), Some(audio_format.clone())),
+            _ => (None, None),
+        };
+        self.voice_session_id = voice_session_id;
+        self.audio_format = audio_format;
     }
 
     pub fn is_connected(&self) -> bool {

@@ -462,3 +462,64 @@ async fn jwt_auth_admits_valid_tokens_only() {
     server.shutdown().await;
     std::fs::remove_file(jwks).ok();
 }
+
+/// The `$connect` race: API Gateway answers 410 to a post made while a
+/// connection's `$connect` still runs, and the post records a gone observation. The
+/// client then talks: its view is connected again, and `wsledger send --user`
+/// (through `serve`'s own `@connections`) reaches it.
+#[tokio::test]
+async fn a_gone_observation_during_connect_is_overridden_by_the_client_talking() {
+    use wsledger::delivery::{Delivery, Recipient, deliver};
+    use wsledger::ports::{ConnectionGateway, GatewayConnection, GatewayError};
+
+    /// What API Gateway answers to a post during `$connect`.
+    struct DuringConnect;
+
+    #[async_trait::async_trait]
+    impl ConnectionGateway for DuringConnect {
+        async fn post(&self, _: &wsledger::domain::ConnectionId, _: &[u8]) -> Result<(), GatewayError> {
+            Err(GatewayError::Gone)
+        }
+        async fn get(&self, _: &wsledger::domain::ConnectionId) -> Result<GatewayConnection, GatewayError> {
+            Err(GatewayError::Gone)
+        }
+        async fn delete(&self, _: &wsledger::domain::ConnectionId) -> Result<(), GatewayError> {
+            Err(GatewayError::Gone)
+        }
+    }
+
+    let app = App::start().await;
+    let mut client = app.connect("user-race").await;
+    let views = app.views_when("user-race", |views| views.len() == 1).await;
+    let recipient = Recipient::from(&views[0]);
+    let delivered = deliver(&DuringConnect, &app.store, &recipient, b"{}", 90).await.unwrap();
+    assert_eq!(delivered, Delivery::Gone);
+    let views = app.views_when("user-race", |views| views[0].status == ConnectionStatus::Disconnected).await;
+    assert_eq!(views[0].disconnect_reason, Some(DisconnectReason::Gone), "the observation shows until life");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    client
+        .send(Message::Text(r#"{"type":"text_message","data":{"content":"still here","sessionId":"s"}}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut client).await["type"], "text_response");
+    let views = app.views_when("user-race", |views| views[0].status == ConnectionStatus::Connected).await;
+    assert_eq!(views[0].disconnect_reason, None);
+    let history = app.store.connection_history(&views[0].connection_id, PageRequest::default()).await.unwrap().items;
+    let kinds: Vec<EventKind> = history.iter().map(|event| event.kind()).collect();
+    assert_eq!(kinds, [EventKind::Connected, EventKind::Disconnected, EventKind::Activity], "both in the history");
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
+        .args(["send", "--store", &format!("sqlite:{}", app.path.display()), "--user", "user-race"])
+        .args(["--data", r#"{"type":"notice"}"#])
+        .args(["--websocket-endpoint", &format!("http://{}", app.server.local_addr())])
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(next_text(&mut client).await, json!({"type": "notice"}), "send --user reached it");
+    app.server.shutdown().await;
+}

@@ -83,6 +83,57 @@ fn the_first_disconnect_wins() {
     assert_eq!(view.last_activity, Timestamp::from_epoch_millis(T0 + 9_000));
 }
 
+fn gone() -> ConnectionEvent {
+    ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code: None, detail: Some("410".into()) }
+}
+
+fn activity() -> ConnectionEvent {
+    ConnectionEvent::Activity { session_id: None, message_count: 1 }
+}
+
+#[test]
+fn a_gone_observation_with_no_later_sign_of_life_disconnects() {
+    let view = given(&[event("r1", 0, connected()), event("r2", 1_000, activity()), event("g", 5_000, gone())]);
+    assert_eq!(view.status, ConnectionStatus::Disconnected);
+    assert_eq!(view.disconnect_reason, Some(DisconnectReason::Gone));
+    assert_eq!(view.disconnected_at, Some(Timestamp::from_epoch_millis(T0 + 5_000)));
+    assert_eq!(view.live_until(), None);
+}
+
+#[test]
+fn a_later_sign_of_life_overrides_a_gone_observation() {
+    // A post during $connect got a 410; then the client sent a message.
+    let start = ConnectionEvent::VoiceStarted { session_id: "v1".into(), audio_format: "webm".into() };
+    let history =
+        [event("r1", 0, connected()), event("r2", 10, start), event("g", 20, gone()), event("r3", 3_000, activity())];
+    let view = given(&history);
+    assert_eq!(view.status, ConnectionStatus::Connected);
+    assert_eq!((view.disconnected_at, view.disconnect_reason.clone()), (None, None));
+    assert_eq!(view.voice_session_id.as_deref(), Some("v1"), "the voice session is still running");
+    assert_eq!(view.gone.as_ref().map(|gone| gone.at), Some(Timestamp::from_epoch_millis(T0 + 20)), "remembered");
+    let reversed: Vec<EventEnvelope> = history.iter().rev().cloned().collect();
+    assert_eq!(given(&reversed), view);
+}
+
+#[test]
+fn a_sign_of_life_in_the_same_millisecond_does_not_override() {
+    let view = given(&[event("r1", 0, connected()), event("r2", 700, activity()), event("g", 700, gone())]);
+    assert_eq!(view.status, ConnectionStatus::Disconnected);
+}
+
+#[test]
+fn a_disconnect_from_api_gateway_stays_terminal_after_a_gone_observation() {
+    let history = [
+        event("g", 100, gone()),
+        event("r9", 200, disconnected(DisconnectReason::Client)),
+        event("r3", 300, activity()),
+    ];
+    let view = given(&history);
+    assert_eq!(view.status, ConnectionStatus::Disconnected);
+    assert_eq!(view.disconnect_reason, Some(DisconnectReason::Client));
+    assert_eq!(view.disconnected_at, Some(Timestamp::from_epoch_millis(T0 + 200)));
+}
+
 #[test]
 fn events_of_another_connection_are_ignored() {
     let mut other = event("r2", 1_000, disconnected(DisconnectReason::Client));
@@ -114,6 +165,8 @@ fn arbitrary_event() -> impl Strategy<Value = ConnectionEvent> {
         (session.clone(), prop::sample::select(vec!["webm", "pcm"]))
             .prop_map(|(session_id, format)| ConnectionEvent::VoiceStarted { session_id, audio_format: format.into() }),
         session.prop_map(|session_id| ConnectionEvent::VoiceEnded { session_id }),
+        // Gone observations, often: from posts and the sweep, interleaved with activity.
+        Just(ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code: None, detail: None }),
         (prop::sample::select(vec!["client", "gone", "idle", "kicked", "other"]), prop::option::of(1000u16..1012))
             .prop_map(|(reason, status_code)| ConnectionEvent::Disconnected {
                 reason: DisconnectReason::parse(reason),
@@ -167,20 +220,52 @@ proptest! {
     }
 
     #[test]
-    fn disconnected_is_terminal((history, delivered) in arbitrary_history().prop_flat_map(redelivered)) {
+    fn a_disconnect_other_than_gone_is_terminal((history, delivered) in arbitrary_history().prop_flat_map(redelivered)) {
+        let is_terminal = |envelope: &EventEnvelope| envelope.kind() == EventKind::Disconnected && !envelope.event.is_gone();
         let mut view = ConnectionInfo::from_event(&delivered[0]);
-        let mut seen_disconnect = false;
+        let mut seen_terminal = is_terminal(&delivered[0]);
         for envelope in &delivered[1..] {
-            seen_disconnect |= view.status == ConnectionStatus::Disconnected;
             view.apply(envelope);
-            if seen_disconnect {
+            seen_terminal |= is_terminal(envelope);
+            if seen_terminal {
                 prop_assert_eq!(view.status, ConnectionStatus::Disconnected);
+                prop_assert!(view.disconnect_reason != Some(DisconnectReason::Gone));
             }
         }
-        let has_disconnect = history.iter().any(|envelope| envelope.kind() == EventKind::Disconnected);
-        prop_assert_eq!(view.status == ConnectionStatus::Disconnected, has_disconnect);
-        if has_disconnect {
+        if history.iter().any(is_terminal) {
             prop_assert_eq!(view.voice_session_id, None);
+        }
+    }
+
+    /// The status is the rule, whatever the order: a terminal disconnect, else the
+    /// latest gone observation unless an event other than a gone one came later.
+    #[test]
+    fn gone_is_an_observation_that_a_later_sign_of_life_overrides(
+        (history, delivered) in arbitrary_history().prop_flat_map(redelivered)
+    ) {
+        let view = given(&delivered);
+        let terminal = history.iter().any(|envelope| envelope.kind() == EventKind::Disconnected && !envelope.event.is_gone());
+        let latest_gone = history.iter().filter(|envelope| envelope.event.is_gone()).map(|envelope| envelope.at).max();
+        let latest_life = history.iter().filter(|envelope| !envelope.event.is_gone()).map(|envelope| envelope.at).max();
+        let gone_stands = latest_gone.is_some_and(|gone| latest_life.is_none_or(|life| life <= gone));
+        let expected = if terminal || gone_stands { ConnectionStatus::Disconnected } else { ConnectionStatus::Connected };
+        prop_assert_eq!(view.status, expected);
+        if !terminal && gone_stands {
+            prop_assert_eq!(view.disconnect_reason, Some(DisconnectReason::Gone));
+            prop_assert_eq!(view.disconnected_at, latest_gone);
+        }
+        if view.status == ConnectionStatus::Connected {
+            prop_assert_eq!(view.disconnected_at, None);
+            // The voice session of the latest voice event, if it was a start.
+            let latest_voice = history
+                .iter()
+                .filter(|envelope| matches!(envelope.kind(), EventKind::VoiceStarted | EventKind::VoiceEnded))
+                .max_by_key(|envelope| envelope.event_id);
+            let expected_voice = match latest_voice.map(|envelope| &envelope.event) {
+                Some(ConnectionEvent::VoiceStarted { session_id, .. }) => Some(session_id.clone()),
+                _ => None,
+            };
+            prop_assert_eq!(view.voice_session_id.clone(), expected_voice);
         }
     }
 
@@ -202,10 +287,12 @@ proptest! {
             view.apply(envelope);
             prop_assert!(view.last_activity >= before.last_activity);
             prop_assert!(view.last_event_id >= before.last_event_id);
-            prop_assert!(view.status >= before.status);
+            prop_assert!(view.alive_at >= before.alive_at);
             prop_assert!(view.created_at <= before.created_at);
             prop_assert!(view.first_event_id <= before.first_event_id);
-            if before.disconnected_at.is_some() {
+            if before.disconnected_event_id.is_some() {
+                // After a terminal disconnect, only an earlier one can change it.
+                prop_assert_eq!(view.status, ConnectionStatus::Disconnected);
                 prop_assert!(view.disconnected_at <= before.disconnected_at);
             }
             // Applying the same event again is a no-op.
