@@ -28,6 +28,30 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kinds in the order of a connection's life, which is also the order of
+    /// events of one millisecond (see [`EventKind::lifecycle_rank`]).
+    pub const LIFECYCLE: [EventKind; 5] = [
+        EventKind::Connected,
+        EventKind::VoiceStarted,
+        EventKind::Activity,
+        EventKind::VoiceEnded,
+        EventKind::Disconnected,
+    ];
+
+    /// The kind's place in a connection's life: events of one millisecond sort by
+    /// it. `Activity` (the messages of an interval) sits between the start and the
+    /// end of a voice session, whose audio it counts; a session's end and the
+    /// connection's end come last.
+    pub fn lifecycle_rank(&self) -> u8 {
+        match self {
+            EventKind::Connected => 0,
+            EventKind::VoiceStarted => 1,
+            EventKind::Activity => 2,
+            EventKind::VoiceEnded => 3,
+            EventKind::Disconnected => 4,
+        }
+    }
+
     pub const ALL: [EventKind; 5] = [
         EventKind::Connected,
         EventKind::Activity,

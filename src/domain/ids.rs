@@ -77,10 +77,14 @@ string_id!(
 
 /// The id of one event: a ULID, so ids sort by time.
 ///
-/// Ids are derived, not drawn: the time part is the API Gateway request time and the
-/// random part a hash of the request id and the event kind. A retried invocation of
-/// the same request therefore produces the same id, and the conditional append turns
-/// the retry into a no-op.
+/// Ids are derived, not drawn: the time part is the API Gateway request time (in
+/// milliseconds); the 80-bit random part starts with the kind's place in a
+/// connection's life ([`EventKind::lifecycle_rank`], 3 bits) and ends with a hash
+/// of the request id and the kind (77 bits). Events of one millisecond therefore
+/// sort in lifecycle order (`Connected`, `VoiceStarted`, `Activity`, `VoiceEnded`,
+/// `Disconnected`), the hash deciding only between events of one kind. A retried
+/// invocation of the same request produces the same id, and the conditional
+/// append turns the retry into a no-op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(Ulid);
 
@@ -92,9 +96,10 @@ impl EventId {
         hasher.update([0u8]);
         hasher.update(kind.as_str().as_bytes());
         let digest = hasher.finalize();
-        let mut random = [0u8; 16];
-        random[6..].copy_from_slice(&digest[..10]);
-        let random = u128::from_be_bytes(random);
+        let mut hash = [0u8; 16];
+        hash[6..].copy_from_slice(&digest[..10]);
+        let hash = u128::from_be_bytes(hash);
+        let random = (u128::from(kind.lifecycle_rank()) << 77) | (hash >> 3);
         Self(Ulid::from_parts(request_time.epoch_millis_u64(), random))
     }
 
@@ -178,11 +183,28 @@ mod tests {
     fn derived_id_is_pinned() {
         // The derivation is part of the stored format: changing it would make a retry
         // after an upgrade write a second copy of an event. The expected text was
-        // computed outside Rust: Crockford base32 of (ms << 80 | SHA-256("abc\0Connected")[..10]).
+        // computed outside Rust (Python): Crockford base32 of
+        // (ms << 80 | rank << 77 | int(SHA-256("abc\0Kind")[:10]) >> 3).
         let at = Timestamp::from_epoch_millis(1_764_000_000_123);
         let id = EventId::derive(at, "abc", EventKind::Connected);
         assert_eq!(id.to_string(), EventId::parse(&id.to_string()).unwrap().to_string());
-        assert_eq!(id.to_string(), "01KAV9FT3VMY579VHBT3XJN3MQ");
+        assert_eq!(id.to_string(), "01KAV9FT3V2KRMX7E5F8FPAMEJ");
+        assert_eq!(EventId::derive(at, "abc", EventKind::Disconnected).to_string(), "01KAV9FT3VJT7CJS9PRVV1HKPP");
+    }
+
+    #[test]
+    fn events_of_one_millisecond_sort_in_lifecycle_order() {
+        let at = Timestamp::from_epoch_millis(1_764_000_000_123);
+        for request in ["a", "b", "c", "d", "e", "f"] {
+            let ids: Vec<EventId> = EventKind::LIFECYCLE
+                .iter()
+                .enumerate()
+                // Each kind from another request: only the kind may decide.
+                .map(|(index, kind)| EventId::derive(at, &format!("{request}-{index}"), *kind))
+                .collect();
+            assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{request}: {ids:?}");
+            assert!(ids.iter().all(|id| id.timestamp() == at));
+        }
     }
 
     #[test]

@@ -125,15 +125,15 @@ pub(super) async fn entry(
             tracing::warn!(%error, "the upgrade failed after $connect");
             let state = failed_state.clone();
             let context = failed_context.clone();
-            tokio::spawn(async move { disconnect(&state, &context, 1006, "Upgrade failed").await });
+            tokio::spawn(async move { disconnect(&state, &context, 1006, "Upgrade failed", Timestamp::now()).await });
         })
         .on_upgrade(move |socket| {
             run_connection(state, context, socket, reset.map(|reset| reset.0).unwrap_or_default())
         })
 }
 
-async fn disconnect(state: &AppState, context: &ConnectionContext, code: u16, reason: &str) {
-    let event = context.disconnect(code, reason, &new_id(), Timestamp::now());
+async fn disconnect(state: &AppState, context: &ConnectionContext, code: u16, reason: &str, at: Timestamp) {
+    let event = context.disconnect(code, reason, &new_id(), at);
     let response = run_handler(state, &event).await;
     if response.status >= 300 {
         tracing::error!(connection_id = %context.connection_id, status = response.status, "$disconnect failed");
@@ -163,6 +163,19 @@ fn read_error(error: axum::Error) -> (u16, String) {
         Some(tungstenite::Error::Capacity(capacity)) => (1009, format!("Message too big: {capacity}")),
         _ => (1006, format!("Connection closed abnormally: {inner}")),
     }
+}
+
+/// The time of a connection's next request. API Gateway dates requests in
+/// milliseconds, and events of one millisecond sort by kind, not by when they
+/// happened; the emulator knows the order of a connection's requests, so it gives
+/// them strictly increasing times (at least a millisecond apart), and a connection's
+/// history always reads in the order its requests came. Only the connection's own
+/// task calls this.
+fn request_time(live: &LiveConnection) -> Timestamp {
+    let previous = live.last_active_at.load(Ordering::Relaxed);
+    let at = Timestamp::now().epoch_millis().max(previous + 1);
+    live.last_active_at.store(at, Ordering::Relaxed);
+    Timestamp::from_epoch_millis(at)
 }
 
 enum Ending {
@@ -255,7 +268,7 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
     // Gone from @connections before $disconnect runs, as in API Gateway.
     state.registry.remove(&context.connection_id);
     let (code, reason) = finish(writer, ending, &reset).await;
-    Box::pin(disconnect(&state, &context, code, &reason)).await;
+    Box::pin(disconnect(&state, &context, code, &reason, request_time(&live))).await;
     if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
         state.drained.notify_waiters();
     }
@@ -322,8 +335,7 @@ async fn converse(
                     }
                     None => return Ending::abnormal(),
                 };
-                let now = Timestamp::now();
-                live.last_active_at.store(now.epoch_millis(), Ordering::Relaxed);
+                let now = request_time(live);
                 idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 let route_key = state
                     .config

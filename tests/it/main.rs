@@ -17,6 +17,7 @@ mod observability;
 mod ops_cli;
 mod packaged;
 mod projector_lambda;
+mod same_millisecond;
 mod serve;
 mod serve_hostile;
 mod sqlite;

@@ -302,3 +302,76 @@ proptest! {
         }
     }
 }
+
+// Events of one millisecond: lifecycle order, not hash order.
+
+/// Histories crowded into a few milliseconds, so many events share one.
+fn crowded_history() -> impl Strategy<Value = Vec<EventEnvelope>> {
+    prop::collection::vec((arbitrary_event(), 0i64..4), 1..16).prop_map(|specs| {
+        let mut history: Vec<EventEnvelope> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (payload, offset))| event(&format!("crowd-{index}"), offset, payload))
+            .collect();
+        history.sort_by_key(|envelope| envelope.event_id);
+        history.dedup_by_key(|envelope| envelope.event_id);
+        history
+    })
+}
+
+/// What a connection went through, replayed in lifecycle order: by time, then by
+/// the kind's place in a connection's life.
+fn lifecycle_order(history: &[EventEnvelope]) -> Vec<EventEnvelope> {
+    let mut ordered = history.to_vec();
+    ordered.sort_by_key(|envelope| (envelope.at, envelope.kind().lifecycle_rank(), envelope.event_id));
+    ordered
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    #[test]
+    fn event_ids_sort_in_lifecycle_order(history in crowded_history()) {
+        // `history` is sorted by event id: the order of `history`, pages and the fold.
+        prop_assert_eq!(lifecycle_order(&history), history);
+    }
+
+    #[test]
+    fn crowded_histories_fold_to_the_view_of_the_lifecycle_order(
+        (history, delivered) in crowded_history().prop_flat_map(redelivered)
+    ) {
+        let view = given(&delivered);
+        let mut voice = None;
+        for envelope in lifecycle_order(&history) {
+            match &envelope.event {
+                ConnectionEvent::VoiceStarted { session_id, .. } => voice = Some(session_id.clone()),
+                ConnectionEvent::VoiceEnded { .. } => voice = None,
+                _ => {}
+            }
+        }
+        let expected = if view.is_connected() { voice } else { None };
+        prop_assert_eq!(view.voice_session_id, expected);
+    }
+
+    #[test]
+    fn a_session_started_and_ended_in_one_millisecond_is_not_active(
+        offset in 0i64..1_000,
+        requests in (any::<u32>(), any::<u32>(), any::<u32>()),
+        order in Just(vec![0usize, 1, 2]).prop_shuffle(),
+    ) {
+        let session = || "voice-1".to_owned();
+        let events = [
+            event(&format!("c{}", requests.0), offset, connected()),
+            event(
+                &format!("s{}", requests.1),
+                offset,
+                ConnectionEvent::VoiceStarted { session_id: session(), audio_format: "webm".into() },
+            ),
+            event(&format!("e{}", requests.2), offset, ConnectionEvent::VoiceEnded { session_id: session() }),
+        ];
+        let delivered: Vec<EventEnvelope> = order.iter().map(|index| events[*index].clone()).collect();
+        let view = given(&delivered);
+        prop_assert_eq!(view.voice_session_id, None);
+        prop_assert_eq!(view.status, ConnectionStatus::Connected);
+    }
+}
