@@ -36,6 +36,7 @@ fn connection_events(index: usize, users: usize, start: Timestamp) -> Vec<EventE
                     reason: wsledger::domain::DisconnectReason::Client,
                     status_code: Some(1000),
                     detail: None,
+                    message_count: 0,
                 },
                 _ => ConnectionEvent::Activity { session_id: None, message_count: 5 },
             };

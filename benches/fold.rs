@@ -24,6 +24,7 @@ fn history(length: usize) -> Vec<EventEnvelope> {
                     reason: DisconnectReason::Client,
                     status_code: Some(1000),
                     detail: None,
+                    message_count: 0,
                 },
                 index if index % 10 == 1 => ConnectionEvent::VoiceStarted {
                     session_id: format!("voice-{}", index / 10),

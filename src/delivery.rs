@@ -46,7 +46,12 @@ pub fn gone_event(recipient: &Recipient, at: Timestamp, retention_days: u32) -> 
         format!("wsledger-gone-{}", recipient.connection_id),
         at,
         recipient.connected_at,
-        ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code: Some(410), detail: None },
+        ConnectionEvent::Disconnected {
+            reason: DisconnectReason::Gone,
+            status_code: Some(410),
+            detail: None,
+            message_count: 0,
+        },
     )
     .with_retention_days(retention_days)
 }

@@ -207,8 +207,10 @@ impl ActivityCoalescer {
         self.connections.get(connection_id).and_then(|state| state.last_recorded)
     }
 
-    pub fn forget(&mut self, connection_id: &ConnectionId) {
-        self.connections.remove(connection_id);
+    /// Forgets a connection; returns the messages it counted that no `Activity`
+    /// event has recorded yet.
+    pub fn forget(&mut self, connection_id: &ConnectionId) -> u64 {
+        self.connections.remove(connection_id).map_or(0, |state| state.unrecorded_messages)
     }
 }
 
@@ -341,7 +343,8 @@ impl ConnectionHandler {
     }
 
     async fn disconnect(&self, meta: &RequestMeta, status_code: Option<i64>, reason: Option<String>) -> Response {
-        self.activity().forget(&meta.connection_id);
+        // Messages counted since the last `Activity` are written with the end.
+        let unrecorded_messages = self.activity().forget(&meta.connection_id);
         let user_id = match self.user_of(meta).await {
             Ok(Some(user_id)) => user_id,
             Ok(None) => {
@@ -356,6 +359,7 @@ impl ConnectionHandler {
             reason: disconnect_reason(status_code, reason.as_deref()),
             status_code: status_code.and_then(|code| u16::try_from(code).ok()),
             detail: reason.filter(|reason| !reason.is_empty()),
+            message_count: unrecorded_messages,
         };
         match self.append(&self.envelope(meta, user_id, event)).await {
             Ok(()) => Response::ok(),

@@ -77,10 +77,11 @@ impl From<&EventEnvelope> for EventItem {
                 item.audio_format = Some(audio_format.clone());
             }
             ConnectionEvent::VoiceEnded { session_id } => item.session_id = Some(session_id.clone()),
-            ConnectionEvent::Disconnected { reason, status_code, detail } => {
+            ConnectionEvent::Disconnected { reason, status_code, detail, message_count } => {
                 item.reason = Some(reason.to_string());
                 item.status_code = *status_code;
                 item.detail = detail.clone();
+                item.message_count = (*message_count > 0).then_some(*message_count);
             }
         }
         item
@@ -124,6 +125,7 @@ impl TryFrom<EventItem> for EventEnvelope {
                 reason: DisconnectReason::parse(&required("reason", item.reason)?),
                 status_code: item.status_code,
                 detail: item.detail,
+                message_count: item.message_count.unwrap_or_default(),
             },
         };
         Ok(EventEnvelope {

@@ -285,10 +285,13 @@ fn details(event: &ConnectionEvent) -> String {
             parts.push(format!("format={audio_format}"));
         }
         ConnectionEvent::VoiceEnded { session_id } => parts.push(format!("session={session_id}")),
-        ConnectionEvent::Disconnected { reason, status_code, detail } => {
+        ConnectionEvent::Disconnected { reason, status_code, detail, message_count } => {
             parts.push(format!("reason={reason}"));
             parts.extend(status_code.map(|code| format!("code={code}")));
             parts.extend(detail.as_ref().map(|detail| format!("detail={detail:?}")));
+            if *message_count > 0 {
+                parts.push(format!("messages={message_count}"));
+            }
         }
     }
     parts.join(" ")
@@ -336,6 +339,7 @@ mod tests {
                 reason: DisconnectReason::Client,
                 status_code: Some(1000),
                 detail: Some("said \"bye\", then left".into()),
+                message_count: 0,
             },
         )
     }

@@ -9,11 +9,29 @@ use super::time::Timestamp;
 /// ledger records that something happened, not what was said.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ConnectionEvent {
-    Connected { ip_address: Option<String>, user_agent: Option<String> },
-    Activity { session_id: Option<String>, message_count: u64 },
-    VoiceStarted { session_id: String, audio_format: String },
-    VoiceEnded { session_id: String },
-    Disconnected { reason: DisconnectReason, status_code: Option<u16>, detail: Option<String> },
+    Connected {
+        ip_address: Option<String>,
+        user_agent: Option<String>,
+    },
+    Activity {
+        session_id: Option<String>,
+        message_count: u64,
+    },
+    VoiceStarted {
+        session_id: String,
+        audio_format: String,
+    },
+    VoiceEnded {
+        session_id: String,
+    },
+    /// `message_count`: the messages the handler counted since its last `Activity`
+    /// event, written with the end so none is lost (0 when none, or unknown).
+    Disconnected {
+        reason: DisconnectReason,
+        status_code: Option<u16>,
+        detail: Option<String>,
+        message_count: u64,
+    },
 }
 
 /// The kind of an event, without its data. Part of the event id derivation, so the
@@ -92,6 +110,8 @@ pub enum DisconnectReason {
     Idle,
     /// The server closed it on purpose.
     Kicked,
+    /// `$connect` was refused by a policy (`detail` names it).
+    Refused,
     /// Any other reason, kept as written.
     Other(String),
 }
@@ -103,6 +123,7 @@ impl DisconnectReason {
             DisconnectReason::Gone => "gone",
             DisconnectReason::Idle => "idle",
             DisconnectReason::Kicked => "kicked",
+            DisconnectReason::Refused => "refused",
             DisconnectReason::Other(other) => other,
         }
     }
@@ -114,6 +135,7 @@ impl DisconnectReason {
             "gone" => DisconnectReason::Gone,
             "idle" => DisconnectReason::Idle,
             "kicked" => DisconnectReason::Kicked,
+            "refused" => DisconnectReason::Refused,
             other => DisconnectReason::Other(other.to_owned()),
         }
     }

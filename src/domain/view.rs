@@ -196,7 +196,7 @@ impl ConnectionInfo {
                     self.voice_state = None;
                 }
             }
-            ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code, detail } => {
+            ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code, detail, .. } => {
                 if self.gone.as_ref().is_none_or(|seen| event_id > seen.event_id) {
                     self.gone = Some(GoneObservation {
                         event_id,
@@ -206,7 +206,7 @@ impl ConnectionInfo {
                     });
                 }
             }
-            ConnectionEvent::Disconnected { reason, status_code, detail } => {
+            ConnectionEvent::Disconnected { reason, status_code, detail, .. } => {
                 if self.disconnected_event_id.is_none_or(|seen| event_id < seen) {
                     self.disconnected_event_id = Some(event_id);
                     self.disconnected_at = Some(envelope.at);

@@ -274,7 +274,8 @@ async fn disconnect_records_the_reason_status_and_detail() {
         &ConnectionEvent::Disconnected {
             reason: DisconnectReason::Idle,
             status_code: Some(1001),
-            detail: Some("Going away".into())
+            detail: Some("Going away".into()),
+            message_count: 0,
         }
     );
 }

@@ -36,7 +36,12 @@ fn history(connection: &str) -> Vec<EventEnvelope> {
             connection,
             "d",
             2_000,
-            ConnectionEvent::Disconnected { reason: DisconnectReason::Client, status_code: Some(1000), detail: None },
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Client,
+                status_code: Some(1000),
+                detail: None,
+                message_count: 0,
+            },
         ),
     ]
 }
@@ -198,6 +203,7 @@ async fn views_converge_when_a_third_of_the_writes_fail() {
                     reason: DisconnectReason::Client,
                     status_code: Some(1000),
                     detail: None,
+                    message_count: 0,
                 },
                 _ => ConnectionEvent::Activity { session_id: None, message_count: 1 },
             };

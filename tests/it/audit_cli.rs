@@ -61,6 +61,7 @@ fn traffic(start: Timestamp) -> Vec<Vec<EventEnvelope>> {
                     reason: DisconnectReason::Client,
                     status_code: Some(1000),
                     detail: Some("bye".into()),
+                    message_count: 0,
                 },
             ));
         }

@@ -164,7 +164,8 @@ async fn the_seed_session_through_the_real_bootstrap() {
         wsledger::domain::ConnectionEvent::Disconnected {
             reason: wsledger::domain::DisconnectReason::Idle,
             status_code: Some(1001),
-            detail: Some("Going away".into())
+            detail: Some("Going away".into()),
+            message_count: 0,
         }
     );
     // No message content or audio reached the ledger: look at the raw items.

@@ -35,7 +35,12 @@ pub fn activity(count: u64) -> ConnectionEvent {
 }
 
 pub fn disconnected() -> ConnectionEvent {
-    ConnectionEvent::Disconnected { reason: DisconnectReason::Client, status_code: Some(1000), detail: None }
+    ConnectionEvent::Disconnected {
+        reason: DisconnectReason::Client,
+        status_code: Some(1000),
+        detail: None,
+        message_count: 0,
+    }
 }
 
 fn ids(events: &[EventEnvelope]) -> Vec<EventId> {

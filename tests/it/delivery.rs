@@ -35,7 +35,12 @@ async fn a_410_is_recorded_as_gone_and_a_200_as_delivered() {
     assert_eq!(gone_history.items.len(), 1);
     assert_eq!(
         gone_history.items[0].event,
-        ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code: Some(410), detail: None }
+        ConnectionEvent::Disconnected {
+            reason: DisconnectReason::Gone,
+            status_code: Some(410),
+            detail: None,
+            message_count: 0
+        }
     );
     assert_eq!(gone_history.items[0].user_id.as_str(), "user-send");
 

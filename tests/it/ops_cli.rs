@@ -57,7 +57,12 @@ fn connection_events(connection: &str, user: &str, start: Timestamp, disconnect:
         events.push(envelope(
             "d",
             20,
-            ConnectionEvent::Disconnected { reason: DisconnectReason::Client, status_code: Some(1000), detail: None },
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Client,
+                status_code: Some(1000),
+                detail: None,
+                message_count: 0,
+            },
         ));
     }
     events

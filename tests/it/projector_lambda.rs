@@ -120,7 +120,12 @@ fn history(connection: &str, start: Timestamp) -> Vec<EventEnvelope> {
             "d",
             at(30),
             start,
-            ConnectionEvent::Disconnected { reason: DisconnectReason::Client, status_code: Some(1000), detail: None },
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Client,
+                status_code: Some(1000),
+                detail: None,
+                message_count: 0,
+            },
         ),
     ]
 }

@@ -86,7 +86,12 @@ mod tests {
             ConnectionEvent::Activity { session_id: None, message_count: 7 },
             ConnectionEvent::VoiceStarted { session_id: "s".into(), audio_format: "webm".into() },
             ConnectionEvent::VoiceEnded { session_id: "s".into() },
-            ConnectionEvent::Disconnected { reason: DisconnectReason::Idle, status_code: Some(1001), detail: None },
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Idle,
+                status_code: Some(1001),
+                detail: None,
+                message_count: 0,
+            },
         ];
         for event in events {
             let envelope = sample(event);
@@ -140,6 +145,7 @@ mod tests {
             reason: DisconnectReason::Gone,
             status_code: None,
             detail: None,
+            message_count: 0,
         }));
         let item = view_to_item(&view, 4).unwrap();
         assert!(!item.contains_key("liveUntil") && !item.contains_key("liveShard"));

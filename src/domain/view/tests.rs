@@ -23,7 +23,7 @@ fn connected() -> ConnectionEvent {
 }
 
 fn disconnected(reason: DisconnectReason) -> ConnectionEvent {
-    ConnectionEvent::Disconnected { reason, status_code: Some(1000), detail: None }
+    ConnectionEvent::Disconnected { reason, status_code: Some(1000), detail: None, message_count: 0 }
 }
 
 fn given(events: &[EventEnvelope]) -> ConnectionInfo {
@@ -84,7 +84,12 @@ fn the_first_disconnect_wins() {
 }
 
 fn gone() -> ConnectionEvent {
-    ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code: None, detail: Some("410".into()) }
+    ConnectionEvent::Disconnected {
+        reason: DisconnectReason::Gone,
+        status_code: None,
+        detail: Some("410".into()),
+        message_count: 0,
+    }
 }
 
 fn activity() -> ConnectionEvent {
@@ -166,12 +171,18 @@ fn arbitrary_event() -> impl Strategy<Value = ConnectionEvent> {
             .prop_map(|(session_id, format)| ConnectionEvent::VoiceStarted { session_id, audio_format: format.into() }),
         session.prop_map(|session_id| ConnectionEvent::VoiceEnded { session_id }),
         // Gone observations, often: from posts and the sweep, interleaved with activity.
-        Just(ConnectionEvent::Disconnected { reason: DisconnectReason::Gone, status_code: None, detail: None }),
+        Just(ConnectionEvent::Disconnected {
+            reason: DisconnectReason::Gone,
+            status_code: None,
+            detail: None,
+            message_count: 0
+        }),
         (prop::sample::select(vec!["client", "gone", "idle", "kicked", "other"]), prop::option::of(1000u16..1012))
             .prop_map(|(reason, status_code)| ConnectionEvent::Disconnected {
                 reason: DisconnectReason::parse(reason),
                 status_code,
                 detail: None,
+                message_count: 0,
             }),
     ]
 }
