@@ -93,7 +93,7 @@ fn main() {
                 };
                 counter.reset();
                 let started = Instant::now();
-                let outcome = project_batch(&store, &records).await;
+                let outcome = project_batch(&store, &store, &records).await;
                 let elapsed = started.elapsed();
                 assert_eq!(outcome.failed, 0);
                 let requests: u64 = counter.snapshot().values().sum();

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use crate::domain::usage::ConnectionUsage;
 use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::ports::{EventStore, PageRequest, StoreError, ViewStore};
 
@@ -18,19 +19,24 @@ pub enum ProjectionOutcome {
     Unchanged,
 }
 
-/// Folds `events`, all of one connection, into its stored view.
+/// Folds `events`, all of one connection, into its stored view, with the
+/// connection's usage computed again from its whole history in `ledger` (one more
+/// read: a sum over stream records would count repeated records twice).
 ///
 /// Convergent and idempotent: the stored view is re-read and re-folded on every
 /// conflict, so whatever the order of events and of concurrent projectors, the
 /// result is the fold of everything they saw together, and nothing is overwritten.
+/// Usage only moves to a computation from more events, so TTL never shrinks it.
 pub async fn project_connection(
     views: &dyn ViewStore,
+    ledger: &dyn EventStore,
     events: &[EventEnvelope],
 ) -> Result<ProjectionOutcome, StoreError> {
     let Some(first) = events.first() else { return Ok(ProjectionOutcome::Unchanged) };
     let mut attempt = 0;
     loop {
         let stored = views.get(&first.connection_id).await?;
+        let history = full_history(ledger, &first.connection_id).await?;
         let (mut view, expected_version) = match &stored {
             Some(stored) => (stored.view.clone(), Some(stored.version)),
             None => (ConnectionInfo::from_event(first), None),
@@ -38,6 +44,10 @@ pub async fn project_connection(
         for event in events {
             view.apply(event);
         }
+        // The batch's own events count even if the ledger's read missed them.
+        let mut seen = history;
+        seen.extend(events.iter().cloned());
+        view.usage = ConnectionUsage::newest(view.usage.take(), ConnectionUsage::of(&seen));
         if stored.as_ref().is_some_and(|stored| stored.view == view) {
             return Ok(ProjectionOutcome::Unchanged);
         }
@@ -122,9 +132,11 @@ pub async fn rebuild_connection(
     loop {
         let stored = views.get(connection_id).await?;
         let history = full_history(events, connection_id).await?;
-        let Some(view) = ConnectionInfo::fold(&history) else {
+        let Some(mut view) = ConnectionInfo::fold(&history) else {
             return Ok((0, ProjectionOutcome::Unchanged));
         };
+        // Events lost to TTL never shrink usage.
+        view.usage = ConnectionUsage::newest(stored.as_ref().and_then(|stored| stored.view.usage.clone()), view.usage);
         if stored.as_ref().is_some_and(|stored| stored.view == view) {
             return Ok((history.len(), ProjectionOutcome::Unchanged));
         }

@@ -13,8 +13,8 @@ use futures::stream::{self, StreamExt};
 
 use crate::domain::{ConnectionId, EventEnvelope, Timestamp};
 use crate::metrics::{Metrics, names};
-use crate::ports::ViewStore;
 pub use crate::ports::{Change, ChangeRecord};
+use crate::ports::{EventStore, ViewStore};
 use crate::projection::{ProjectionOutcome, project_connection};
 
 /// How many connections of one batch are projected at once.
@@ -39,7 +39,7 @@ pub struct BatchOutcome {
 }
 
 /// Projects one batch.
-pub async fn project_batch(views: &dyn ViewStore, records: &[ChangeRecord]) -> BatchOutcome {
+pub async fn project_batch(views: &dyn ViewStore, ledger: &dyn EventStore, records: &[ChangeRecord]) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
     // Connections in the order of their first record, with that record's index.
     let mut order: Vec<ConnectionId> = Vec::new();
@@ -68,7 +68,7 @@ pub async fn project_batch(views: &dyn ViewStore, records: &[ChangeRecord]) -> B
     let results: Vec<(usize, usize, Result<ProjectionOutcome, crate::ports::StoreError>)> = stream::iter(order)
         .map(|connection_id| {
             let (first_index, events) = groups.remove(&connection_id).unwrap_or_default();
-            async move { (first_index, events.len(), project_connection(views, &events).await) }
+            async move { (first_index, events.len(), project_connection(views, ledger, &events).await) }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()

@@ -3,8 +3,11 @@
 //! uses these, so the same traffic reads the same on DynamoDB and on SQLite.
 //! Store-specific attributes (index keys) are added by each adapter.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::domain::usage::{ConnectionUsage, Figures};
 use crate::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
     EventKind, GoneObservation, Timestamp, UserId,
@@ -199,7 +202,71 @@ pub struct ViewItem {
     pub voice_state_session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voice_state_audio_format: Option<String>,
+    /// What the connection used, per UTC day (`wsledger usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageItem>,
     pub version: u64,
+}
+
+/// A connection's usage as stored: per UTC day (`YYYY-MM-DD`), and the number of
+/// distinct events it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageItem {
+    pub events: u64,
+    pub days: BTreeMap<String, FiguresItem>,
+}
+
+/// One day's figures (durations in milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FiguresItem {
+    pub connections: u64,
+    pub connected_ms: u64,
+    pub messages: u64,
+    pub voice_sessions: u64,
+    pub voice_ms: u64,
+}
+
+impl From<&ConnectionUsage> for UsageItem {
+    fn from(usage: &ConnectionUsage) -> Self {
+        let days = usage
+            .days
+            .iter()
+            .map(|(day, figures)| {
+                let item = FiguresItem {
+                    connections: figures.connections,
+                    connected_ms: figures.connected_ms,
+                    messages: figures.messages,
+                    voice_sessions: figures.voice_sessions,
+                    voice_ms: figures.voice_ms,
+                };
+                (day.format("%Y-%m-%d").to_string(), item)
+            })
+            .collect();
+        UsageItem { events: usage.events, days }
+    }
+}
+
+impl TryFrom<UsageItem> for ConnectionUsage {
+    type Error = StoreError;
+
+    fn try_from(item: UsageItem) -> Result<Self, StoreError> {
+        let mut days = BTreeMap::new();
+        for (day, figures) in item.days {
+            let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .map_err(|error| corrupt(format!("usage day {day:?}: {error}")))?;
+            let figures = Figures {
+                connections: figures.connections,
+                connected_ms: figures.connected_ms,
+                messages: figures.messages,
+                voice_sessions: figures.voice_sessions,
+                voice_ms: figures.voice_ms,
+            };
+            days.insert(day, figures);
+        }
+        Ok(ConnectionUsage { events: item.events, days })
+    }
 }
 
 impl ViewItem {
@@ -234,6 +301,7 @@ impl ViewItem {
             alive_at: view.alive_at.map(|at| at.to_rfc3339()),
             voice_state_session_id: view.voice_state.as_ref().map(|(session_id, _)| session_id.clone()),
             voice_state_audio_format: view.voice_state.as_ref().map(|(_, audio_format)| audio_format.clone()),
+            usage: view.usage.as_ref().map(UsageItem::from),
             version,
         }
     }
@@ -311,6 +379,7 @@ impl TryFrom<ViewItem> for VersionedView {
             gone,
             alive_at,
             voice_state,
+            usage: item.usage.map(ConnectionUsage::try_from).transpose()?,
         };
         upgrade_gone(&mut view);
         Ok(VersionedView { view, version: item.version })

@@ -8,6 +8,7 @@ mod event;
 mod ids;
 pub mod protocol;
 mod time;
+pub mod usage;
 mod view;
 
 pub use event::{ConnectionEvent, DisconnectReason, EventEnvelope, EventKind};

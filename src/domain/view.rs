@@ -12,6 +12,7 @@ use chrono::TimeDelta;
 use super::event::{ConnectionEvent, DisconnectReason, EventEnvelope};
 use super::ids::{ConnectionId, EventId, UserId};
 use super::time::Timestamp;
+use super::usage::ConnectionUsage;
 
 /// API Gateway closes a connection that has been idle this long.
 pub const IDLE_TIMEOUT: TimeDelta = TimeDelta::minutes(10);
@@ -84,6 +85,9 @@ pub struct ConnectionInfo {
     /// The voice session the latest voice event left running (its id and format),
     /// whatever the status; shown in `voice_session_id` only while connected.
     pub voice_state: Option<(String, String)>,
+    /// What the connection used, computed from its whole history (see
+    /// [`ConnectionUsage`]); [`ConnectionInfo::fold`] computes it, `apply` leaves it.
+    pub usage: Option<ConnectionUsage>,
     /// Where `session_id` came from: the latest event that named a session.
     pub session_event_id: Option<EventId>,
     /// Where the voice fields came from: the latest voice event.
@@ -131,6 +135,7 @@ impl ConnectionInfo {
             gone: None,
             alive_at: None,
             voice_state: None,
+            usage: None,
             session_event_id: None,
             voice_event_id: None,
         };
@@ -138,9 +143,18 @@ impl ConnectionInfo {
         connection_info
     }
 
-    /// Folds `events` (in any order, with any repetition) into a view; `None` when
-    /// there are none. Events of other connections than the first are ignored.
+    /// Folds `events` (in any order, with any repetition) into a view, with the
+    /// usage of exactly those events; `None` when there are none. Events of other
+    /// connections than the first are ignored.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a EventEnvelope>) -> Option<Self> {
+        let events: Vec<&EventEnvelope> = events.into_iter().collect();
+        let mut connection_info = Self::fold_without_usage(events.iter().copied())?;
+        connection_info.usage = ConnectionUsage::of_refs(&events);
+        Some(connection_info)
+    }
+
+    /// [`ConnectionInfo::fold`] without the usage.
+    pub fn fold_without_usage<'a>(events: impl IntoIterator<Item = &'a EventEnvelope>) -> Option<Self> {
         let mut events = events.into_iter();
         let mut connection_info = Self::from_event(events.next()?);
         for event in events {

@@ -16,9 +16,14 @@ use crate::sweep::{SweepConfig, sweep};
 /// Projects one stream batch and answers with the partial batch response Lambda
 /// expects (`ReportBatchItemFailures`): the earliest record to retry from, or a
 /// failure without an identifier (retry the whole batch), or nothing.
-pub async fn stream_batch(views: &dyn ViewStore, records: &[EventRecord], metrics: &Metrics) -> DynamoDbEventResponse {
+pub async fn stream_batch(
+    views: &dyn ViewStore,
+    ledger: &dyn EventStore,
+    records: &[EventRecord],
+    metrics: &Metrics,
+) -> DynamoDbEventResponse {
     let records: Vec<ChangeRecord> = records.iter().map(decode_record).collect();
-    let outcome = project_batch(views, &records).await;
+    let outcome = project_batch(views, ledger, &records).await;
     count_batch(metrics, &records, &outcome, Timestamp::now());
     tracing::info!(
         records = records.len(),
@@ -69,7 +74,7 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
             serde_json::from_value(payload).map_err(|error| format!("not a DynamoDB Streams event: {error}"))?;
         let projected = tokio::time::timeout_at(
             super::answer_by(event.context.deadline),
-            stream_batch(projector.views, &batch.records, projector.metrics),
+            stream_batch(projector.views, projector.events, &batch.records, projector.metrics),
         );
         let response = match projected.await {
             Ok(response) => response,

@@ -30,7 +30,7 @@ pub async fn project_pending(
         let records = store.changes_after(checkpoint, BATCH).await?;
         let Some(last) = records.last() else { return Ok(true) };
         let last: i64 = last.sequence_number.as_deref().and_then(|seq| seq.parse().ok()).unwrap_or(checkpoint);
-        let outcome = project_batch(views, &records).await;
+        let outcome = project_batch(views, store, &records).await;
         count_batch(metrics, &records, &outcome, Timestamp::now());
         // Views that replaced undecodable rows were folded from this batch alone.
         for connection_id in store.take_repairs() {

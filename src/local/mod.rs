@@ -343,13 +343,15 @@ fn spawn_projector(
         Backend::Sqlite(store) => tokio::spawn(feed::run_sqlite_projector(store, views, metrics, flushing)),
         Backend::DynamoDb { store, streams } => {
             let poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
+            let ledger = store.clone();
             tokio::spawn(async move {
                 poller
                     .run(
                         |records| {
-                            let (views, metrics) = (views.clone(), metrics.clone());
+                            let (views, metrics, ledger) = (views.clone(), metrics.clone(), ledger.clone());
                             async move {
-                                crate::lambda::projector::stream_batch(views.as_ref(), &records, &metrics).await
+                                crate::lambda::projector::stream_batch(views.as_ref(), &ledger, &records, &metrics)
+                                    .await
                             }
                         },
                         Duration::from_millis(500),

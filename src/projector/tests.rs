@@ -109,6 +109,15 @@ impl ViewStore for CountingViews {
     }
 }
 
+/// The ledger holding `events`, as the projector's history reads find it.
+async fn ledger(events: &[EventEnvelope]) -> MemoryStore {
+    let ledger = MemoryStore::default();
+    for event in events {
+        ledger.append(event).await.unwrap();
+    }
+    ledger
+}
+
 async fn view(views: &CountingViews, connection: &str) -> ConnectionInfo {
     views.inner.get(&ConnectionId::parse(connection).unwrap()).await.unwrap().expect("a view").view
 }
@@ -126,7 +135,7 @@ async fn one_read_and_one_write_per_connection_whatever_the_batch_holds() {
             ConnectionEvent::Activity { session_id: None, message_count: 1 },
         ));
     }
-    let outcome = project_batch(&views, &records(&events)).await;
+    let outcome = project_batch(&views, &ledger(&events).await, &records(&events)).await;
     assert_eq!((outcome.connections, outcome.written, outcome.failed), (2, 2, 0));
     assert_eq!((*views.gets.lock().unwrap(), *views.puts.lock().unwrap()), (2, 2));
     assert_eq!(outcome.retry_from, None);
@@ -135,13 +144,15 @@ async fn one_read_and_one_write_per_connection_whatever_the_batch_holds() {
 #[tokio::test]
 async fn reversed_and_duplicated_batches_give_the_in_order_view() {
     let in_order = CountingViews::default();
-    project_batch(&in_order, &records(&history("conn-a"))).await;
+    let full = ledger(&history("conn-a")).await;
+    project_batch(&in_order, &full, &records(&history("conn-a"))).await;
     let shuffled = CountingViews::default();
     let mut events = history("conn-a");
     events.reverse();
     events.extend(history("conn-a"));
-    project_batch(&shuffled, &records(&events[..2])).await;
-    project_batch(&shuffled, &records(&events)).await;
+    // The stream delivers the first two records before the rest are in the ledger.
+    project_batch(&shuffled, &ledger(&events[..2]).await, &records(&events[..2])).await;
+    project_batch(&shuffled, &full, &records(&events)).await;
     assert_eq!(view(&shuffled, "conn-a").await, view(&in_order, "conn-a").await);
     assert_eq!(view(&shuffled, "conn-a").await.status, ConnectionStatus::Disconnected);
 }
@@ -154,14 +165,15 @@ async fn a_failed_write_reports_the_earliest_record_of_its_connection_and_a_retr
     let events: Vec<EventEnvelope> = a.iter().zip(&b).flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
     let batch = records(&events);
     views.failing.lock().unwrap().insert("conn-b".into());
-    let outcome = project_batch(&views, &batch).await;
+    let full = ledger(&events).await;
+    let outcome = project_batch(&views, &full, &batch).await;
     assert_eq!(outcome.failed, 1);
     assert_eq!(outcome.retry_from.as_deref(), Some(batch[1].sequence_number.as_deref().unwrap()));
     assert_eq!(view(&views, "conn-a").await.status, ConnectionStatus::Disconnected, "a is not held back by b");
 
     // The source retries from record 1 onwards.
     views.failing.lock().unwrap().clear();
-    let retry = project_batch(&views, &batch[1..]).await;
+    let retry = project_batch(&views, &full, &batch[1..]).await;
     assert_eq!((retry.failed, retry.retry_from), (0, None));
     assert_eq!(view(&views, "conn-b").await, ConnectionInfo::fold(&b).unwrap());
     assert_eq!(view(&views, "conn-a").await, ConnectionInfo::fold(&a).unwrap());
@@ -181,7 +193,7 @@ async fn poison_and_ignored_records_are_counted_and_block_nothing() {
         change: Change::Ignored("ttl expiry"),
     });
     batch.extend(records(&history("conn-a")));
-    let outcome = project_batch(&views, &batch).await;
+    let outcome = project_batch(&views, &ledger(&history("conn-a")).await, &batch).await;
     assert_eq!((outcome.poison, outcome.ignored, outcome.written, outcome.retry_from), (1, 1, 1, None));
     assert_eq!(view(&views, "conn-a").await.status, ConnectionStatus::Disconnected);
 }
@@ -213,13 +225,14 @@ async fn views_converge_when_a_third_of_the_writes_fail() {
     // A shard interleaves connections.
     events.sort_by_key(|event| (event.at, event.connection_id.clone()));
     let shard = records(&events);
+    let full = ledger(&events).await;
     let mut position = 0;
     let mut invocations = 0;
     while position < shard.len() {
         invocations += 1;
         assert!(invocations < 1_000, "the shard must drain");
         let batch = &shard[position..(position + 100).min(shard.len())];
-        let outcome = project_batch(&views, batch).await;
+        let outcome = project_batch(&views, &full, batch).await;
         position = match outcome.retry_from {
             Some(sequence) => {
                 shard.iter().position(|record| record.sequence_number.as_deref() == Some(sequence.as_str())).unwrap()

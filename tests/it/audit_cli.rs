@@ -84,8 +84,8 @@ async fn load(start: Timestamp) -> Stores {
             sqlite.append(event).await.unwrap();
             dynamodb.append(event).await.unwrap();
         }
-        project_connection(&sqlite, &events).await.unwrap();
-        project_connection(&dynamodb, &events).await.unwrap();
+        project_connection(&sqlite, &sqlite, &events).await.unwrap();
+        project_connection(&dynamodb, &dynamodb, &events).await.unwrap();
     }
     Stores { sqlite_path, dynamodb }
 }

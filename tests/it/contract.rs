@@ -179,16 +179,17 @@ pub async fn view_writes_are_conditional_on_the_version<S: ViewStore>(store: S) 
     assert_eq!(store.get(&first.connection_id).await.unwrap().unwrap().view, newer);
 }
 
-pub async fn concurrent_projectors_converge<S: ViewStore>(store: S) {
+pub async fn concurrent_projectors_converge<S: ViewStore + EventStore>(store: S) {
     let mut events = vec![envelope("conn-p", "user-p", "r0", 0, connected("203.0.113.7"))];
     events.extend((1..40).map(|index| envelope("conn-p", "user-p", &format!("r{index}"), index * 1_000, activity(1))));
     events.push(envelope("conn-p", "user-p", "r99", 99_000, disconnected()));
+    append_all(&store, &events).await;
     let expected = view_of(&events);
     // Four projectors, each with an overlapping, reversed slice, all at once.
     let slices: Vec<Vec<EventEnvelope>> =
         (0..4).map(|part| events.iter().rev().skip(part * 9).take(20).cloned().collect()).collect();
     let store = &store;
-    let results = futures_join_all(slices.iter().map(|slice| project_connection(store, slice))).await;
+    let results = futures_join_all(slices.iter().map(|slice| project_connection(store, store, slice))).await;
     for result in results {
         result.unwrap();
     }
@@ -196,7 +197,7 @@ pub async fn concurrent_projectors_converge<S: ViewStore>(store: S) {
     // overwritten by another's, some event would be missing from the view.
     let stored = store.get(&events[0].connection_id).await.unwrap().unwrap();
     assert_eq!(stored.view, expected);
-    assert_eq!(project_connection(store, &events).await.unwrap(), ProjectionOutcome::Unchanged);
+    assert_eq!(project_connection(store, store, &events).await.unwrap(), ProjectionOutcome::Unchanged);
 }
 
 /// Runs futures concurrently on the current task (no spawning: stores are borrowed).
@@ -238,7 +239,7 @@ where
     panic!("pagination did not end");
 }
 
-pub async fn views_list_by_user_and_status<S: ViewStore>(store: S) {
+pub async fn views_list_by_user_and_status<S: ViewStore + EventStore>(store: S) {
     for index in 0..12i64 {
         let connection = format!("conn-u{index:02}");
         let mut events =
@@ -246,9 +247,12 @@ pub async fn views_list_by_user_and_status<S: ViewStore>(store: S) {
         if index % 3 == 0 {
             events.push(envelope(&connection, "carol", &format!("d{index}"), 50_000, disconnected()));
         }
-        project_connection(&store, &events).await.unwrap();
+        append_all(&store, &events).await;
+        project_connection(&store, &store, &events).await.unwrap();
     }
-    project_connection(&store, &[envelope("conn-dave", "dave", "c", 0, connected("203.0.113.9"))]).await.unwrap();
+    project_connection(&store, &store, &[envelope("conn-dave", "dave", "c", 0, connected("203.0.113.9"))])
+        .await
+        .unwrap();
     let carol = UserId::parse("carol").unwrap();
     let all = list_all(5, |page| store.list_by_user(&carol, None, page)).await;
     assert_eq!(all.len(), 12);
@@ -261,7 +265,7 @@ pub async fn views_list_by_user_and_status<S: ViewStore>(store: S) {
     assert_eq!(unique.len(), 12, "no view listed twice across pages");
 }
 
-pub async fn live_listing_finds_only_stale_connected_views<S: ViewStore>(store: S) {
+pub async fn live_listing_finds_only_stale_connected_views<S: ViewStore + EventStore>(store: S) {
     // Connections idle for 0..30 minutes at "now" = T0 + 30 min; every third is disconnected.
     for index in 0..30i64 {
         let connection = format!("conn-l{index:02}");
@@ -270,7 +274,8 @@ pub async fn live_listing_finds_only_stale_connected_views<S: ViewStore>(store: 
         if index % 3 == 0 {
             events.push(envelope(&connection, "erin", &format!("d{index}"), index * 60_000 + 1, disconnected()));
         }
-        project_connection(&store, &events).await.unwrap();
+        append_all(&store, &events).await;
+        project_connection(&store, &store, &events).await.unwrap();
     }
     let now = Timestamp::from_epoch_millis(T0 + 30 * 60_000);
     let stale = list_all(4, |page| store.list_live_until_before(now, page)).await;

@@ -90,7 +90,7 @@ async fn no_query_of_the_adapter_scans() {
     store.connection_history(&event.connection_id, PageRequest::default()).await.unwrap();
     store.user_history(&event.user_id, TimeRange::ALL, PageRequest::default()).await.unwrap();
     assert_eq!(store.window(since, until, PageRequest::default()).await.unwrap().items, vec![event.clone()]);
-    wsledger::projection::project_connection(&store, std::slice::from_ref(&event)).await.unwrap();
+    wsledger::projection::project_connection(&store, &store, std::slice::from_ref(&event)).await.unwrap();
     store.list_by_user(&event.user_id, None, PageRequest::default()).await.unwrap();
     store.list_live_until_before(until, PageRequest::default()).await.unwrap();
     let counts = counter.snapshot();

@@ -109,7 +109,7 @@ async fn send_reaches_live_connections_and_records_the_gone_ones() {
         for event in &events {
             store.append(event).await.unwrap();
         }
-        project_connection(&store, &events).await.unwrap();
+        project_connection(&store, &store, &events).await.unwrap();
     }
     let api = ManagementApi::start(&["SendGone"]).await;
     let output = wsledger(
@@ -164,7 +164,7 @@ async fn sweep_from_the_command_line() {
     for connection in ["SweepGone", "SweepAlive"] {
         let events = connection_events(connection, "user-sweep", start, false);
         store.append(&events[0]).await.unwrap();
-        project_connection(&store, &events).await.unwrap();
+        project_connection(&store, &store, &events).await.unwrap();
     }
     let api = ManagementApi::start(&["SweepGone"]).await;
     let output = wsledger(&store, &["sweep", "--store", "dynamodb", "--websocket-endpoint", &api.endpoint]).await;

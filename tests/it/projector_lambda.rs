@@ -67,6 +67,7 @@ fn event(
 async fn poll_into(
     poller: &mut StreamPoller,
     views: Arc<dyn ViewStore>,
+    ledger: &DynamoDbStore,
 ) -> Vec<(Vec<EventRecord>, DynamoDbEventResponse)> {
     let batches = Arc::new(Mutex::new(Vec::new()));
     let sink = batches.clone();
@@ -74,8 +75,10 @@ async fn poll_into(
         .poll_once(|records| {
             let views = views.clone();
             let sink = sink.clone();
+            let ledger = ledger.clone();
             async move {
-                let response = stream_batch(views.as_ref(), &records, &wsledger::metrics::Metrics::new()).await;
+                let response =
+                    stream_batch(views.as_ref(), &ledger, &records, &wsledger::metrics::Metrics::new()).await;
                 sink.lock().unwrap().push((records, response.clone()));
                 response
             }
@@ -86,9 +89,9 @@ async fn poll_into(
 }
 
 /// Polls until the stream has nothing new.
-async fn drain(poller: &mut StreamPoller, views: Arc<dyn ViewStore>) {
+async fn drain(poller: &mut StreamPoller, views: Arc<dyn ViewStore>, ledger: &DynamoDbStore) {
     for _ in 0..10 {
-        if poll_into(poller, views.clone()).await.is_empty() {
+        if poll_into(poller, views.clone(), ledger).await.is_empty() {
             return;
         }
     }
@@ -243,7 +246,7 @@ async fn handler_appends_reach_the_views_through_the_stream_poller() {
     handler.handle(&meta("r2", 1_000), Route::Message { body: voice.into() }).await;
 
     let mut poller = poller(&store);
-    drain(&mut poller, store.clone()).await;
+    drain(&mut poller, store.clone(), &store).await;
     let view = view(&store, "PollerCFJIAMCL-g=").await.expect("the view follows the ledger");
     assert_eq!(view.status, ConnectionStatus::Connected);
     assert_eq!(view.voice_session_id.as_deref(), Some("voice-session-123"));
@@ -301,7 +304,7 @@ async fn a_failed_write_is_reported_and_the_retry_from_that_record_completes_the
     let views =
         Arc::new(FailingViews { inner: store.clone(), failing: Mutex::new(HashSet::from(["conn-failing".into()])) });
     let mut poller = poller(&store);
-    let batches = poll_into(&mut poller, views.clone()).await;
+    let batches = poll_into(&mut poller, views.clone(), &store).await;
     let failures: Vec<_> = batches.iter().filter(|(_, response)| !response.batch_item_failures.is_empty()).collect();
     assert_eq!(failures.len(), 1);
     let (records, response) = failures[0];
@@ -319,7 +322,7 @@ async fn a_failed_write_is_reported_and_the_retry_from_that_record_completes_the
 
     // The poller restarts at the reported record, as Lambda does.
     views.failing.lock().unwrap().clear();
-    let retried = poll_into(&mut poller, views.clone()).await;
+    let retried = poll_into(&mut poller, views.clone(), &store).await;
     assert!(!retried.is_empty(), "the failed records are delivered again");
     assert_eq!(retried[0].0[0].change.sequence_number, first_failing);
     assert!(retried.iter().all(|(_, response)| response.batch_item_failures.is_empty()));
@@ -337,7 +340,7 @@ async fn a_scheduled_sweep_disconnects_exactly_the_gone_connections() {
         for event in &events {
             store.append(event).await.unwrap();
         }
-        wsledger::projection::project_connection(&store, &events).await.unwrap();
+        wsledger::projection::project_connection(&store, &store, &events).await.unwrap();
     }
     let api = ManagementApi::start(&["StaleGone0IAMCL-g="]).await;
     let runtime = RuntimeApi::start().await;
@@ -386,7 +389,7 @@ async fn a_scheduled_sweep_disconnects_exactly_the_gone_connections() {
     // The view follows through the normal projection.
     let views = Arc::new(store);
     let mut poller = poller(&views);
-    drain(&mut poller, views.clone()).await;
+    drain(&mut poller, views.clone(), &views).await;
     let gone_view = view(&views, "StaleGone0IAMCL-g=").await.unwrap();
     assert_eq!(
         (gone_view.status, gone_view.disconnect_reason),

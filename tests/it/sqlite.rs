@@ -30,7 +30,7 @@ async fn data_survives_reopening_and_a_second_handle_reads_it() {
     {
         let store = SqliteStore::open(&path).unwrap();
         store.append(&event).await.unwrap();
-        wsledger::projection::project_connection(&store, std::slice::from_ref(&event)).await.unwrap();
+        wsledger::projection::project_connection(&store, &store, std::slice::from_ref(&event)).await.unwrap();
     }
     let reopened = SqliteStore::open(&path).unwrap();
     let reader = SqliteStore::open(&path).unwrap();

@@ -141,10 +141,13 @@ impl EventStore for DynamoDbStore {
         connection_id: &ConnectionId,
         page_request: PageRequest,
     ) -> Result<Page<EventEnvelope>, StoreError> {
+        // Strongly consistent: the projector reads a connection's whole history after
+        // a stream record of its latest event, and must see that event.
         let mut query = self
             .client
             .query()
             .table_name(&self.tables.events)
+            .consistent_read(true)
             .expression_attribute_values(":connection", string(connection_id.as_str()));
         query = match page_request.after {
             Some(after) => query
