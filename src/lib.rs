@@ -20,3 +20,4 @@ pub mod ports;
 pub mod projection;
 pub mod projector;
 pub mod sweep;
+pub mod usage;

@@ -1,4 +1,4 @@
-//! `wsledger history` and `wsledger connections`.
+//! `wsledger history`, `wsledger connections` and `wsledger usage`.
 
 use std::io;
 
@@ -6,9 +6,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::common::{StoreArgs, explain, parse_time};
-use super::output::{EventWriter, Format, write_views};
+use super::output::{EventWriter, Format, write_usage, write_views};
 use crate::audit::{ConnectionsError, HistoryFilter, HistoryQuery, HistoryReader, connections};
 use crate::domain::{ConnectionId, ConnectionStatus, EventKind, TimeRange, Timestamp, UserId};
+use crate::usage::{UsageBy, UsageQuery, usage};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -123,6 +124,70 @@ pub async fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
         Err(error) => return Err(error.into()),
     };
     write_views(io::stdout().lock(), Format::or_default(args.format), args.local_time, &views)
+        .context("writing the output")?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ByArg {
+    /// One row per user and UTC day.
+    Day,
+    /// One row per user.
+    Total,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Cost on DynamoDB: with --user, one Query per 100 of the user's connections (newest \
+first, back to two hours before --since). Without --user, the window's connections are found through the \
+events' time index (8 Queries per UTC day of the window, from two hours before --since, per 1 MB page), \
+then one GetItem per connection. No Scan.")]
+pub struct UsageArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// One user's usage. Without it: every user with a connection in --since/--until.
+    #[arg(long)]
+    user: Option<String>,
+    /// From the UTC day holding this time (RFC 3339, or a span before now: 15m, 2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// To the UTC day holding the last moment before this time (default: now).
+    #[arg(long)]
+    until: Option<String>,
+    /// Per UTC day or in total.
+    #[arg(long, value_enum, default_value_t = ByArg::Total)]
+    by: ByArg,
+    /// Output format (default: table on a terminal, else json).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+}
+
+pub async fn run_usage(args: UsageArgs) -> anyhow::Result<()> {
+    let now = Timestamp::now();
+    let time = |flag: &str, value: &Option<String>| -> anyhow::Result<Option<Timestamp>> {
+        value
+            .as_deref()
+            .map(|value| parse_time(value, now).map_err(|error| anyhow::anyhow!("--{flag}: {error}")))
+            .transpose()
+    };
+    let (since, until) = (time("since", &args.since)?, time("until", &args.until)?);
+    let query = match (&args.user, since) {
+        (Some(user), _) => UsageQuery::User {
+            user_id: UserId::parse(user.as_str()).map_err(|error| anyhow::anyhow!("--user: {error}"))?,
+            since,
+            until,
+        },
+        (None, Some(since)) => {
+            UsageQuery::Window { since, until: until.unwrap_or(now.plus(chrono::TimeDelta::seconds(1))) }
+        }
+        (None, None) => bail!("say whose usage: --user ID, or every user in a window with --since (and --until)"),
+    };
+    let by = match args.by {
+        ByArg::Day => UsageBy::Day,
+        ByArg::Total => UsageBy::Total,
+    };
+    let store = args.store.open_existing().await?;
+    let rows = usage(store.events(), store.views(), query, by).await.map_err(|error| explain(error, &args.store))?;
+    write_usage(io::stdout().lock(), Format::or_default(args.format), by == UsageBy::Day, &rows)
         .context("writing the output")?;
     Ok(())
 }

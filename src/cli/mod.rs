@@ -33,6 +33,9 @@ pub enum Command {
     History(audit::HistoryArgs),
     /// Connections (the ConnectionInfo view): a user's, or every live one.
     Connections(audit::ConnectionsArgs),
+    /// What users used: connections, connected time, messages, voice sessions and
+    /// voice time, per UTC day or in total.
+    Usage(audit::UsageArgs),
     /// Run the whole system locally: an API Gateway WebSocket emulator with the
     /// handler, projector and sweep in-process.
     Serve(serve::ServeArgs),
@@ -48,5 +51,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::History(args) => audit::run_history(args).await,
         Command::Connections(args) => audit::run_connections(args).await,
+        Command::Usage(args) => audit::run_usage(args).await,
     }
 }

@@ -8,6 +8,7 @@ use clap::ValueEnum;
 
 use crate::adapters::item::{EventItem, ViewItem};
 use crate::domain::{ConnectionEvent, ConnectionInfo, EventEnvelope, Timestamp};
+use crate::usage::UsageRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -247,6 +248,70 @@ pub fn write_views(mut out: impl Write, format: Format, local_time: bool, views:
                 &rows,
             )?;
             writeln!(out, "{} connection(s)", views.len())?;
+        }
+    }
+    out.flush()
+}
+
+/// One usage row as JSON, with the names of `wsledger usage` (durations in seconds).
+pub fn usage_json(row: &UsageRow) -> serde_json::Value {
+    let seconds = |ms: u64| serde_json::json!(ms as f64 / 1_000.0);
+    let mut value = serde_json::json!({ "userId": row.user_id.as_str() });
+    if let Some(day) = row.day {
+        value["day"] = serde_json::json!(day.format("%Y-%m-%d").to_string());
+    }
+    value["connections"] = serde_json::json!(row.figures.connections);
+    value["connectedSeconds"] = seconds(row.figures.connected_ms);
+    value["messages"] = serde_json::json!(row.figures.messages);
+    value["voiceSessions"] = serde_json::json!(row.figures.voice_sessions);
+    value["voiceSeconds"] = seconds(row.figures.voice_ms);
+    value
+}
+
+/// Writes usage rows in `format`.
+pub fn write_usage(mut out: impl Write, format: Format, by_day: bool, rows: &[UsageRow]) -> io::Result<()> {
+    let seconds = |ms: u64| format!("{:.3}", ms as f64 / 1_000.0);
+    let cells = |row: &UsageRow| {
+        let mut cells = vec![row.user_id.to_string()];
+        if by_day {
+            cells.push(row.day.map(|day| day.format("%Y-%m-%d").to_string()).unwrap_or_default());
+        }
+        cells.extend([
+            row.figures.connections.to_string(),
+            seconds(row.figures.connected_ms),
+            row.figures.messages.to_string(),
+            row.figures.voice_sessions.to_string(),
+            seconds(row.figures.voice_ms),
+        ]);
+        cells
+    };
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &rows.iter().map(usage_json).collect::<Vec<_>>())?;
+            out.write_all(b"\n")?;
+        }
+        Format::Ndjson => {
+            for row in rows {
+                serde_json::to_writer(&mut out, &usage_json(row))?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Format::Csv => {
+            let mut header = vec!["userId"];
+            if by_day {
+                header.push("day");
+            }
+            header.extend(["connections", "connectedSeconds", "messages", "voiceSessions", "voiceSeconds"]);
+            out.write_all(&csv_rows(rows.iter().map(cells), Some(&header))?)?;
+        }
+        Format::Table => {
+            let mut header = vec!["USER"];
+            if by_day {
+                header.push("DAY (UTC)");
+            }
+            header.extend(["CONNECTIONS", "CONNECTED S", "MESSAGES", "VOICE SESSIONS", "VOICE S"]);
+            table(&mut out, &header, &rows.iter().map(cells).collect::<Vec<_>>())?;
+            writeln!(out, "{} row(s)", rows.len())?;
         }
     }
     out.flush()
