@@ -9,12 +9,14 @@ use std::sync::Mutex;
 
 use chrono::TimeDelta;
 
+use crate::domain::ConnectionStatus;
 use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage, parse_client_message};
 use crate::domain::{
     ConnectionEvent, ConnectionId, DisconnectReason, EventEnvelope, MAX_CONNECTION_DURATION, Timestamp, UserId,
 };
 use crate::metrics::{Metrics, names};
-use crate::ports::{AppendOutcome, EventStore, PageRequest, StoreError, TextResponder, VoicePipeline};
+use crate::policy::{Limiter, Policies, Verdict};
+use crate::ports::{AppendOutcome, EventStore, PageRequest, StoreError, TextResponder, ViewStore, VoicePipeline};
 
 /// Settings of the handler, from the environment in Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,39 +25,47 @@ pub struct HandlerConfig {
     pub activity_interval: TimeDelta,
     /// Events expire this many days after they happen (0 keeps them forever).
     pub retention_days: u32,
+    /// Opt-in limits per user and connection.
+    pub policies: Policies,
 }
 
 impl Default for HandlerConfig {
     fn default() -> Self {
-        Self { activity_interval: TimeDelta::seconds(60), retention_days: 90 }
+        Self { activity_interval: TimeDelta::seconds(60), retention_days: 90, policies: Policies::default() }
     }
 }
 
 impl HandlerConfig {
-    /// From `ACTIVITY_INTERVAL_SECS` (default 60) and `RETENTION_DAYS` (default 90).
+    /// From `ACTIVITY_INTERVAL_SECS` (default 60), `RETENTION_DAYS` (default 90) and
+    /// the policies' variables (`MAX_CONNECTIONS_PER_USER`, ...).
     pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`HandlerConfig::from_env`], with the variables as `lookup` finds them.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let number = |name: &str| -> Result<Option<i64>, String> {
+            match lookup(name) {
+                Some(value) if !value.trim().is_empty() => value
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|number| *number >= 0)
+                    .map(Some)
+                    .ok_or_else(|| format!("{name}={value:?} is not a whole number of 0 or more")),
+                _ => Ok(None),
+            }
+        };
         let mut config = Self::default();
-        if let Some(seconds) = read_env_number("ACTIVITY_INTERVAL_SECS")? {
+        if let Some(seconds) = number("ACTIVITY_INTERVAL_SECS")? {
             config.activity_interval = TimeDelta::seconds(seconds);
         }
-        if let Some(days) = read_env_number("RETENTION_DAYS")? {
+        if let Some(days) = number("RETENTION_DAYS")? {
             config.retention_days =
                 u32::try_from(days).map_err(|_| format!("RETENTION_DAYS={days} is out of range"))?;
         }
+        config.policies = Policies::from_lookup(&lookup)?;
         Ok(config)
-    }
-}
-
-fn read_env_number(name: &str) -> Result<Option<i64>, String> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|number| *number >= 0)
-            .map(Some)
-            .ok_or_else(|| format!("{name}={value:?} is not a whole number of 0 or more")),
-        _ => Ok(None),
     }
 }
 
@@ -234,6 +244,9 @@ pub fn disconnect_reason(status_code: Option<i64>, reason: Option<&str>) -> Disc
 /// emulator) and shared by every request it serves.
 pub struct ConnectionHandler {
     events: Arc<dyn EventStore>,
+    /// For the policies that look at a user's connections.
+    views: Option<Arc<dyn ViewStore>>,
+    limiter: Mutex<Limiter>,
     voice: Arc<dyn VoicePipeline>,
     text: Arc<dyn TextResponder>,
     config: HandlerConfig,
@@ -250,6 +263,8 @@ impl ConnectionHandler {
     ) -> Self {
         Self {
             events,
+            views: None,
+            limiter: Mutex::new(Limiter::new(config.policies)),
             voice,
             text,
             activity: Mutex::new(ActivityCoalescer::new(config.activity_interval)),
@@ -263,6 +278,17 @@ impl ConnectionHandler {
     /// activity keeps being recorded after a panic elsewhere.
     fn activity(&self) -> std::sync::MutexGuard<'_, ActivityCoalescer> {
         self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The views, for `MAX_CONNECTIONS_PER_USER` and `MAX_VOICE_SECONDS_PER_DAY`
+    /// (without them those two policies cannot be enforced, and are not).
+    pub fn with_views(mut self, views: Arc<dyn ViewStore>) -> Self {
+        self.views = Some(views);
+        self
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts into `metrics` (shared with the rest of the process) from now on.
@@ -324,12 +350,98 @@ impl ConnectionHandler {
             tracing::warn!("$connect without an authorizer context: refused");
             return Response::status(401);
         };
-        let event = self.envelope(meta, user_id, ConnectionEvent::Connected { ip_address, user_agent });
-        match self.append(&event).await {
-            Ok(()) => Response::ok(),
+        let event = self.envelope(meta, user_id.clone(), ConnectionEvent::Connected { ip_address, user_agent });
+        let refusal = match self.connection_limit(meta, &user_id).await {
+            Ok(refusal) => refusal,
+            Err(_) => return Response::status(500),
+        };
+        let appended = match &refusal {
+            None => self.append(&event).await,
+            // Recorded: who was refused, when, from where, and why.
+            Some(detail) => {
+                let refused = ConnectionEvent::Disconnected {
+                    reason: DisconnectReason::Refused,
+                    status_code: Some(429),
+                    detail: Some(detail.clone()),
+                    message_count: 0,
+                };
+                match self.append(&event).await {
+                    Ok(()) => self.append(&self.envelope(meta, user_id, refused)).await,
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match (appended, refusal) {
+            (Ok(()), None) => Response::ok(),
+            (Ok(()), Some(detail)) => {
+                self.metrics.metrics.add_by(names::CONNECTS_REFUSED, "Policy", "MAX_CONNECTIONS_PER_USER", 1);
+                tracing::warn!(%detail, "$connect refused by a policy");
+                Response::status(429)
+            }
             // Refuse the connection rather than let it live untracked.
-            Err(_) => Response::status(500),
+            (Err(_), _) => Response::status(500),
         }
+    }
+
+    /// `MAX_CONNECTIONS_PER_USER`: why this `$connect` is refused, if it is. Live
+    /// connections are the user's `CONNECTED` views still within their `liveUntil`
+    /// (ghosts that `$disconnect` never closed do not count).
+    async fn connection_limit(&self, meta: &RequestMeta, user_id: &UserId) -> Result<Option<String>, StoreError> {
+        let max = self.config.policies.max_connections_per_user;
+        let Some(views) = self.views.as_ref().filter(|_| max > 0) else { return Ok(None) };
+        let mut live = 0u32;
+        let mut page = PageRequest::first(100);
+        loop {
+            let listed = views.list_by_user(user_id, Some(ConnectionStatus::Connected), page.clone()).await?;
+            live += listed
+                .items
+                .iter()
+                .filter(|view| view.connection_id != meta.connection_id)
+                .filter(|view| view.live_until().is_some_and(|until| until > meta.request_time))
+                .count() as u32;
+            match listed.next {
+                Some(next) if live < max => page.after = Some(next),
+                _ => break,
+            }
+        }
+        Ok((live >= max)
+            .then(|| format!("MAX_CONNECTIONS_PER_USER={max}: the user already holds {live} live connection(s)")))
+    }
+
+    /// `MAX_VOICE_SECONDS_PER_DAY`: the user's voice seconds today (UTC), from the
+    /// usage on their views (as projected: a few seconds behind).
+    async fn voice_quota_exceeded(&self, meta: &RequestMeta, user_id: &UserId) -> Result<Option<String>, StoreError> {
+        let max = self.config.policies.max_voice_seconds_per_day;
+        let Some(views) = self.views.as_ref().filter(|_| max > 0) else { return Ok(None) };
+        let today = crate::domain::usage::day_of(meta.request_time.epoch_millis());
+        let oldest = meta.request_time.minus(TimeDelta::days(1)).minus(MAX_CONNECTION_DURATION);
+        let mut voice_ms = 0u64;
+        let mut page = PageRequest::first(100);
+        'pages: loop {
+            let listed = views.list_by_user(user_id, None, page.clone()).await?;
+            for view in &listed.items {
+                if view.created_at < oldest {
+                    break 'pages;
+                }
+                voice_ms += view.usage.as_ref().and_then(|usage| usage.days.get(&today)).map_or(0, |day| day.voice_ms);
+            }
+            match listed.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        Ok((voice_ms >= max * 1_000)
+            .then(|| format!("MAX_VOICE_SECONDS_PER_DAY={max}: {} voice seconds used today (UTC)", voice_ms / 1_000)))
+    }
+
+    /// Refuses a message by a policy: an error frame, nothing written, counted,
+    /// logged once per connection per minute at most.
+    fn limited(&self, code: ErrorCode, message: String, log: bool) -> Response {
+        self.metrics.reject(code);
+        if log {
+            tracing::warn!(%code, detail = %message, "message refused by a policy (logged once a minute)");
+        }
+        Response::frame(200, &ServerMessage::error(&ProtocolError { code, message }))
     }
 
     /// The user of a request: the authorizer context, else (for requests after
@@ -345,6 +457,7 @@ impl ConnectionHandler {
     async fn disconnect(&self, meta: &RequestMeta, status_code: Option<i64>, reason: Option<String>) -> Response {
         // Messages counted since the last `Activity` are written with the end.
         let unrecorded_messages = self.activity().forget(&meta.connection_id);
+        self.limiter().forget(&meta.connection_id);
         let user_id = match self.user_of(meta).await {
             Ok(Some(user_id)) => user_id,
             Ok(None) => {
@@ -375,6 +488,11 @@ impl ConnectionHandler {
 
     async fn message(&self, meta: &RequestMeta, body: &str) -> Response {
         self.metrics.message();
+        if let Verdict::Limited { log } = self.limiter().message(&meta.connection_id, meta.request_time) {
+            let rate = self.config.policies.max_messages_per_second;
+            let message = format!("more than {rate} messages per second (MAX_MESSAGES_PER_SECOND); slow down");
+            return self.limited(ErrorCode::RateLimited, message, log);
+        }
         let message = match parse_client_message(body) {
             Ok(message) => message,
             Err(error) => return self.reject(&error),
@@ -393,6 +511,24 @@ impl ConnectionHandler {
             }
             Err(_) => return self.unavailable_frame(),
         };
+        let is_voice_event = matches!(message, ClientMessage::VoiceStart { .. } | ClientMessage::VoiceEnd { .. });
+        if is_voice_event
+            && let Verdict::Limited { log } = self.limiter().ledger_event(&meta.connection_id, meta.request_time)
+        {
+            let rate = self.config.policies.max_ledger_events_per_minute;
+            let message = format!("more than {rate} voice events per minute (MAX_LEDGER_EVENTS_PER_MINUTE)");
+            return self.limited(ErrorCode::RateLimited, message, log);
+        }
+        if matches!(message, ClientMessage::VoiceStart { .. }) {
+            match self.voice_quota_exceeded(meta, &user_id).await {
+                Ok(None) => {}
+                Ok(Some(message)) => {
+                    let log = self.limiter().should_log(&meta.connection_id, meta.request_time);
+                    return self.limited(ErrorCode::QuotaExceeded, message, log);
+                }
+                Err(_) => return self.unavailable_frame(),
+            }
+        }
         let ledger_event = match &message {
             ClientMessage::VoiceStart { audio_format, session_id } => Some(ConnectionEvent::VoiceStarted {
                 session_id: session_id.clone(),

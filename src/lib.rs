@@ -16,6 +16,7 @@ pub mod lambda;
 pub mod local;
 pub mod metrics;
 pub mod migrations;
+pub mod policy;
 pub mod ports;
 pub mod projection;
 pub mod projector;

@@ -16,6 +16,8 @@ pub mod names {
     pub const EVENTS_APPENDED: &str = "EventsAppended";
     pub const DUPLICATE_APPENDS: &str = "DuplicateAppends";
     pub const UNAVAILABLE: &str = "Unavailable";
+    /// By `Policy`: `$connect`s refused by a policy.
+    pub const CONNECTS_REFUSED: &str = "ConnectsRefused";
     // authorizer
     pub const ALLOWED: &str = "Allowed";
     /// By `Reason`.

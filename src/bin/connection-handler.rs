@@ -15,7 +15,9 @@ async fn main() -> Result<(), Error> {
     let store = DynamoDbStore::new(dynamodb::client(None).await, TableNames::from_env());
     lambda::warm_up(&store).await;
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
-    let handler = ConnectionHandler::new(Arc::new(store), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config)
+    let store = Arc::new(store);
+    let handler = ConnectionHandler::new(store.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config)
+        .with_views(store)
         .with_metrics(metrics.metrics().clone());
     let (handler, metrics) = (&handler, &metrics);
     lambda_runtime::run(service_fn(move |event| async move {

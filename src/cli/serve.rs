@@ -89,6 +89,20 @@ pub struct ServeArgs {
     /// the keep-alive idle timeout).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     header_read_timeout: u64,
+    /// Refuse a user's $connect beyond this many live connections (0: off).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    max_connections_per_user: Option<u32>,
+    /// Answer rate_limited to a connection's messages beyond this rate (0: off).
+    #[arg(long, env = "MAX_MESSAGES_PER_SECOND", value_name = "N")]
+    max_messages_per_second: Option<u32>,
+    /// Answer rate_limited to a connection's voice events beyond this many a minute
+    /// [default: 30; 0: off].
+    #[arg(long, env = "MAX_LEDGER_EVENTS_PER_MINUTE", value_name = "N")]
+    max_ledger_events_per_minute: Option<u32>,
+    /// Answer quota_exceeded to a user's voice_start beyond this many voice seconds
+    /// a UTC day (0: off).
+    #[arg(long, env = "MAX_VOICE_SECONDS_PER_DAY", value_name = "SECONDS")]
+    max_voice_seconds_per_day: Option<u64>,
     /// Open sockets at most (HTTP and WebSocket); the next handshake gets 503
     /// [default: the file-descriptor limit, raised to its hard limit, less 128].
     #[arg(long, value_name = "N")]
@@ -150,7 +164,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(|expression| RouteSelection::parse(expression, args.routes.clone()))
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let handler = HandlerConfig::from_env().map_err(anyhow::Error::msg)?;
+    let mut handler = HandlerConfig::from_env().map_err(anyhow::Error::msg)?;
+    let policies = &mut handler.policies;
+    policies.max_connections_per_user = args.max_connections_per_user.unwrap_or(policies.max_connections_per_user);
+    policies.max_messages_per_second = args.max_messages_per_second.unwrap_or(policies.max_messages_per_second);
+    policies.max_ledger_events_per_minute =
+        args.max_ledger_events_per_minute.unwrap_or(policies.max_ledger_events_per_minute);
+    policies.max_voice_seconds_per_day = args.max_voice_seconds_per_day.unwrap_or(policies.max_voice_seconds_per_day);
     let management_token = management_token(&args).map_err(anyhow::Error::msg)?;
     let fd_limit = crate::local::raise_fd_limit();
     let config = ServeConfig {

@@ -81,10 +81,14 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server could not record the message; the client may retry.
     Unavailable,
+    /// Over a rate policy (`MAX_MESSAGES_PER_SECOND`, `MAX_LEDGER_EVENTS_PER_MINUTE`).
+    RateLimited,
+    /// Over a quota policy (`MAX_VOICE_SECONDS_PER_DAY`).
+    QuotaExceeded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidJson,
         ErrorCode::NotAnObject,
@@ -94,6 +98,8 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::Unauthorized,
         ErrorCode::Unavailable,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -107,6 +113,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 }

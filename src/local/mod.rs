@@ -223,6 +223,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let handler =
             ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler)
+                .with_views(views.clone())
                 .with_metrics(metrics.clone());
         let registry = Arc::new(Registry::default());
         let dashboard = config.dashboard.then(|| Arc::new(dashboard::Dashboard::new(config.dashboard_token.clone())));
