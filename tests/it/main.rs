@@ -23,3 +23,4 @@ mod serve_hostile;
 mod sqlite;
 mod stalled;
 mod template;
+mod usage;
