@@ -31,6 +31,8 @@ const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
     await page.waitForSelector('#log div:text("voice_started")');
     const row = 'tbody#connections tr:has(td:text("browser-user"))';
     await page.waitForSelector(row + ' td.CONNECTED');
+    // Today's usage of the user, live from the projected views.
+    await page.waitForSelector('tbody#usage tr:has(td:text("browser-user"))');
     await page.click(row);
     await page.waitForSelector('#timeline li:text("Connected")');
     await page.screenshot({ path: screenshot, fullPage: true });
