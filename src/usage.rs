@@ -94,7 +94,7 @@ pub async fn usage(
             let mut seen: HashSet<ConnectionId> = HashSet::new();
             let mut page = PageRequest::first(1_000);
             loop {
-                let window = events.window(since.minus(MAX_CONNECTION_DURATION), until, page.clone()).await?;
+                let window = events.window(since.minus(MAX_CONNECTION_DURATION), until, page).await?;
                 for event in &window.items {
                     if !seen.insert(event.connection_id.clone()) {
                         continue;

@@ -38,7 +38,7 @@ pub enum Command {
     Usage(audit::UsageArgs),
     /// Run the whole system locally: an API Gateway WebSocket emulator with the
     /// handler, projector and sweep in-process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Runs a parsed command line; the error is for the user, on one line.
@@ -48,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(args) => ops::run_sweep(args).await,
         Command::Send(args) => ops::run_send(args).await,
         Command::Rebuild(args) => ops::run_rebuild(args).await,
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::History(args) => audit::run_history(args).await,
         Command::Connections(args) => audit::run_connections(args).await,
         Command::Usage(args) => audit::run_usage(args).await,
