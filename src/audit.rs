@@ -12,8 +12,8 @@ use crate::ports::{EventStore, Page, PageRequest, StoreError, ViewStore};
 /// Which history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryQuery {
-    /// Everything that happened to one connection.
-    Connection(ConnectionId),
+    /// What happened to one connection over a range (open ends allowed).
+    Connection { connection_id: ConnectionId, range: TimeRange },
     /// One user's events over a range (open ends allowed).
     User { user_id: UserId, range: TimeRange },
     /// Every event of every user in `[since, until)`.
@@ -48,7 +48,15 @@ pub struct HistoryReader<'a> {
 
 impl<'a> HistoryReader<'a> {
     pub fn new(events: &'a dyn EventStore, query: HistoryQuery, filter: HistoryFilter) -> Self {
-        Self { events, query, filter, after: None, returned: 0, done: false, page_size: 500 }
+        // A connection's history starts at the range's first event id: the range is
+        // part of the query, so a limit counts only events inside it.
+        let after = match &query {
+            HistoryQuery::Connection { range: TimeRange { since: Some(since), .. }, .. } => {
+                EventId::lowest_at(*since).predecessor()
+            }
+            _ => None,
+        };
+        Self { events, query, filter, after, returned: 0, done: false, page_size: 500 }
     }
 
     pub fn with_page_size(mut self, page_size: usize) -> Self {
@@ -58,7 +66,7 @@ impl<'a> HistoryReader<'a> {
 
     async fn read(&self, page: PageRequest) -> Result<Page<EventEnvelope>, StoreError> {
         match &self.query {
-            HistoryQuery::Connection(connection_id) => self.events.connection_history(connection_id, page).await,
+            HistoryQuery::Connection { connection_id, .. } => self.events.connection_history(connection_id, page).await,
             HistoryQuery::User { user_id, range } => self.events.user_history(user_id, *range, page).await,
             HistoryQuery::Window { since, until } => self.events.window(*since, *until, page).await,
         }
@@ -77,8 +85,14 @@ impl<'a> HistoryReader<'a> {
             let page = self.read(PageRequest { limit: size, after: self.after }).await?;
             self.after = page.next;
             self.done = page.next.is_none();
-            let mut kept: Vec<EventEnvelope> =
-                page.items.into_iter().filter(|event| self.filter.keeps(event)).collect();
+            let mut items = page.items;
+            if let HistoryQuery::Connection { range: TimeRange { until: Some(until), .. }, .. } = &self.query
+                && let Some(end) = items.iter().position(|event| event.at >= *until)
+            {
+                items.truncate(end);
+                self.done = true;
+            }
+            let mut kept: Vec<EventEnvelope> = items.into_iter().filter(|event| self.filter.keeps(event)).collect();
             kept.truncate(remaining);
             self.returned += kept.len();
             if !kept.is_empty() {
@@ -114,7 +128,11 @@ pub enum ConnectionsError {
     Store(#[from] StoreError),
 }
 
-/// Views: a user's (newest first), or every live one (when no user is given).
+/// Views, newest first (by creation, then connection id): a user's, or every live
+/// one (when no user is given). A user's come newest first from the index, so a
+/// limit reads only what it keeps; every live one are read whole (the live index
+/// is ordered by `liveUntil`, not by creation), then sorted and cut to the limit,
+/// so every store answers the same.
 pub async fn connections(
     views: &dyn ViewStore,
     user_id: Option<&UserId>,
@@ -123,7 +141,8 @@ pub async fn connections(
 ) -> Result<Vec<ConnectionInfo>, ConnectionsError> {
     let limit = limit.unwrap_or(usize::MAX);
     let mut all = Vec::new();
-    let mut page = PageRequest::first(limit.min(500));
+    let page_size = if user_id.is_some() { limit.min(500) } else { 500 };
+    let mut page = PageRequest::first(page_size);
     loop {
         let listed = match (user_id, status) {
             (Some(user_id), status) => views.list_by_user(user_id, status, page.clone()).await?,
@@ -134,8 +153,7 @@ pub async fn connections(
             (None, Some(ConnectionStatus::Disconnected)) => return Err(ConnectionsError::NeedsUser),
         };
         all.extend(listed.items);
-        if all.len() >= limit {
-            all.truncate(limit);
+        if user_id.is_some() && all.len() >= limit {
             break;
         }
         match listed.next {
@@ -143,8 +161,7 @@ pub async fn connections(
             None => break,
         }
     }
-    if user_id.is_none() {
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.connection_id.cmp(&a.connection_id)));
-    }
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.connection_id.cmp(&a.connection_id)));
+    all.truncate(limit);
     Ok(all)
 }

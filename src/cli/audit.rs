@@ -61,9 +61,11 @@ pub async fn run_history(args: HistoryArgs) -> anyhow::Result<()> {
         }
     }
     let query = match (&args.connection, &args.user) {
-        (Some(connection), _) => HistoryQuery::Connection(
-            ConnectionId::parse(connection.as_str()).map_err(|error| anyhow::anyhow!("--connection: {error}"))?,
-        ),
+        (Some(connection), _) => HistoryQuery::Connection {
+            connection_id: ConnectionId::parse(connection.as_str())
+                .map_err(|error| anyhow::anyhow!("--connection: {error}"))?,
+            range,
+        },
         (None, Some(user)) => HistoryQuery::User {
             user_id: UserId::parse(user.as_str()).map_err(|error| anyhow::anyhow!("--user: {error}"))?,
             range,
@@ -77,15 +79,11 @@ pub async fn run_history(args: HistoryArgs) -> anyhow::Result<()> {
     };
     let store = args.store.open_existing().await?;
     let filter = HistoryFilter { kinds, limit: args.limit };
-    let connection_range = matches!(query, HistoryQuery::Connection(_)).then_some(range);
     let mut reader = HistoryReader::new(store.events(), query, filter);
     let mut writer = EventWriter::new(io::stdout().lock(), Format::or_default(args.format), args.local_time)?;
     loop {
         let page = reader.next_page().await.map_err(|error| explain(error, &args.store))?;
-        let Some(mut page) = page else { break };
-        if let Some(range) = connection_range {
-            page.retain(|event| range.contains(event.at));
-        }
+        let Some(page) = page else { break };
         writer.write_page(&page).context("writing the output")?;
     }
     writer.finish().context("writing the output")?;

@@ -113,6 +113,12 @@ impl EventId {
         Self(Ulid::from_parts(at.epoch_millis_u64(), (1u128 << 80) - 1))
     }
 
+    /// The id right before this one (`None` before the smallest): an "after" cursor
+    /// that starts a listing at this id.
+    pub fn predecessor(&self) -> Option<Self> {
+        self.0.0.checked_sub(1).map(|value| Self(Ulid(value)))
+    }
+
     /// The smallest id greater than this one (for "after this id" bounds).
     pub fn successor(&self) -> Self {
         Self(Ulid(self.0.0.saturating_add(1)))

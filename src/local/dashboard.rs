@@ -22,7 +22,7 @@ use super::AppState;
 use super::registry::lock;
 use crate::adapters::item::{EventItem, ViewItem};
 use crate::audit::{HistoryFilter, HistoryQuery, history};
-use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, Timestamp, UserId};
+use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, TimeRange, Timestamp, UserId};
 use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
 
 const PAGE: &str = include_str!("dashboard/index.html");
@@ -183,7 +183,13 @@ async fn connection_history(
     let Ok(connection_id) = ConnectionId::parse(id) else {
         return (StatusCode::BAD_REQUEST, "not a connection id").into_response();
     };
-    match history(state.events.as_ref(), HistoryQuery::Connection(connection_id), HistoryFilter::default()).await {
+    match history(
+        state.events.as_ref(),
+        HistoryQuery::Connection { connection_id, range: TimeRange::ALL },
+        HistoryFilter::default(),
+    )
+    .await
+    {
         Ok(events) => axum::Json(events.iter().map(EventItem::from).collect::<Vec<_>>()).into_response(),
         Err(error) => store_error(error),
     }

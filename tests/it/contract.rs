@@ -288,6 +288,46 @@ pub async fn live_listing_finds_only_stale_connected_views<S: ViewStore + EventS
     assert!(stale.iter().all(|view| view.is_connected() && view.live_until().unwrap() < now));
 }
 
+/// `history --connection ID --since T --limit N`: the range is part of the query,
+/// so the limit counts only events inside it.
+pub async fn a_connections_history_applies_its_range_before_the_limit<S: EventStore>(store: S) {
+    let events: Vec<EventEnvelope> = (0..16)
+        .map(|index| envelope("conn-range", "user-range", &format!("r{index}"), index * 1_000, activity(1)))
+        .collect();
+    append_all(&store, &events).await;
+    let connection_id = events[0].connection_id.clone();
+    let range = TimeRange { since: Some(events[4].at), until: None };
+    let query = wsledger::audit::HistoryQuery::Connection { connection_id: connection_id.clone(), range };
+    let filter = wsledger::audit::HistoryFilter { kinds: Vec::new(), limit: Some(2) };
+    let found = wsledger::audit::history(&store, query, filter).await.unwrap();
+    assert_eq!(found, events[4..6].to_vec(), "2 events from the 5th on");
+    let range = TimeRange { since: Some(events[4].at), until: Some(events[7].at) };
+    let query = wsledger::audit::HistoryQuery::Connection { connection_id, range };
+    let found = wsledger::audit::history(&store, query, wsledger::audit::HistoryFilter::default()).await.unwrap();
+    assert_eq!(found, events[4..7].to_vec(), "the 5th to the 7th");
+}
+
+/// `connections --limit N` without `--user`: the N newest live connections (by
+/// creation), whatever order the store's live index keeps.
+pub async fn live_connections_come_newest_first_before_the_limit<S: ViewStore + EventStore>(store: S) {
+    let mut expected = Vec::new();
+    for index in 0..12i64 {
+        let connection = format!("conn-n{index:02}");
+        // Created later, idle longer: the live index's order is the reverse of creation.
+        let created = index * 1_000;
+        let mut events = vec![envelope(&connection, "frank", &format!("c{index}"), created, connected("203.0.113.11"))];
+        events[0].connected_at = Timestamp::from_epoch_millis(T0 + created);
+        events.push(envelope(&connection, "frank", &format!("a{index}"), 600_000 - index * 10_000, activity(1)));
+        append_all(&store, &events).await;
+        project_connection(&store, &store, &events).await.unwrap();
+        expected.push(events[0].connection_id.clone());
+    }
+    expected.reverse();
+    let newest = wsledger::audit::connections(&store, None, None, Some(3)).await.unwrap();
+    let ids: Vec<_> = newest.iter().map(|view| view.connection_id.clone()).collect();
+    assert_eq!(ids, expected[..3].to_vec());
+}
+
 /// Instantiates the contract for one adapter: `store_contract!(path::to::make_store)`.
 #[macro_export]
 macro_rules! store_contract {
@@ -338,6 +378,16 @@ macro_rules! store_contract {
             #[tokio::test]
             async fn live_listing_finds_only_stale_connected_views() {
                 contract::live_listing_finds_only_stale_connected_views($make_store().await).await;
+            }
+
+            #[tokio::test]
+            async fn a_connections_history_applies_its_range_before_the_limit() {
+                contract::a_connections_history_applies_its_range_before_the_limit($make_store().await).await;
+            }
+
+            #[tokio::test]
+            async fn live_connections_come_newest_first_before_the_limit() {
+                contract::live_connections_come_newest_first_before_the_limit($make_store().await).await;
             }
         }
     };
