@@ -56,19 +56,21 @@ pub fn gone_event(recipient: &Recipient, at: Timestamp, retention_days: u32) -> 
     .with_retention_days(retention_days)
 }
 
-/// Posts `data` to one connection; a 410 is recorded in the ledger, not returned as an error.
+/// Posts `data` to one connection; a 410 is recorded in the ledger as observed at
+/// `now`, not returned as an error.
 pub async fn deliver(
     gateway: &dyn ConnectionGateway,
     events: &dyn EventStore,
     recipient: &Recipient,
     data: &[u8],
     retention_days: u32,
+    now: Timestamp,
 ) -> Result<Delivery, DeliveryError> {
     match gateway.post(&recipient.connection_id, data).await {
         Ok(()) => Ok(Delivery::Delivered),
         Err(GatewayError::Gone) => {
             tracing::info!(connection_id = %recipient.connection_id, "connection gone (410): recording it");
-            events.append(&gone_event(recipient, Timestamp::now(), retention_days)).await?;
+            events.append(&gone_event(recipient, now, retention_days)).await?;
             Ok(Delivery::Gone)
         }
         Err(error) => Err(DeliveryError::Gateway(error)),
@@ -92,13 +94,14 @@ pub async fn send_to_user(
     user_id: &UserId,
     data: &[u8],
     retention_days: u32,
+    now: Timestamp,
 ) -> Result<SendReport, StoreError> {
     let mut report = SendReport::default();
     let mut page = PageRequest::first(100);
     loop {
         let connections = views.list_by_user(user_id, Some(ConnectionStatus::Connected), page.clone()).await?;
         for view in &connections.items {
-            match deliver(gateway, events, &Recipient::from(view), data, retention_days).await {
+            match deliver(gateway, events, &Recipient::from(view), data, retention_days, now).await {
                 Ok(Delivery::Delivered) => report.delivered += 1,
                 Ok(Delivery::Gone) => report.gone += 1,
                 Err(DeliveryError::Ledger(error)) => return Err(error),

@@ -37,9 +37,9 @@ pub async fn project_connection(
     loop {
         let stored = views.get(&first.connection_id).await?;
         let history = full_history(ledger, &first.connection_id).await?;
-        let (mut view, expected_version) = match &stored {
-            Some(stored) => (stored.view.clone(), Some(stored.version)),
-            None => (ConnectionInfo::from_event(first), None),
+        let mut view = match &stored {
+            Some(stored) => stored.view.clone(),
+            None => ConnectionInfo::from_event(first),
         };
         for event in events {
             view.apply(event);
@@ -48,17 +48,32 @@ pub async fn project_connection(
         let mut seen = history;
         seen.extend(events.iter().cloned());
         view.usage = ConnectionUsage::newest(view.usage.take(), ConnectionUsage::of(&seen));
-        if stored.as_ref().is_some_and(|stored| stored.view == view) {
-            return Ok(ProjectionOutcome::Unchanged);
+        if let Some(outcome) = write_if_changed(views, stored.as_ref(), &view, &mut attempt).await? {
+            return Ok(outcome);
         }
-        match views.put(&view, expected_version).await {
-            Ok(version) => return Ok(ProjectionOutcome::Written { version }),
-            Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => {
-                attempt += 1;
-                crate::backoff::pause(attempt).await;
-            }
-            Err(error) => return Err(error),
+    }
+}
+
+/// Writes `view` over `stored` unless nothing changed. `None` when a concurrent
+/// writer won and the caller should read and fold again (after a backoff; at most
+/// [`MAX_CONFLICT_RETRIES`] times, counted in `attempt`).
+async fn write_if_changed(
+    views: &dyn ViewStore,
+    stored: Option<&crate::ports::VersionedView>,
+    view: &ConnectionInfo,
+    attempt: &mut u32,
+) -> Result<Option<ProjectionOutcome>, StoreError> {
+    if stored.is_some_and(|stored| stored.view == *view) {
+        return Ok(Some(ProjectionOutcome::Unchanged));
+    }
+    match views.put(view, stored.map(|stored| stored.version)).await {
+        Ok(version) => Ok(Some(ProjectionOutcome::Written { version })),
+        Err(StoreError::Conflict(_)) if *attempt < MAX_CONFLICT_RETRIES => {
+            *attempt += 1;
+            crate::backoff::pause(*attempt).await;
+            Ok(None)
         }
+        Err(error) => Err(error),
     }
 }
 
@@ -137,16 +152,8 @@ pub async fn rebuild_connection(
         };
         // Events lost to TTL never shrink usage.
         view.usage = ConnectionUsage::newest(stored.as_ref().and_then(|stored| stored.view.usage.clone()), view.usage);
-        if stored.as_ref().is_some_and(|stored| stored.view == view) {
-            return Ok((history.len(), ProjectionOutcome::Unchanged));
-        }
-        match views.put(&view, stored.map(|stored| stored.version)).await {
-            Ok(version) => return Ok((history.len(), ProjectionOutcome::Written { version })),
-            Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_RETRIES => {
-                attempt += 1;
-                crate::backoff::pause(attempt).await;
-            }
-            Err(error) => return Err(error),
+        if let Some(outcome) = write_if_changed(views, stored.as_ref(), &view, &mut attempt).await? {
+            return Ok((history.len(), outcome));
         }
     }
 }

@@ -92,7 +92,10 @@ async fn check(
             .with_retention_days(config.retention_days);
             match events.append(&activity).await {
                 Ok(_) => Verdict::Alive { refreshed: true },
-                Err(_) => Verdict::Error,
+                Err(error) => {
+                    tracing::error!(connection_id = %view.connection_id, %error, "recording the activity API Gateway reported failed");
+                    Verdict::Error
+                }
             }
         }
         Err(error) => {

@@ -14,15 +14,9 @@ use crate::ports::{ConnectionGateway, GatewayConnection, GatewayError};
 pub const ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI";
 
 /// The Management API endpoint: `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` when set,
-/// else `fallback` (`https://{domainName}/{stage}` of a request, or
-/// `WEBSOCKET_API_ENDPOINT` for the projector and the CLI).
+/// else `fallback` (`WEBSOCKET_API_ENDPOINT`, which the template sets).
 pub fn endpoint(fallback: Option<&str>) -> Option<String> {
     std::env::var(ENDPOINT_ENV).ok().filter(|value| !value.is_empty()).or_else(|| fallback.map(str::to_owned))
-}
-
-/// The endpoint of the API a request came through.
-pub fn endpoint_of_request(domain_name: &str, stage: &str) -> String {
-    format!("https://{domain_name}/{stage}")
 }
 
 #[derive(Debug, Clone)]

@@ -270,6 +270,16 @@ impl TryFrom<UsageItem> for ConnectionUsage {
 }
 
 impl ViewItem {
+    /// A view as JSON for people and pages (`--format json`, the dashboard): the
+    /// stored attributes without the bookkeeping `version`.
+    pub fn public_json(view: &ConnectionInfo) -> serde_json::Value {
+        let mut value = serde_json::to_value(ViewItem::new(view, 0)).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("version");
+        }
+        value
+    }
+
     pub fn new(view: &ConnectionInfo, version: u64) -> Self {
         let event_id = |id: Option<EventId>| id.map(|id| id.to_string());
         ViewItem {

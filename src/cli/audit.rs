@@ -11,6 +11,17 @@ use crate::audit::{ConnectionsError, HistoryFilter, HistoryQuery, HistoryReader,
 use crate::domain::{ConnectionId, ConnectionStatus, EventKind, TimeRange, Timestamp, UserId};
 use crate::usage::{UsageBy, UsageQuery, usage};
 
+/// How results are printed (history, connections).
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format (default: table on a terminal, else json).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Show times in the local time zone (tables only).
+    #[arg(long)]
+    local_time: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     #[command(flatten)]
@@ -34,12 +45,8 @@ pub struct HistoryArgs {
     /// At most this many events.
     #[arg(long)]
     limit: Option<usize>,
-    /// Output format (default: table on a terminal, else json).
-    #[arg(long, value_enum)]
-    format: Option<Format>,
-    /// Show times in the local time zone (tables only).
-    #[arg(long)]
-    local_time: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 pub async fn run_history(args: HistoryArgs) -> anyhow::Result<()> {
@@ -80,7 +87,8 @@ pub async fn run_history(args: HistoryArgs) -> anyhow::Result<()> {
     let store = args.store.open_existing().await?;
     let filter = HistoryFilter { kinds, limit: args.limit };
     let mut reader = HistoryReader::new(store.events(), query, filter);
-    let mut writer = EventWriter::new(io::stdout().lock(), Format::or_default(args.format), args.local_time)?;
+    let mut writer =
+        EventWriter::new(io::stdout().lock(), Format::or_default(args.output.format), args.output.local_time)?;
     loop {
         let page = reader.next_page().await.map_err(|error| explain(error, &args.store))?;
         let Some(page) = page else { break };
@@ -100,15 +108,11 @@ pub struct ConnectionsArgs {
     /// Only connections with this status.
     #[arg(long, value_parser = ["connected", "disconnected"])]
     status: Option<String>,
-    /// At most this many connections.
+    /// At most this many connections (the newest).
     #[arg(long)]
     limit: Option<usize>,
-    /// Output format (default: table on a terminal, else json).
-    #[arg(long, value_enum)]
-    format: Option<Format>,
-    /// Show times in the local time zone (tables only).
-    #[arg(long)]
-    local_time: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 pub async fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
@@ -121,7 +125,7 @@ pub async fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
         Err(ConnectionsError::Store(error)) => return Err(explain(error, &args.store)),
         Err(error) => return Err(error.into()),
     };
-    write_views(io::stdout().lock(), Format::or_default(args.format), args.local_time, &views)
+    write_views(io::stdout().lock(), Format::or_default(args.output.format), args.output.local_time, &views)
         .context("writing the output")?;
     Ok(())
 }

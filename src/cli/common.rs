@@ -163,10 +163,11 @@ fn parse_span(input: &str) -> Option<TimeDelta> {
 pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Error {
     use crate::ports::StoreError;
     match (&store.store, &error) {
-        (StoreArg::DynamoDb, StoreError::NotFound(_)) => {
+        (StoreArg::DynamoDb, StoreError::NotFound(cause)) => {
             let tables = TableNames::from_env();
+            let cause = cause.lines().next().unwrap_or_default();
             anyhow::anyhow!(
-                "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate`",
+                "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate` ({cause})",
                 tables.events,
                 tables.connections,
                 store.dynamodb_endpoint()

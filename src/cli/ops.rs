@@ -59,10 +59,17 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
         serde_json::from_str(&args.data).map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
     let store = args.store.open_existing().await?;
     let gateway = args.gateway.open().await?;
-    let report =
-        send_to_user(store.views(), store.events(), &gateway, &user_id, data.to_string().as_bytes(), retention_days()?)
-            .await
-            .context("sending")?;
+    let report = send_to_user(
+        store.views(),
+        store.events(),
+        &gateway,
+        &user_id,
+        data.to_string().as_bytes(),
+        retention_days()?,
+        Timestamp::now(),
+    )
+    .await
+    .context("sending")?;
     println!("delivered {}, gone {}, failed {}", report.delivered, report.gone, report.failed);
     Ok(())
 }

@@ -199,14 +199,13 @@ impl<W: Write> EventWriter<W> {
 pub fn write_views(mut out: impl Write, format: Format, local_time: bool, views: &[ConnectionInfo]) -> io::Result<()> {
     match format {
         Format::Json => {
-            let items: Vec<serde_json::Value> =
-                views.iter().map(|view| without_version(ViewItem::new(view, 0))).collect();
+            let items: Vec<serde_json::Value> = views.iter().map(ViewItem::public_json).collect();
             serde_json::to_writer_pretty(&mut out, &items)?;
             out.write_all(b"\n")?;
         }
         Format::Ndjson => {
             for view in views {
-                serde_json::to_writer(&mut out, &without_version(ViewItem::new(view, 0)))?;
+                serde_json::to_writer(&mut out, &ViewItem::public_json(view))?;
                 out.write_all(b"\n")?;
             }
         }
@@ -315,15 +314,6 @@ pub fn write_usage(mut out: impl Write, format: Format, by_day: bool, rows: &[Us
         }
     }
     out.flush()
-}
-
-/// The stored version is bookkeeping for concurrent writers, not a fact about the connection.
-fn without_version(item: ViewItem) -> serde_json::Value {
-    let mut value = serde_json::to_value(item).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        object.remove("version");
-    }
-    value
 }
 
 fn show_time(at: Timestamp, local_time: bool) -> String {

@@ -150,10 +150,6 @@ impl EventId {
     pub fn timestamp(&self) -> Timestamp {
         Timestamp::from_epoch_millis(self.0.timestamp_ms() as i64)
     }
-
-    pub fn as_ulid(&self) -> Ulid {
-        self.0
-    }
 }
 
 impl From<Ulid> for EventId {

@@ -69,11 +69,7 @@ impl Dashboard {
 }
 
 fn view_json(view: &ConnectionInfo) -> Value {
-    let mut value = serde_json::to_value(ViewItem::new(view, 0)).unwrap_or_default();
-    if let Some(object) = value.as_object_mut() {
-        object.remove("version");
-    }
-    value
+    ViewItem::public_json(view)
 }
 
 /// A view store that tells the dashboard about every view it writes.

@@ -25,8 +25,9 @@ async fn a_410_is_recorded_as_gone_and_a_200_as_delivered() {
     let live = recipient("Live0cFJIAMCL-g=");
     let gone = recipient("Gone0cFJIAMCL-g=");
     let frame = br#"{"type":"text_response","data":{"content":"hi"}}"#;
-    assert_eq!(deliver(&gateway, &store, &live, frame, 90).await.unwrap(), Delivery::Delivered);
-    assert_eq!(deliver(&gateway, &store, &gone, frame, 90).await.unwrap(), Delivery::Gone);
+    let now = Timestamp::now();
+    assert_eq!(deliver(&gateway, &store, &live, frame, 90, now).await.unwrap(), Delivery::Delivered);
+    assert_eq!(deliver(&gateway, &store, &gone, frame, 90, now).await.unwrap(), Delivery::Gone);
     assert_eq!(api.calls.lock().unwrap().posted["Live0cFJIAMCL-g="], vec![frame.to_vec()]);
 
     let live_history = store.connection_history(&live.connection_id, PageRequest::default()).await.unwrap();
@@ -43,6 +44,12 @@ async fn a_410_is_recorded_as_gone_and_a_200_as_delivered() {
         }
     );
     assert_eq!(gone_history.items[0].user_id.as_str(), "user-send");
+    assert_eq!(gone_history.items[0].at, now, "the observation's time, as given");
+    assert_eq!(
+        gone_history.items[0].event_id,
+        wsledger::delivery::gone_event(&gone, now, 90).event_id,
+        "pinned by now"
+    );
 
     let info = gateway.get(&live.connection_id).await.unwrap();
     assert_eq!(info.source_ip.as_deref(), Some("203.0.113.7"));

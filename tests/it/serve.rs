@@ -492,7 +492,8 @@ async fn a_gone_observation_during_connect_is_overridden_by_the_client_talking()
     let mut client = app.connect("user-race").await;
     let views = app.views_when("user-race", |views| views.len() == 1).await;
     let recipient = Recipient::from(&views[0]);
-    let delivered = deliver(&DuringConnect, &app.store, &recipient, b"{}", 90).await.unwrap();
+    let delivered =
+        deliver(&DuringConnect, &app.store, &recipient, b"{}", 90, wsledger::domain::Timestamp::now()).await.unwrap();
     assert_eq!(delivered, Delivery::Gone);
     let views = app.views_when("user-race", |views| views[0].status == ConnectionStatus::Disconnected).await;
     assert_eq!(views[0].disconnect_reason, Some(DisconnectReason::Gone), "the observation shows until life");

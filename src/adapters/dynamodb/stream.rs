@@ -121,11 +121,6 @@ impl StreamPoller {
         }
     }
 
-    pub fn with_batch_size(mut self, batch_size: i32) -> Self {
-        self.batch_size = batch_size.clamp(1, 1_000);
-        self
-    }
-
     /// The stream's ARN and the table's ARN.
     async fn stream(&mut self) -> Result<(String, String), StoreError> {
         if let Some(stream) = &self.stream {
