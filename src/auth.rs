@@ -69,9 +69,10 @@ impl AuthConfig {
     }
 
     /// From `USER_POOL_ID` and, optionally, `USER_POOL_CLIENT_ID`, `JWKS_URL` or
-    /// `JWKS_FILE` (to use other keys than the pool's, for example offline).
-    pub fn from_env() -> Result<Self, String> {
-        let read = |name: &str| std::env::var(name).ok().filter(|value| !value.trim().is_empty());
+    /// `JWKS_FILE` (to use other keys than the pool's, for example offline), as
+    /// `lookup` finds them (`settings::auth_config` reads them from the process).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let user_pool_id = read("USER_POOL_ID").ok_or("USER_POOL_ID is not set")?;
         let mut config = Self::cognito(&user_pool_id, read("USER_POOL_CLIENT_ID"))?;
         if let Some(url) = read("JWKS_URL") {

@@ -37,12 +37,8 @@ impl Default for HandlerConfig {
 
 impl HandlerConfig {
     /// From `ACTIVITY_INTERVAL_SECS` (default 60), `RETENTION_DAYS` (default 90) and
-    /// the policies' variables (`MAX_CONNECTIONS_PER_USER`, ...).
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`HandlerConfig::from_env`], with the variables as `lookup` finds them.
+    /// the policies' variables (`MAX_CONNECTIONS_PER_USER`, ...), as `lookup` finds
+    /// them (`settings::handler_config` reads them from the process).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let number = |name: &str| -> Result<Option<i64>, String> {
             match lookup(name) {

@@ -20,5 +20,6 @@ pub mod policy;
 pub mod ports;
 pub mod projection;
 pub mod projector;
+pub mod settings;
 pub mod sweep;
 pub mod usage;

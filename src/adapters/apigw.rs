@@ -13,12 +13,6 @@ use crate::ports::{ConnectionGateway, GatewayConnection, GatewayError};
 /// The environment variable the AWS SDK reads for this service's endpoint.
 pub const ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI";
 
-/// The Management API endpoint: `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` when set,
-/// else `fallback` (`WEBSOCKET_API_ENDPOINT`, which the template sets).
-pub fn endpoint(fallback: Option<&str>) -> Option<String> {
-    std::env::var(ENDPOINT_ENV).ok().filter(|value| !value.is_empty()).or_else(|| fallback.map(str::to_owned))
-}
-
 #[derive(Debug, Clone)]
 pub struct ManagementApiGateway {
     client: Client,
@@ -27,8 +21,8 @@ pub struct ManagementApiGateway {
 impl ManagementApiGateway {
     /// A gateway on `endpoint`, with the standard AWS configuration and the one
     /// timeout and retry policy otherwise.
-    pub async fn new(endpoint: &str) -> Self {
-        Self { client: Client::new(&crate::adapters::aws::sdk_config(Some(endpoint)).await) }
+    pub async fn new(endpoint: &str, policy: crate::adapters::aws::AwsPolicy) -> Self {
+        Self { client: Client::new(&crate::adapters::aws::sdk_config(Some(endpoint), policy).await) }
     }
 
     pub fn from_client(client: Client) -> Self {

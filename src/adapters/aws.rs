@@ -78,14 +78,6 @@ impl AwsPolicy {
         Ok(policy)
     }
 
-    /// From the process environment; an invalid value is reported and the default kept.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok()).unwrap_or_else(|error| {
-            tracing::warn!(%error, "ignoring an invalid AWS timeout setting");
-            Self::default()
-        })
-    }
-
     fn timeout_config(&self) -> TimeoutConfig {
         TimeoutConfig::builder()
             .connect_timeout(self.connect_timeout)
@@ -100,12 +92,11 @@ impl AwsPolicy {
 }
 
 /// The SDK configuration every client of wsledger is built from: the standard AWS
-/// chain (environment, profile, role) with [`AwsPolicy::from_env`]. With an
+/// chain (environment, profile, role) with `policy`. With an
 /// explicit endpoint (DynamoDB Local, the emulator), the region comes from the
 /// environment or profile, else `us-east-1`, and the instance metadata service is
 /// never asked (it is not there off AWS, and asking costs seconds and a warning).
-pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
-    let policy = AwsPolicy::from_env();
+pub async fn sdk_config(endpoint_url: Option<&str>, policy: AwsPolicy) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(policy.timeout_config())
         .retry_config(policy.retry_config());

@@ -3,16 +3,17 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, service_fn};
-use wsledger::adapters::dynamodb::{self, DynamoDbStore, TableNames};
-use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
+use wsledger::adapters::dynamodb::{self, DynamoDbStore};
+use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText};
 use wsledger::lambda::{self, connection_handler};
 use wsledger::metrics::Metrics;
+use wsledger::settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_tracing();
-    let config = HandlerConfig::from_env()?;
-    let store = DynamoDbStore::new(dynamodb::client(None).await, TableNames::from_env());
+    let config = settings::handler_config()?;
+    let store = DynamoDbStore::new(dynamodb::client(None, settings::aws_policy()).await, settings::table_names());
     lambda::warm_up(&store).await;
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
     let store = Arc::new(store);

@@ -3,23 +3,24 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, service_fn};
-use wsledger::adapters::apigw::{self, ManagementApiGateway};
-use wsledger::adapters::dynamodb::{self, DynamoDbStore, TableNames};
-use wsledger::handler::HandlerConfig;
+use wsledger::adapters::apigw::ManagementApiGateway;
+use wsledger::adapters::dynamodb::{self, DynamoDbStore};
 use wsledger::lambda::{self, projector};
 use wsledger::metrics::Metrics;
 use wsledger::ports::ConnectionGateway;
+use wsledger::settings;
 use wsledger::sweep::SweepConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda::init_tracing();
-    let retention_days = HandlerConfig::from_env()?.retention_days;
-    let store = DynamoDbStore::new(dynamodb::client(None).await, TableNames::from_env());
+    let retention_days = settings::handler_config()?.retention_days;
+    let policy = settings::aws_policy();
+    let store = DynamoDbStore::new(dynamodb::client(None, policy).await, settings::table_names());
     lambda::warm_up(&store).await;
-    let endpoint = apigw::endpoint(std::env::var("WEBSOCKET_API_ENDPOINT").ok().as_deref());
+    let endpoint = settings::management_endpoint(settings::websocket_api_endpoint().as_deref());
     let gateway = match endpoint {
-        Some(endpoint) => Some(ManagementApiGateway::new(&endpoint).await),
+        Some(endpoint) => Some(ManagementApiGateway::new(&endpoint, policy).await),
         None => None,
     };
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));

@@ -6,11 +6,12 @@ use anyhow::Context;
 use chrono::TimeDelta;
 use clap::Args;
 
-use crate::adapters::apigw::{self, ManagementApiGateway};
-use crate::adapters::dynamodb::{self, DynamoDbStore, TableNames};
+use crate::adapters::apigw::ManagementApiGateway;
+use crate::adapters::dynamodb::{self, DynamoDbStore};
 use crate::adapters::sqlite::SqliteStore;
 use crate::domain::Timestamp;
 use crate::ports::{EventStore, ViewStore};
+use crate::settings;
 
 /// `--store`: `sqlite:PATH` (the embedded store) or `dynamodb` (tables named by
 /// EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
@@ -101,8 +102,8 @@ impl StoreArgs {
     pub async fn open(&self) -> anyhow::Result<OpenStore> {
         match &self.store {
             StoreArg::DynamoDb => Ok(OpenStore::DynamoDb(DynamoDbStore::new(
-                dynamodb::client(self.endpoint_url.as_deref()).await,
-                TableNames::from_env(),
+                dynamodb::client(self.endpoint_url.as_deref(), settings::aws_policy()).await,
+                settings::table_names(),
             ))),
             StoreArg::Sqlite(path) => {
                 let store = SqliteStore::open(path).with_context(|| format!("opening the store sqlite:{path}"))?;
@@ -122,15 +123,15 @@ pub struct GatewayArgs {
 
 impl GatewayArgs {
     pub async fn open(&self) -> anyhow::Result<ManagementApiGateway> {
-        let endpoint = apigw::endpoint(self.websocket_endpoint.as_deref())
+        let endpoint = settings::management_endpoint(self.websocket_endpoint.as_deref())
             .context("no Management API endpoint: pass --websocket-endpoint or set WEBSOCKET_API_ENDPOINT")?;
-        Ok(ManagementApiGateway::new(&endpoint).await)
+        Ok(ManagementApiGateway::new(&endpoint, settings::aws_policy()).await)
     }
 }
 
 /// The retention period in days, from RETENTION_DAYS (default 90).
 pub fn retention_days() -> anyhow::Result<u32> {
-    crate::handler::HandlerConfig::from_env().map(|config| config.retention_days).map_err(anyhow::Error::msg)
+    settings::handler_config().map(|config| config.retention_days).map_err(anyhow::Error::msg)
 }
 
 /// A time as users write it: RFC 3339 (`2025-11-24T16:00:00Z`) or a span before
@@ -164,7 +165,7 @@ pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Er
     use crate::ports::StoreError;
     match (&store.store, &error) {
         (StoreArg::DynamoDb, StoreError::NotFound(cause)) => {
-            let tables = TableNames::from_env();
+            let tables = settings::table_names();
             let cause = cause.lines().next().unwrap_or_default();
             anyhow::anyhow!(
                 "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate` ({cause})",

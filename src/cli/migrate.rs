@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Args;
 
-use crate::adapters::dynamodb::{self, TableNames, migrate::migrate};
+use crate::adapters::dynamodb::{self, migrate::migrate};
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -12,8 +12,8 @@ pub struct MigrateArgs {
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let tables = TableNames::from_env();
-    let client = dynamodb::client(args.endpoint_url.as_deref()).await;
+    let tables = crate::settings::table_names();
+    let client = dynamodb::client(args.endpoint_url.as_deref(), crate::settings::aws_policy()).await;
     let endpoint = args.endpoint_url.as_deref().unwrap_or("the configured AWS endpoint");
     let reports = migrate(&client, &tables).await.with_context(|| format!("migrating DynamoDB at {endpoint}"))?;
     for report in reports {

@@ -10,7 +10,6 @@ use clap::{Args, ValueEnum};
 use super::common::{OpenStore, StoreArgs, retention_days};
 use crate::adapters::dynamodb;
 use crate::auth::{AuthConfig, JwksSource, JwtVerifier};
-use crate::handler::HandlerConfig;
 use crate::local::apigw_event::RouteSelection;
 use crate::local::{AuthMode, Backend, Limits, ServeConfig, Server};
 use crate::sweep::SweepConfig;
@@ -135,7 +134,11 @@ async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
     Ok(match store_args.open().await? {
         OpenStore::Sqlite(store) => Backend::Sqlite(store),
         OpenStore::DynamoDb(store) => {
-            Backend::DynamoDb { store, streams: dynamodb::streams_client(store_args.endpoint_url.as_deref()).await }
+            let endpoint = store_args.endpoint_url.clone().or_else(crate::settings::dynamodb_endpoint);
+            Backend::DynamoDb {
+                store,
+                streams: dynamodb::streams_client(endpoint.as_deref(), crate::settings::aws_policy()).await,
+            }
         }
     })
 }
@@ -164,7 +167,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(|expression| RouteSelection::parse(expression, args.routes.clone()))
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let mut handler = HandlerConfig::from_env().map_err(anyhow::Error::msg)?;
+    let mut handler = crate::settings::handler_config().map_err(anyhow::Error::msg)?;
     let policies = &mut handler.policies;
     policies.max_connections_per_user = args.max_connections_per_user.unwrap_or(policies.max_connections_per_user);
     policies.max_messages_per_second = args.max_messages_per_second.unwrap_or(policies.max_messages_per_second);

@@ -11,6 +11,8 @@ pub mod stream;
 mod view_store;
 
 pub use items::{LIVE_SHARDS, TIME_BUCKET_SHARDS};
+
+use crate::adapters::aws::AwsPolicy;
 pub use metrics::RequestCounter;
 
 /// The events table's index for one user's history (`userId` + `eventId`).
@@ -33,10 +35,11 @@ impl TableNames {
     pub const DEFAULT_EVENTS: &'static str = "wsledger-events";
     pub const DEFAULT_CONNECTIONS: &'static str = "wsledger-connections";
 
-    /// From `EVENTS_TABLE_NAME` and `CONNECTIONS_TABLE_NAME`, with the defaults.
-    pub fn from_env() -> Self {
+    /// From `EVENTS_TABLE_NAME` and `CONNECTIONS_TABLE_NAME` as `lookup` finds them,
+    /// with the defaults (`settings::table_names` reads them from the process).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let read = |name: &str, default: &str| {
-            std::env::var(name).ok().filter(|value| !value.is_empty()).unwrap_or_else(|| default.to_owned())
+            lookup(name).filter(|value| !value.is_empty()).unwrap_or_else(|| default.to_owned())
         };
         Self {
             events: read("EVENTS_TABLE_NAME", Self::DEFAULT_EVENTS),
@@ -49,15 +52,14 @@ impl TableNames {
 /// profile, instance role) and the one timeout and retry policy
 /// ([`crate::adapters::aws`]). With `endpoint_url` (for example a DynamoDB Local),
 /// the region defaults to `us-east-1` when none is configured.
-pub async fn client(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(&crate::adapters::aws::sdk_config(endpoint_url).await)
+pub async fn client(endpoint_url: Option<&str>, policy: AwsPolicy) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&crate::adapters::aws::sdk_config(endpoint_url, policy).await)
 }
 
 /// A DynamoDB Streams client configured like [`client`] (DynamoDB Local serves
-/// streams on the same endpoint).
-pub async fn streams_client(endpoint_url: Option<&str>) -> aws_sdk_dynamodbstreams::Client {
-    let endpoint_url = endpoint_url.map(str::to_owned).or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok());
-    aws_sdk_dynamodbstreams::Client::new(&crate::adapters::aws::sdk_config(endpoint_url.as_deref()).await)
+/// streams on the same endpoint: pass it, since to the SDK Streams is another service).
+pub async fn streams_client(endpoint_url: Option<&str>, policy: AwsPolicy) -> aws_sdk_dynamodbstreams::Client {
+    aws_sdk_dynamodbstreams::Client::new(&crate::adapters::aws::sdk_config(endpoint_url, policy).await)
 }
 
 /// Both stores on one client: [`crate::ports::EventStore`] on the events table and
