@@ -159,15 +159,29 @@ async fn the_seed_session_through_the_real_bootstrap() {
     assert_eq!(ip_address.as_deref(), Some("203.0.113.7"));
     assert!(user_agent.as_deref().unwrap().starts_with("Mozilla/5.0"));
     let disconnected = ledger.iter().find(|event| event.kind() == EventKind::Disconnected).unwrap();
+    let wsledger::domain::ConnectionEvent::Disconnected { message_count: unrecorded, .. } = disconnected.event else {
+        unreachable!()
+    };
     assert_eq!(
         disconnected.event,
         wsledger::domain::ConnectionEvent::Disconnected {
             reason: wsledger::domain::DisconnectReason::Idle,
             status_code: Some(1001),
             detail: Some("Going away".into()),
-            message_count: 0,
+            message_count: unrecorded,
         }
     );
+    // Every message is in the ledger: in Activity events, and the rest with the end.
+    let recorded: u64 = ledger
+        .iter()
+        .map(|event| match &event.event {
+            wsledger::domain::ConnectionEvent::Activity { message_count, .. } => *message_count,
+            _ => 0,
+        })
+        .sum::<u64>()
+        + unrecorded;
+    assert!(unrecorded > 0, "the messages since the last Activity came with the end");
+    assert!(recorded >= SEED_MESSAGES.len() as u64, "{recorded} recorded");
     // No message content or audio reached the ledger: look at the raw items.
     let raw = lambda
         .store
