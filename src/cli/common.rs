@@ -138,25 +138,20 @@ pub fn retention_days() -> anyhow::Result<u32> {
 /// now (`90s`, `15m`, `2h`, `7d`, `1w`).
 pub fn parse_time(input: &str, now: Timestamp) -> Result<Timestamp, String> {
     let input = input.trim();
-    if let Some(span) = parse_span(input) {
-        return Ok(now.minus(span));
+    if let Ok(time) = Timestamp::parse_rfc3339(input) {
+        return Ok(time);
     }
-    Timestamp::parse_rfc3339(input).map_err(|_| {
-        format!("{input:?} is not a time: use RFC 3339 (2025-11-24T16:00:00Z) or a span before now (15m, 2h, 7d)")
-    })
-}
-
-fn parse_span(input: &str) -> Option<TimeDelta> {
-    let unit_at = input.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = input.split_at(unit_at);
-    let number: i64 = number.parse().ok()?;
-    match unit {
-        "s" => TimeDelta::try_seconds(number),
-        "m" => TimeDelta::try_minutes(number),
-        "h" => TimeDelta::try_hours(number),
-        "d" => TimeDelta::try_days(number),
-        "w" => TimeDelta::try_weeks(number),
-        _ => None,
+    // A span before now, as humantime reads it: `15m`, `2h 30m`, `7days`.
+    match humantime::parse_duration(input) {
+        Ok(span) => {
+            let too_far = || format!("{input:?} reaches too far back");
+            let span = TimeDelta::from_std(span).map_err(|_| too_far())?;
+            now.as_datetime().checked_sub_signed(span).ok_or_else(too_far)?;
+            Ok(now.minus(span))
+        }
+        Err(error) => Err(format!(
+            "{input:?} is not a time: use RFC 3339 (2025-11-24T16:00:00Z) or a span before now (15m, 2h, 7d): {error}"
+        )),
     }
 }
 
@@ -193,7 +188,8 @@ mod tests {
         assert_eq!(parse_time("7d", now).unwrap().to_rfc3339(), "2025-11-17T16:00:00.000Z");
         assert_eq!(parse_time("2025-01-02T03:04:05+01:00", now).unwrap().to_rfc3339(), "2025-01-02T02:04:05.000Z");
         assert!(parse_time("yesterday", now).unwrap_err().contains("RFC 3339"));
-        assert!(parse_time("5y", now).is_err());
+        assert_eq!(parse_time("2h 30m", now).unwrap().to_rfc3339(), "2025-11-24T13:30:00.000Z");
+        assert!(parse_time("5 fortnights", now).unwrap_err().contains("unknown time unit"));
         assert!(parse_time("", now).is_err());
     }
 

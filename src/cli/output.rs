@@ -352,11 +352,14 @@ fn details(event: &ConnectionEvent) -> String {
     parts.join(" ")
 }
 
+/// Aligned columns, measured in display width (a wide character in a user agent
+/// takes two columns, a combining mark none).
 fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
-    let mut widths: Vec<usize> = headers.iter().map(|header| header.chars().count()).collect();
+    use unicode_width::UnicodeWidthStr;
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.width()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.width());
         }
     }
     let line = |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
@@ -366,7 +369,7 @@ fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> io::Re
                 text.push_str("  ");
             }
             text.push_str(cell);
-            let pad = widths[index].saturating_sub(cell.chars().count());
+            let pad = widths[index].saturating_sub(UnicodeWidthStr::width(cell));
             text.extend(std::iter::repeat_n(' ', pad));
         }
         writeln!(out, "{}", text.trim_end())
@@ -424,6 +427,20 @@ mod tests {
         assert_eq!(value[0]["at"], "2025-11-24T16:00:00.123Z");
         assert_eq!(value[0]["statusCode"], 1000);
         assert!(value[0].get("timeBucket").is_none());
+    }
+
+    #[test]
+    fn tables_align_wide_characters_by_display_width() {
+        let mut out = Vec::new();
+        table(&mut out, &["AGENT", "X"], &[vec!["测试浏览器".into(), "1".into()], vec!["curl".into(), "2".into()]])
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // The second column starts at the same display column on every line.
+        let starts: Vec<usize> = text
+            .lines()
+            .map(|line| unicode_width::UnicodeWidthStr::width(&line[..line.rfind(' ').unwrap() + 1]))
+            .collect();
+        assert_eq!(starts, vec![12, 12, 12], "{text}");
     }
 
     #[test]
