@@ -40,25 +40,13 @@ impl HandlerConfig {
     /// the policies' variables (`MAX_CONNECTIONS_PER_USER`, ...), as `lookup` finds
     /// them (`settings::handler_config` reads them from the process).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let number = |name: &str| -> Result<Option<i64>, String> {
-            match lookup(name) {
-                Some(value) if !value.trim().is_empty() => value
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|number| *number >= 0)
-                    .map(Some)
-                    .ok_or_else(|| format!("{name}={value:?} is not a whole number of 0 or more")),
-                _ => Ok(None),
-            }
-        };
+        let number = |name: &str| crate::settings::number::<u32>(&lookup, name);
         let mut config = Self::default();
         if let Some(seconds) = number("ACTIVITY_INTERVAL_SECS")? {
-            config.activity_interval = TimeDelta::seconds(seconds);
+            config.activity_interval = TimeDelta::seconds(i64::from(seconds));
         }
         if let Some(days) = number("RETENTION_DAYS")? {
-            config.retention_days =
-                u32::try_from(days).map_err(|_| format!("RETENTION_DAYS={days} is out of range"))?;
+            config.retention_days = days;
         }
         config.policies = Policies::from_lookup(&lookup)?;
         Ok(config)

@@ -39,16 +39,7 @@ impl Default for Policies {
 impl Policies {
     /// The defaults, overridden by the variables of the same names as `lookup` finds them.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let number = |name: &str| -> Result<Option<u64>, String> {
-            match lookup(name) {
-                Some(value) if !value.trim().is_empty() => value
-                    .trim()
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| format!("{name}={value:?} is not a whole number of 0 or more")),
-                _ => Ok(None),
-            }
-        };
+        let number = |name: &str| crate::settings::number::<u64>(&lookup, name);
         let small = |name: &str, value: u64| u32::try_from(value).map_err(|_| format!("{name}={value} is too large"));
         let mut policies = Self::default();
         if let Some(value) = number("MAX_CONNECTIONS_PER_USER")? {

@@ -9,6 +9,20 @@ use crate::adapters::dynamodb::TableNames;
 use crate::auth::AuthConfig;
 use crate::handler::HandlerConfig;
 
+/// A whole number of 0 or more from `lookup(name)`: `None` when unset or blank, an
+/// error naming the variable when it is not a number. Every setting parses its
+/// numbers with this.
+pub fn number<T: std::str::FromStr>(lookup: impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>, String> {
+    match lookup(name) {
+        Some(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| format!("{name}={value:?} is not a whole number of 0 or more")),
+        _ => Ok(None),
+    }
+}
+
 /// A variable of the process environment (`None` when unset).
 pub fn lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()

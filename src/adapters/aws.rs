@@ -51,15 +51,9 @@ impl AwsPolicy {
     /// `AWS_OPERATION_TIMEOUT_MS` and `AWS_MAX_ATTEMPTS` as `lookup` finds them.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let number = |name: &str| -> Result<Option<u64>, String> {
-            match lookup(name) {
-                Some(value) if !value.trim().is_empty() => value
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|number| *number > 0)
-                    .map(Some)
-                    .ok_or_else(|| format!("{name}={value:?} is not a whole number above 0")),
-                _ => Ok(None),
+            match crate::settings::number::<u64>(&lookup, name)? {
+                Some(0) => Err(format!("{name}=0: it must be above 0")),
+                other => Ok(other),
             }
         };
         let mut policy = Self::default();

@@ -22,6 +22,14 @@ pub struct OutputArgs {
     local_time: bool,
 }
 
+/// `--since` and `--until` as a range (each RFC 3339 or a span before `now`).
+fn time_range(since: Option<&str>, until: Option<&str>, now: Timestamp) -> anyhow::Result<TimeRange> {
+    let time = |flag: &str, value: Option<&str>| -> anyhow::Result<Option<Timestamp>> {
+        value.map(|value| parse_time(value, now).map_err(|error| anyhow::anyhow!("--{flag}: {error}"))).transpose()
+    };
+    Ok(TimeRange { since: time("since", since)?, until: time("until", until)? })
+}
+
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     #[command(flatten)]
@@ -51,13 +59,7 @@ pub struct HistoryArgs {
 
 pub async fn run_history(args: HistoryArgs) -> anyhow::Result<()> {
     let now = Timestamp::now();
-    let time = |flag: &str, value: &Option<String>| -> anyhow::Result<Option<Timestamp>> {
-        value
-            .as_deref()
-            .map(|value| parse_time(value, now).map_err(|error| anyhow::anyhow!("--{flag}: {error}")))
-            .transpose()
-    };
-    let range = TimeRange { since: time("since", &args.since)?, until: time("until", &args.until)? };
+    let range = time_range(args.since.as_deref(), args.until.as_deref(), now)?;
     let mut kinds = Vec::new();
     for name in &args.types {
         match EventKind::parse(name) {
@@ -165,13 +167,7 @@ pub struct UsageArgs {
 
 pub async fn run_usage(args: UsageArgs) -> anyhow::Result<()> {
     let now = Timestamp::now();
-    let time = |flag: &str, value: &Option<String>| -> anyhow::Result<Option<Timestamp>> {
-        value
-            .as_deref()
-            .map(|value| parse_time(value, now).map_err(|error| anyhow::anyhow!("--{flag}: {error}")))
-            .transpose()
-    };
-    let (since, until) = (time("since", &args.since)?, time("until", &args.until)?);
+    let TimeRange { since, until } = time_range(args.since.as_deref(), args.until.as_deref(), now)?;
     let query = match (&args.user, since) {
         (Some(user), _) => UsageQuery::User {
             user_id: UserId::parse(user.as_str()).map_err(|error| anyhow::anyhow!("--user: {error}"))?,

@@ -384,6 +384,19 @@ async fn activity_is_still_recorded_after_a_panic_poisoned_the_coalescer() {
     assert_eq!(session.count(EventKind::Activity), 1, "the activity was written, not skipped");
 }
 
+/// The messages a ledger holds: in `Activity` events and with the `Disconnected`.
+fn recorded_messages(events: &[EventEnvelope]) -> u64 {
+    events
+        .iter()
+        .map(|event| match &event.event {
+            ConnectionEvent::Activity { message_count, .. } | ConnectionEvent::Disconnected { message_count, .. } => {
+                *message_count
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
 /// In Lambda, `$disconnect` may run in another warm container than the messages:
 /// the messages another container counted since its last `Activity` are not in the
 /// ledger. Measured: two handlers share one connection's messages, one records
@@ -415,17 +428,7 @@ async fn two_containers_lose_at_most_one_interval_of_messages_each() {
         containers[1].activity().connections.get(&connect.connection_id).map_or(0, |state| state.unrecorded_messages);
     let end = session.meta(601_000, Some("user-1"));
     containers[0].handle(&end, Route::Disconnect { status_code: Some(1000), reason: None }).await;
-    let recorded: u64 = store
-        .inner
-        .all_events()
-        .iter()
-        .map(|event| match &event.event {
-            ConnectionEvent::Activity { message_count, .. } | ConnectionEvent::Disconnected { message_count, .. } => {
-                *message_count
-            }
-            _ => 0,
-        })
-        .sum();
+    let recorded = recorded_messages(&store.inner.all_events());
     eprintln!("sent {sent}, recorded {recorded}, short by {} (the other container's unrecorded)", sent - recorded);
     assert_eq!(sent - recorded, unrecorded_elsewhere);
     assert!(unrecorded_elsewhere <= 60, "at most one interval (60 s at one message a second)");
@@ -437,17 +440,6 @@ async fn two_containers_lose_at_most_one_interval_of_messages_each() {
         single.send(second * 1_000, SEED_TEXT).await;
     }
     single.disconnect(101_000, 1000, "bye").await;
-    let recorded: u64 = single
-        .store
-        .inner
-        .all_events()
-        .iter()
-        .map(|event| match &event.event {
-            ConnectionEvent::Activity { message_count, .. } | ConnectionEvent::Disconnected { message_count, .. } => {
-                *message_count
-            }
-            _ => 0,
-        })
-        .sum();
+    let recorded = recorded_messages(&single.store.inner.all_events());
     assert_eq!(recorded, 100);
 }

@@ -163,6 +163,18 @@ pub async fn fresh_store() -> (DynamoDbStore, RequestCounter) {
     (DynamoDbStore::new(client, tables), counter)
 }
 
+/// The environment of a Lambda bootstrap on `tables` of the shared DynamoDB Local.
+pub fn bootstrap_env(tables: &TableNames) -> Vec<(&'static str, String)> {
+    vec![
+        ("EVENTS_TABLE_NAME", tables.events.clone()),
+        ("CONNECTIONS_TABLE_NAME", tables.connections.clone()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", endpoint().to_owned()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+        ("AWS_REGION", REGION.to_owned()),
+    ]
+}
+
 /// A DynamoDB Streams client of the shared DynamoDB Local.
 pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
     streams_client_for(endpoint())

@@ -18,6 +18,21 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, oneshot};
 
+/// An API Gateway WebSocket event from a fixture (`tests/fixtures/apigw`), for
+/// `connection_id`, connected at `connected_at` and sent at `at` (epoch
+/// milliseconds), with a fresh request id and, for `$default`, `body`.
+pub fn websocket_event(fixture: &str, connection_id: &str, connected_at: i64, at: i64, body: Option<&str>) -> Value {
+    let mut event: Value = serde_json::from_str(fixture).unwrap();
+    event["requestContext"]["connectionId"] = serde_json::json!(connection_id);
+    event["requestContext"]["connectedAt"] = serde_json::json!(connected_at);
+    event["requestContext"]["requestTimeEpoch"] = serde_json::json!(at);
+    event["requestContext"]["requestId"] = serde_json::json!(ulid::Ulid::generate().to_string());
+    if let Some(body) = body {
+        event["body"] = serde_json::json!(body);
+    }
+    event
+}
+
 /// What the function answered to one invocation.
 #[derive(Debug)]
 pub enum Outcome {

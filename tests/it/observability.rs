@@ -22,7 +22,7 @@ use wsledger::metrics::{Metrics, names};
 use wsledger::ports::EventStore;
 
 use crate::authorizer_lambda::{CLIENT_ID, METHOD_ARN, SigningKey, USER_POOL_ID, claims, serve_jwks};
-use crate::dynamodb_local::{self, ACCESS_KEY, REGION, SECRET_KEY};
+use crate::dynamodb_local;
 use crate::lambda_runtime_api::{Outcome, RuntimeApi};
 
 /// Checks a line as CloudWatch's EMF parser does, and returns it parsed: an `_aws`
@@ -110,28 +110,14 @@ impl EmfLines {
 }
 
 fn dynamodb_env(tables: &wsledger::adapters::dynamodb::TableNames) -> Vec<(&'static str, String)> {
-    vec![
-        ("EVENTS_TABLE_NAME", tables.events.clone()),
-        ("CONNECTIONS_TABLE_NAME", tables.connections.clone()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local::endpoint().to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", REGION.to_owned()),
-        ("METRICS_NAMESPACE", "wsledger-test".to_owned()),
-    ]
+    let mut env = dynamodb_local::bootstrap_env(tables);
+    env.push(("METRICS_NAMESPACE", "wsledger-test".to_owned()));
+    env
 }
 
 fn websocket_event(fixture: &str, connection_id: &str, offset_ms: i64, body: Option<&str>) -> Value {
-    let mut event: Value = serde_json::from_str(fixture).unwrap();
     let connected_at = Timestamp::now().epoch_millis() - 10_000;
-    event["requestContext"]["connectionId"] = json!(connection_id);
-    event["requestContext"]["connectedAt"] = json!(connected_at);
-    event["requestContext"]["requestTimeEpoch"] = json!(connected_at + offset_ms);
-    event["requestContext"]["requestId"] = json!(ulid::Ulid::generate().to_string());
-    if let Some(body) = body {
-        event["body"] = json!(body);
-    }
-    event
+    crate::lambda_runtime_api::websocket_event(fixture, connection_id, connected_at, connected_at + offset_ms, body)
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::authorizer_lambda::{CLIENT_ID, SigningKey, USER_POOL_ID, claims};
-use crate::dynamodb_local::{self, ACCESS_KEY, REGION, SECRET_KEY};
+use crate::dynamodb_local;
 use crate::lambda_runtime_api::{Outcome, RuntimeApi};
 
 fn bootstrap(name: &str) -> String {
@@ -29,14 +29,7 @@ async fn invoke(runtime: &RuntimeApi, event: Value) -> Value {
 #[tokio::test]
 async fn each_packaged_bootstrap_answers_its_fixture() {
     let (store, _) = dynamodb_local::fresh_store().await;
-    let env = vec![
-        ("EVENTS_TABLE_NAME", store.tables().events.clone()),
-        ("CONNECTIONS_TABLE_NAME", store.tables().connections.clone()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local::endpoint().to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", REGION.to_owned()),
-    ];
+    let env = dynamodb_local::bootstrap_env(store.tables());
 
     let runtime = RuntimeApi::start().await;
     let _handler = runtime.spawn(&bootstrap("connection-handler"), &env);

@@ -18,7 +18,7 @@ use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, Handler
 use wsledger::lambda::projector::stream_batch;
 use wsledger::ports::{EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
 
-use crate::dynamodb_local::{self, ACCESS_KEY, REGION, SECRET_KEY};
+use crate::dynamodb_local;
 use crate::lambda_runtime_api::{Outcome, RuntimeApi};
 use crate::management_api::ManagementApi;
 
@@ -138,14 +138,7 @@ async fn view(store: &DynamoDbStore, connection: &str) -> Option<ConnectionInfo>
 }
 
 fn spawn_projector(runtime: &RuntimeApi, store: &DynamoDbStore, extra: &[(&str, String)]) -> tokio::process::Child {
-    let mut env = vec![
-        ("EVENTS_TABLE_NAME", store.tables().events.clone()),
-        ("CONNECTIONS_TABLE_NAME", store.tables().connections.clone()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local::endpoint().to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", REGION.to_owned()),
-    ];
+    let mut env = dynamodb_local::bootstrap_env(store.tables());
     env.extend(extra.iter().cloned());
     runtime.spawn(env!("CARGO_BIN_EXE_projector"), &env)
 }

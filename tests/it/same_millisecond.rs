@@ -3,13 +3,13 @@
 
 use aws_lambda_events::dynamodb::Event;
 use futures::SinkExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use wsledger::domain::{ConnectionId, EventKind, Timestamp};
 use wsledger::ports::{EventStore, PageRequest, ViewStore};
 
-use crate::dynamodb_local::{self, ACCESS_KEY, REGION, SECRET_KEY};
-use crate::lambda_runtime_api::{Outcome, RuntimeApi};
+use crate::dynamodb_local;
+use crate::lambda_runtime_api::{Outcome, RuntimeApi, websocket_event as event};
 
 const VOICE_START: &str = r#"{"type":"voice_start","data":{"audioFormat":"webm","sessionId":"voice-1"}}"#;
 const VOICE_END: &str = r#"{"type":"voice_end","data":{"sessionId":"voice-1"}}"#;
@@ -23,30 +23,10 @@ fn in_lifecycle_order(kinds: &[EventKind]) -> bool {
     kinds.windows(2).all(|pair| pair[0].lifecycle_rank() <= pair[1].lifecycle_rank())
 }
 
-fn event(fixture: &str, connection_id: &str, connected_at: i64, at: i64, body: Option<&str>) -> Value {
-    let mut event: Value = serde_json::from_str(fixture).unwrap();
-    event["requestContext"]["connectionId"] = json!(connection_id);
-    event["requestContext"]["connectedAt"] = json!(connected_at);
-    event["requestContext"]["requestTimeEpoch"] = json!(at);
-    event["requestContext"]["requestId"] = json!(ulid::Ulid::generate().to_string());
-    if let Some(body) = body {
-        event["body"] = json!(body);
-    }
-    event
-}
-
 #[tokio::test]
 async fn a_session_started_and_ended_in_one_millisecond_through_the_real_bootstraps() {
     let (store, _) = dynamodb_local::fresh_store().await;
-    let tables = store.tables().clone();
-    let env = [
-        ("EVENTS_TABLE_NAME", tables.events.clone()),
-        ("CONNECTIONS_TABLE_NAME", tables.connections.clone()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local::endpoint().to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", REGION.to_owned()),
-    ];
+    let env = dynamodb_local::bootstrap_env(store.tables());
     let handler_runtime = RuntimeApi::start().await;
     let _handler = handler_runtime.spawn(env!("CARGO_BIN_EXE_connection-handler"), &env);
     let connect = include_str!("../fixtures/apigw/connect.json");

@@ -19,7 +19,7 @@ use wsledger::local::ServeConfig;
 use wsledger::policy::Policies;
 use wsledger::ports::{EventStore, PageRequest};
 
-use crate::dynamodb_local::{self, ACCESS_KEY, REGION, SECRET_KEY};
+use crate::dynamodb_local;
 use crate::lambda_runtime_api::{Outcome, RuntimeApi};
 use crate::serve::{App, next_text, test_config};
 use crate::sqlite::temp_db;
@@ -83,14 +83,7 @@ async fn usage_cli(store_args: &[&str], envs: &[(&str, String)], args: &[&str]) 
 }
 
 fn dynamodb_env(store: &DynamoDbStore) -> Vec<(&'static str, String)> {
-    vec![
-        ("EVENTS_TABLE_NAME", store.tables().events.clone()),
-        ("CONNECTIONS_TABLE_NAME", store.tables().connections.clone()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local::endpoint().to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", REGION.to_owned()),
-    ]
+    dynamodb_local::bootstrap_env(store.tables())
 }
 
 #[tokio::test]
