@@ -101,16 +101,26 @@ pub async fn run_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         None => now.plus(TimeDelta::seconds(1)),
     };
     let store = args.store.open_existing().await?;
+    // A spinner on a terminal (the total is not known without reading everything
+    // first); a plain counter every 1,000 connections otherwise.
     let on_terminal = std::io::stderr().is_terminal();
+    let spinner = on_terminal.then(|| {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner
+    });
     let report = rebuild(store.events(), store.views(), since, until, |report| {
-        if on_terminal && report.connections % 100 == 0 {
-            eprint!("\rrebuilt {} connections ({} events)", report.connections, report.events);
+        let line = format!("rebuilt {} connections ({} events)", report.connections, report.events);
+        match &spinner {
+            Some(spinner) => spinner.set_message(line),
+            None if report.connections % 1_000 == 0 => eprintln!("{line}"),
+            None => {}
         }
     })
     .await
     .context("rebuilding")?;
-    if on_terminal {
-        eprintln!();
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
     }
     println!(
         "rebuilt {} connections from {} events: {} written, {} unchanged",
