@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// a UTC day (0: off).
     #[arg(long, env = "MAX_VOICE_SECONDS_PER_DAY", value_name = "SECONDS")]
     max_voice_seconds_per_day: Option<u64>,
+    /// With --store dynamodb: where the stream poller keeps its position between
+    /// runs, so a restart does not read the whole stream again
+    /// [default: ./wsledger-stream-{EVENTS_TABLE_NAME}.json].
+    #[arg(long, value_name = "PATH")]
+    stream_checkpoint: Option<std::path::PathBuf>,
     /// Open sockets at most (HTTP and WebSocket); the next handshake gets 503
     /// [default: the file-descriptor limit, raised to its hard limit, less 128].
     #[arg(long, value_name = "N")]
@@ -196,6 +201,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         write_timeout: Duration::from_secs(args.write_timeout.max(1)),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
         max_connections: args.max_connections.unwrap_or_else(|| crate::local::default_max_connections(fd_limit)),
+        stream_checkpoint: Some(
+            args.stream_checkpoint
+                .clone()
+                .unwrap_or_else(|| format!("wsledger-stream-{}.json", crate::settings::table_names().events).into()),
+        ),
     };
     let backend = backend(&args.store).await?;
     let max_connections = config.max_connections;

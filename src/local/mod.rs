@@ -102,6 +102,9 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     /// Open sockets (HTTP and WebSocket) at most; the next handshake gets 503.
     pub max_connections: usize,
+    /// With `Backend::DynamoDb`: where the stream poller keeps its shard positions
+    /// between runs (none: every run reads the stream from its start).
+    pub stream_checkpoint: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -122,6 +125,7 @@ impl Default for ServeConfig {
             write_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            stream_checkpoint: None,
         }
     }
 }
@@ -252,7 +256,7 @@ impl Server {
             spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
             spawn_sweep(events, views, registry.clone(), &config, metrics.clone(), shutdown),
         ];
-        let projector = spawn_projector(backend, projected_views, metrics, flushing);
+        let projector = spawn_projector(backend, projected_views, metrics, config.stream_checkpoint.clone(), flushing);
         Ok(Server { local_addr, registry, stop, flush, projector, tasks, state, http_stats, _lock: lock })
     }
 
@@ -338,12 +342,16 @@ fn spawn_projector(
     backend: Backend,
     views: Arc<dyn ViewStore>,
     metrics: Arc<Metrics>,
+    stream_checkpoint: Option<std::path::PathBuf>,
     flushing: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     match backend {
         Backend::Sqlite(store) => tokio::spawn(feed::run_sqlite_projector(store, views, metrics, flushing)),
         Backend::DynamoDb { store, streams } => {
-            let poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
+            let mut poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
+            if let Some(checkpoint) = stream_checkpoint {
+                poller = poller.with_checkpoint(checkpoint);
+            }
             let ledger = store.clone();
             tokio::spawn(async move {
                 poller

@@ -390,3 +390,37 @@ async fn a_scheduled_sweep_disconnects_exactly_the_gone_connections() {
     );
     assert_eq!(view(&views, "StaleAlive0AMCL-g=").await.unwrap().status, ConnectionStatus::Connected);
 }
+
+/// With a checkpoint file, a restarted poller goes on where the last one stopped
+/// instead of reading the stream from its start.
+#[tokio::test]
+async fn a_restarted_poller_goes_on_from_its_checkpoint() {
+    let (store, _) = dynamodb_local::fresh_store().await;
+    let start = Timestamp::now().minus(chrono::TimeDelta::minutes(1));
+    let events = history("conn-checkpoint", start);
+    for event in &events[..3] {
+        store.append(event).await.unwrap();
+    }
+    let checkpoint = std::env::temp_dir().join(format!("wsledger-checkpoint-{}.json", ulid::Ulid::generate()));
+    async fn read_all(poller: &mut StreamPoller) -> usize {
+        let mut total = 0;
+        for _ in 0..10 {
+            let delivered = poller.poll_once(|_| async { DynamoDbEventResponse::default() }).await.unwrap();
+            total += delivered;
+            if delivered == 0 {
+                break;
+            }
+        }
+        total
+    }
+    let mut first = poller(&store).with_checkpoint(&checkpoint);
+    assert_eq!(read_all(&mut first).await, 3);
+    assert!(checkpoint.exists(), "the positions were saved");
+
+    let mut restarted = poller(&store).with_checkpoint(&checkpoint);
+    assert_eq!(read_all(&mut restarted).await, 0, "nothing is read again");
+    store.append(&events[3]).await.unwrap();
+    assert_eq!(read_all(&mut restarted).await, 1, "and the next event is read");
+    assert_eq!(read_all(&mut poller(&store)).await, 4, "without a checkpoint, everything again");
+    let _ = std::fs::remove_file(checkpoint);
+}

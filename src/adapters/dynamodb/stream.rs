@@ -79,7 +79,8 @@ pub fn lambda_record(record: &aws_sdk_dynamodbstreams::types::Record, table_arn:
 }
 
 /// Where a shard is read next.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 enum Position {
     TrimHorizon,
     At(String),
@@ -101,6 +102,18 @@ pub struct StreamPoller {
     stream: Option<(String, String)>,
     /// Consecutive rounds that failed or had a batch to retry (the backoff's attempt).
     failing_rounds: u32,
+    /// Where the positions are kept between runs (see [`StreamPoller::with_checkpoint`]).
+    checkpoint: Option<std::path::PathBuf>,
+    /// The last position of each shard that survives a restart (not an iterator).
+    durable: HashMap<String, Position>,
+}
+
+/// The checkpoint file: the stream it belongs to, and where each shard was.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Checkpoint {
+    stream_arn: String,
+    shards: HashMap<String, Position>,
 }
 
 impl StreamPoller {
@@ -115,10 +128,56 @@ impl StreamPoller {
             table_name: table_name.into(),
             batch_size: 100,
             failing_rounds: 0,
+            checkpoint: None,
+            durable: HashMap::new(),
             positions: HashMap::new(),
             parents: HashMap::new(),
             stream: None,
         }
+    }
+
+    /// Keeps the shards' positions in `path` between runs, so a restart goes on where
+    /// the last run stopped instead of reading every shard from `TRIM_HORIZON` again
+    /// (a checkpoint of another stream, as after the table was recreated, is ignored).
+    pub fn with_checkpoint(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.checkpoint = Some(path.into());
+        self
+    }
+
+    fn load_checkpoint(&mut self, stream_arn: &str) {
+        let Some(path) = &self.checkpoint else { return };
+        let Ok(text) = std::fs::read_to_string(path) else { return };
+        match serde_json::from_str::<Checkpoint>(&text) {
+            Ok(checkpoint) if checkpoint.stream_arn == stream_arn => {
+                self.positions.extend(checkpoint.shards.clone());
+                self.durable = checkpoint.shards;
+            }
+            Ok(_) => {
+                tracing::info!(path = %path.display(), "the stream checkpoint is of another stream; starting over")
+            }
+            Err(error) => tracing::warn!(path = %path.display(), %error, "ignoring an unreadable stream checkpoint"),
+        }
+    }
+
+    fn save_checkpoint(&self, stream_arn: &str) {
+        let Some(path) = &self.checkpoint else { return };
+        let checkpoint = Checkpoint { stream_arn: stream_arn.to_owned(), shards: self.durable.clone() };
+        let temporary = path.with_extension("tmp");
+        let written = serde_json::to_vec(&checkpoint)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "saving the stream checkpoint failed");
+        }
+    }
+
+    /// Sets a shard's next position, remembering the ones that survive a restart.
+    fn set_position(&mut self, shard_id: String, position: Position) {
+        if matches!(position, Position::At(_) | Position::After(_) | Position::Closed) {
+            self.durable.insert(shard_id.clone(), position.clone());
+        }
+        self.positions.insert(shard_id, position);
     }
 
     /// The stream's ARN and the table's ARN.
@@ -140,6 +199,7 @@ impl StreamPoller {
             .ok_or_else(|| StoreError::NotFound(format!("table {} has no stream", self.table_name)))?;
         let stream = (stream_arn, table.table_arn.unwrap_or_default());
         self.stream = Some(stream.clone());
+        self.load_checkpoint(&stream.0);
         Ok(stream)
     }
 
@@ -221,10 +281,11 @@ impl StreamPoller {
         shards.sort();
         let mut delivered = 0;
         let mut retrying = false;
+        let durable_before = self.durable.clone();
         for shard_id in shards {
             let position = self.positions[&shard_id].clone();
             let Some(iterator) = self.iterator(&stream_arn, &shard_id, &position).await? else {
-                self.positions.insert(shard_id, Position::Closed);
+                self.set_position(shard_id, Position::Closed);
                 continue;
             };
             let output = match self.streams.get_records().shard_iterator(iterator).limit(self.batch_size).send().await {
@@ -233,7 +294,8 @@ impl StreamPoller {
                     // An expired iterator is re-read from the last checkpoint next time.
                     let error = store_error("GetRecords", error);
                     if let Position::Iterator(_) = position {
-                        self.positions.insert(shard_id, Position::TrimHorizon);
+                        let restart = self.durable.get(&shard_id).cloned().unwrap_or(Position::TrimHorizon);
+                        self.positions.insert(shard_id, restart);
                     }
                     return Err(error);
                 }
@@ -260,7 +322,10 @@ impl StreamPoller {
                 (None, Some(sequence)) => Position::After(sequence),
                 (None, None) => next,
             };
-            self.positions.insert(shard_id, position);
+            self.set_position(shard_id, position);
+        }
+        if durable_before != self.durable {
+            self.save_checkpoint(&stream_arn);
         }
         self.failing_rounds = if retrying { self.failing_rounds + 1 } else { 0 };
         Ok(delivered)
