@@ -7,7 +7,7 @@
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, EventKind, TimeRange, Timestamp, UserId,
 };
-use crate::ports::{EventStore, Page, PageRequest, StoreError, ViewStore};
+use crate::ports::{EventStore, Page, PageRequest, StoreError, ViewStore, WindowCursor};
 
 /// Which history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,8 @@ impl HistoryFilter {
 /// Reads a history page by page. `next_page` returns `None` at the end.
 pub struct HistoryReader<'a> {
     events: &'a dyn EventStore,
+    /// A window's cursor, when the store keeps one (see [`EventStore::window_cursor`]).
+    cursor: Option<Box<dyn WindowCursor + 'a>>,
     query: HistoryQuery,
     filter: HistoryFilter,
     after: Option<EventId>,
@@ -56,7 +58,11 @@ impl<'a> HistoryReader<'a> {
             }
             _ => None,
         };
-        Self { events, query, filter, after, returned: 0, done: false, page_size: 500 }
+        let cursor = match &query {
+            HistoryQuery::Window { since, until } => events.window_cursor(*since, *until),
+            _ => None,
+        };
+        Self { events, cursor, query, filter, after, returned: 0, done: false, page_size: 500 }
     }
 
     pub fn with_page_size(mut self, page_size: usize) -> Self {
@@ -82,10 +88,19 @@ impl<'a> HistoryReader<'a> {
             }
             // Without a type filter, never read more than is still wanted.
             let size = if self.filter.kinds.is_empty() { self.page_size.min(remaining) } else { self.page_size };
-            let page = self.read(PageRequest { limit: size, after: self.after }).await?;
-            self.after = page.next;
-            self.done = page.next.is_none();
-            let mut items = page.items;
+            let mut items = match &mut self.cursor {
+                Some(cursor) => {
+                    let items = cursor.next_page(size).await?;
+                    self.done = items.is_empty();
+                    items
+                }
+                None => {
+                    let page = self.read(PageRequest { limit: size, after: self.after }).await?;
+                    self.after = page.next;
+                    self.done = page.next.is_none();
+                    page.items
+                }
+            };
             if let HistoryQuery::Connection { range: TimeRange { until: Some(until), .. }, .. } = &self.query
                 && let Some(end) = items.iter().position(|event| event.at >= *until)
             {

@@ -108,6 +108,21 @@ pub trait EventStore: Send + Sync {
         until: Timestamp,
         page: PageRequest,
     ) -> Result<Page<EventEnvelope>, StoreError>;
+
+    /// The same window read page after page by one reader, when the store can do
+    /// better than [`EventStore::window`]'s pages by keeping a cursor per partition
+    /// between pages (DynamoDB: one per time-bucket shard, instead of asking every
+    /// shard again for every page). `None`: page through `window`.
+    fn window_cursor(&self, _since: Timestamp, _until: Timestamp) -> Option<Box<dyn WindowCursor + '_>> {
+        None
+    }
+}
+
+/// A window's events, page after page, in event id order.
+#[async_trait]
+pub trait WindowCursor: Send + Sync {
+    /// Up to `limit` more events; empty at the end.
+    async fn next_page(&mut self, limit: usize) -> Result<Vec<EventEnvelope>, StoreError>;
 }
 
 /// A stored view and its version, for optimistic concurrency.

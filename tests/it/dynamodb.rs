@@ -132,3 +132,45 @@ async fn an_unreachable_endpoint_is_unavailable() {
     assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
     assert!(error.is_retryable());
 }
+
+/// A time window keeps a cursor per shard: 900 events read 100 at a time cost one
+/// Query per shard (they fit in one result page each), not 8 per page, and read the
+/// same events in the same order as the page-based window.
+#[tokio::test]
+async fn a_window_costs_one_query_per_shard_per_result_page() {
+    use wsledger::audit::{HistoryFilter, HistoryQuery, HistoryReader};
+
+    let (store, counter) = dynamodb_local::fresh_store().await;
+    let events: Vec<_> = (0..900)
+        .map(|index| {
+            envelope(&format!("conn-w{:03}", index % 60), "user-w", &format!("r{index}"), index * 37, activity(1))
+        })
+        .collect();
+    store.bulk_load(&events).await.unwrap();
+    let (since, until) = (Timestamp::from_epoch_millis(T0), Timestamp::from_epoch_millis(T0 + 900 * 37));
+    counter.reset();
+    let mut reader =
+        HistoryReader::new(&store, HistoryQuery::Window { since, until }, HistoryFilter::default()).with_page_size(100);
+    let mut read = Vec::new();
+    let mut pages = 0;
+    while let Some(page) = reader.next_page().await.unwrap() {
+        pages += 1;
+        read.extend(page);
+    }
+    let queries = counter.count("Query");
+    eprintln!("900 events in {pages} pages of 100: {queries} Queries");
+    assert_eq!(read.len(), 900);
+    assert!(queries <= 8, "one Query per shard, got {queries}");
+
+    let mut paged = Vec::new();
+    let mut request = PageRequest::first(100);
+    loop {
+        let page = store.window(since, until, request).await.unwrap();
+        paged.extend(page.items);
+        match page.next {
+            Some(next) => request.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(read, paged, "the same events in the same order");
+}

@@ -9,7 +9,7 @@ use super::error::store_error;
 use super::items::{TIME_BUCKET_SHARDS, event_from_item, event_to_item, time_bucket};
 use super::{DynamoDbStore, TIME_INDEX, USER_INDEX};
 use crate::domain::{ConnectionId, EventEnvelope, EventId, TimeRange, Timestamp, UserId};
-use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError};
+use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, WindowCursor};
 
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -117,8 +117,108 @@ impl DynamoDbStore {
     }
 }
 
+/// One time-bucket shard of one day, read one DynamoDB result page (up to 1 MB)
+/// at a time, and only when the events already read from it are used up.
+struct ShardCursor {
+    bucket: String,
+    buffer: std::collections::VecDeque<EventEnvelope>,
+    start_key: Option<std::collections::HashMap<String, AttributeValue>>,
+    exhausted: bool,
+}
+
+impl ShardCursor {
+    fn needs_page(&self) -> bool {
+        self.buffer.is_empty() && !self.exhausted
+    }
+
+    async fn fetch(&mut self, store: &DynamoDbStore, lowest: EventId, highest: EventId) -> Result<(), StoreError> {
+        let now = Timestamp::now().epoch_seconds();
+        let output = store
+            .query_id_range(TIME_INDEX, "timeBucket", &self.bucket, lowest, highest)
+            .set_exclusive_start_key(self.start_key.take())
+            .send()
+            .await
+            .map_err(|error| store_error("Query", error))?;
+        for item in output.items.unwrap_or_default() {
+            let event = event_from_item(item)?;
+            if event.expires_at.is_none_or(|expires_at| expires_at > now) {
+                self.buffer.push_back(event);
+            }
+        }
+        self.start_key = output.last_evaluated_key;
+        self.exhausted = self.start_key.is_none();
+        Ok(())
+    }
+}
+
+/// A time window read with a cursor per shard: the shards of a day are merged by
+/// event id, and a shard is asked for its next page only when its buffer runs dry.
+/// A window costs one Query per shard per DynamoDB result page, whatever the page
+/// size its reader asks for (the page-based `window` asks every shard again for
+/// every page).
+struct ShardedWindow<'a> {
+    store: &'a DynamoDbStore,
+    lowest: EventId,
+    highest: EventId,
+    /// The days still to read, in order.
+    days: std::collections::VecDeque<String>,
+    /// The current day's shards.
+    shards: Vec<ShardCursor>,
+}
+
+#[async_trait]
+impl WindowCursor for ShardedWindow<'_> {
+    async fn next_page(&mut self, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut page = Vec::new();
+        while page.len() < limit {
+            if self.shards.is_empty() {
+                let Some(day) = self.days.pop_front() else { break };
+                self.shards = (0..TIME_BUCKET_SHARDS)
+                    .map(|shard| ShardCursor {
+                        bucket: time_bucket(&day, shard),
+                        buffer: Default::default(),
+                        start_key: None,
+                        exhausted: false,
+                    })
+                    .collect();
+            }
+            let (store, lowest, highest) = (self.store, self.lowest, self.highest);
+            let fetches = self
+                .shards
+                .iter_mut()
+                .filter(|shard| shard.needs_page())
+                .map(|shard| shard.fetch(store, lowest, highest));
+            futures::future::try_join_all(fetches).await?;
+            let next = self
+                .shards
+                .iter_mut()
+                .filter(|shard| !shard.buffer.is_empty())
+                .min_by_key(|shard| shard.buffer.front().map(|event| event.event_id));
+            match next.and_then(|shard| shard.buffer.pop_front()) {
+                Some(event) => page.push(event),
+                // Every shard of the day is read to its end.
+                None => self.shards.clear(),
+            }
+        }
+        Ok(page)
+    }
+}
+
 #[async_trait]
 impl EventStore for DynamoDbStore {
+    fn window_cursor(&self, since: Timestamp, until: Timestamp) -> Option<Box<dyn WindowCursor + '_>> {
+        let (lowest, highest) = EventId::bounds(TimeRange::between(since, until), None)?;
+        let last_day = highest.timestamp().as_datetime().date_naive();
+        let mut day = lowest.timestamp().as_datetime().date_naive();
+        let mut days = std::collections::VecDeque::new();
+        while day <= last_day {
+            days.push_back(day.format("%Y-%m-%d").to_string());
+            let Some(next) = day.succ_opt() else { break };
+            day = next;
+        }
+        Some(Box::new(ShardedWindow { store: self, lowest, highest, days, shards: Vec::new() }))
+    }
+
     #[tracing::instrument(skip(self, event), fields(connection_id = %event.connection_id, event_id = %event.event_id))]
     async fn append(&self, event: &EventEnvelope) -> Result<AppendOutcome, StoreError> {
         let result = self
