@@ -33,6 +33,26 @@ fn decode_cursor(cursor: &ViewCursor) -> Result<(u64, Option<Item>), StoreError>
     Ok((state.shard, (!key.is_empty()).then_some(key)))
 }
 
+/// Sends one page of a view listing (from `start_key`, up to what `limit` still
+/// wants), adds its views to `views`, and returns where the next page starts.
+async fn read_page(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    start_key: Option<Item>,
+    limit: usize,
+    views: &mut Vec<ConnectionInfo>,
+) -> Result<Option<Item>, StoreError> {
+    let output = query
+        .set_exclusive_start_key(start_key)
+        .limit(limit.saturating_sub(views.len()).clamp(1, 1_000) as i32)
+        .send()
+        .await
+        .map_err(|error| store_error("Query", error))?;
+    for item in output.items.unwrap_or_default() {
+        views.push(view_from_item(item)?.view);
+    }
+    Ok(output.last_evaluated_key)
+}
+
 #[async_trait]
 impl ViewStore for DynamoDbStore {
     async fn get(&self, connection_id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
@@ -86,17 +106,8 @@ impl ViewStore for DynamoDbStore {
         let mut start_key = page.after.as_ref().map(decode_cursor).transpose()?.and_then(|(_, key)| key);
         let mut views = Vec::new();
         loop {
-            let output = query
-                .clone()
-                .set_exclusive_start_key(start_key.take())
-                .limit((page.limit - views.len()).min(1_000) as i32)
-                .send()
-                .await
-                .map_err(|error| store_error("Query", error))?;
-            for item in output.items.unwrap_or_default() {
-                views.push(view_from_item(item)?.view);
-            }
-            match output.last_evaluated_key {
+            let last_key = read_page(query.clone(), start_key.take(), page.limit, &mut views).await?;
+            match last_key {
                 Some(key) if views.len() < page.limit => start_key = Some(key),
                 Some(key) => return Ok(Page { items: views, next: Some(encode_cursor(0, key)) }),
                 None => return Ok(Page { items: views, next: None }),
@@ -115,23 +126,16 @@ impl ViewStore for DynamoDbStore {
         };
         let mut views = Vec::new();
         while shard < LIVE_SHARDS {
-            let output = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.tables.connections)
                 .index_name(LIVE_INDEX)
                 .key_condition_expression("liveShard = :shard AND liveUntil < :deadline")
                 .expression_attribute_values(":shard", AttributeValue::S(shard.to_string()))
-                .expression_attribute_values(":deadline", AttributeValue::S(deadline.to_rfc3339()))
-                .set_exclusive_start_key(start_key.take())
-                .limit((page.limit - views.len()).min(1_000) as i32)
-                .send()
-                .await
-                .map_err(|error| store_error("Query", error))?;
-            for item in output.items.unwrap_or_default() {
-                views.push(view_from_item(item)?.view);
-            }
-            match output.last_evaluated_key {
+                .expression_attribute_values(":deadline", AttributeValue::S(deadline.to_rfc3339()));
+            let last_key = read_page(query, start_key.take(), page.limit, &mut views).await?;
+            match last_key {
                 Some(key) if views.len() < page.limit => start_key = Some(key),
                 Some(key) => return Ok(Page { items: views, next: Some(encode_cursor(shard, key)) }),
                 None if views.len() < page.limit => shard += 1,
