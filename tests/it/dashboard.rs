@@ -31,14 +31,11 @@ async fn the_dashboard_serves_its_page_and_json_and_honours_its_token() {
     assert!(page.text().await.unwrap().contains("<title>wsledger</title>"));
     let (_client, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/?userId=api-user", open.local_addr())).await.unwrap();
-    let mut listed = Vec::new();
-    for _ in 0..100 {
-        listed = get_json(&format!("{base}/api/connections")).await.as_array().cloned().unwrap_or_default();
-        if !listed.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let listed = crate::support::eventually(Duration::from_secs(5), "the connection listed", || async {
+        let listed = get_json(&format!("{base}/api/connections")).await.as_array().cloned().unwrap_or_default();
+        (!listed.is_empty()).then_some(listed)
+    })
+    .await;
     assert_eq!(listed[0]["userId"], "api-user");
     assert_eq!(listed[0]["status"], "CONNECTED");
     let id = listed[0]["connectionId"].as_str().unwrap();

@@ -22,5 +22,6 @@ mod serve;
 mod serve_hostile;
 mod sqlite;
 mod stalled;
+mod support;
 mod template;
 mod usage;

@@ -87,13 +87,11 @@ impl EmfLines {
 
     /// Waits until `metric` adds up to at least `at_least`.
     async fn wait_for(&self, metric: &str, dimension: Option<(&str, &str)>, at_least: f64) {
-        for _ in 0..100 {
-            if self.sum(metric, dimension) >= at_least {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{metric} {dimension:?} did not reach {at_least}: {:?}", self.0.lock().unwrap());
+        let what = format!("{metric} {dimension:?} reaching {at_least}");
+        crate::support::eventually(Duration::from_secs(5), &what, || async {
+            (self.sum(metric, dimension) >= at_least).then_some(())
+        })
+        .await;
     }
 
     fn namespaces_and_functions(&self) -> Vec<(String, String)> {

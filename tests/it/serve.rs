@@ -17,6 +17,7 @@ use wsledger::local::{Backend, Limits, ServeConfig, Server};
 use wsledger::ports::{EventStore, PageRequest, ViewStore};
 
 use crate::sqlite::temp_db;
+use crate::support::eventually;
 
 pub type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -66,14 +67,11 @@ impl App {
     /// The views of `user`, once `ready` holds for them (the projector runs in the background).
     pub async fn views_when(&self, user: &str, ready: impl Fn(&[ConnectionInfo]) -> bool) -> Vec<ConnectionInfo> {
         let user_id = UserId::parse(user).unwrap();
-        for _ in 0..100 {
+        eventually(Duration::from_secs(5), &format!("the views of {user} becoming ready"), || async {
             let views = self.store.list_by_user(&user_id, None, PageRequest::default()).await.unwrap().items;
-            if ready(&views) {
-                return views;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the views of {user} did not become ready");
+            ready(&views).then_some(views)
+        })
+        .await
     }
 }
 
@@ -396,16 +394,11 @@ async fn serve_on_both_stores_records_the_same_history() {
     }
     // The DynamoDB views follow through the stream poller.
     let user_id = UserId::parse("both-a").unwrap();
-    let mut projected = false;
-    for _ in 0..100 {
+    eventually(Duration::from_secs(10), "the poller projecting the DynamoDB ledger", || async {
         let views = dynamodb.list_by_user(&user_id, None, PageRequest::default()).await.unwrap().items;
-        if views.first().is_some_and(|view| !view.is_connected()) {
-            projected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(projected, "the poller projected the DynamoDB ledger");
+        views.first().is_some_and(|view| !view.is_connected()).then_some(())
+    })
+    .await;
     dynamodb_server.shutdown().await;
 }
 
@@ -436,15 +429,10 @@ async fn jwt_auth_admits_valid_tokens_only() {
     client.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(next_text(&mut client).await, json!({"type": "pong"}));
     let sub = UserId::parse("3f1c2a9e-7b64-4d2e-9a51-0c8e6f4b2d17").unwrap();
-    let mut seen = false;
-    for _ in 0..100 {
-        if !store.list_by_user(&sub, None, PageRequest::default()).await.unwrap().items.is_empty() {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen, "the connection belongs to the token's sub");
+    eventually(Duration::from_secs(5), "a view of the token's sub", || async {
+        (!store.list_by_user(&sub, None, PageRequest::default()).await.unwrap().items.is_empty()).then_some(())
+    })
+    .await;
 
     let status = |result: Result<_, WsError>| match result {
         Err(WsError::Http(response)) => response.status().as_u16(),

@@ -280,15 +280,10 @@ async fn over_max_connections_a_handshake_gets_503() {
     }
     assert!(app.server.refused_connections() >= 1);
     drop(_second);
-    let mut admitted = false;
-    for _ in 0..50 {
-        if tokio_tungstenite::connect_async(app.url("?userId=user-cap")).await.is_ok() {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(admitted, "a freed slot admits the next client");
+    crate::support::eventually(Duration::from_secs(5), "a freed slot admitting the next client", || async {
+        tokio_tungstenite::connect_async(app.url("?userId=user-cap")).await.ok()
+    })
+    .await;
     app.server.shutdown().await;
 }
 
@@ -397,12 +392,10 @@ async fn a_second_ctrl_c_exits_at_once() {
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/?userId=user-twice")).await.unwrap();
     let store = wsledger::adapters::sqlite::SqliteStore::open(&path).unwrap();
     let user = UserId::parse("user-twice").unwrap();
-    for _ in 0..100 {
-        if !store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::eventually(Duration::from_secs(5), "the connection projected", || async {
+        (!store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items.is_empty()).then_some(())
+    })
+    .await;
     // Another writer holds the database: the $disconnect append waits on it.
     let blocker = rusqlite::Connection::open(&path).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
