@@ -382,33 +382,44 @@ async fn ctrl_c_exits_within_five_seconds_with_open_streams() {
 }
 
 /// A second Ctrl-C exits at once, even when the first one's shutdown is stuck (here:
-/// on the store, locked by another process).
+/// on the store, locked by another process). On a loaded machine the first
+/// shutdown has once been seen to end before the second signal came; the scenario
+/// is then played again (three times at most) rather than judged.
 #[tokio::test]
 async fn a_second_ctrl_c_exits_at_once() {
-    let path = temp_db();
-    let port = free_port();
-    let mut child = spawn_serve(&path, port).await;
-    let (_client, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/?userId=user-twice")).await.unwrap();
-    let store = wsledger::adapters::sqlite::SqliteStore::open(&path).unwrap();
-    let user = UserId::parse("user-twice").unwrap();
-    crate::support::eventually(Duration::from_secs(5), "the connection projected", || async {
-        (!store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items.is_empty()).then_some(())
-    })
-    .await;
-    // Another writer holds the database: the $disconnect append waits on it.
-    let blocker = rusqlite::Connection::open(&path).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for attempt in 1..=3 {
+        let path = temp_db();
+        let port = free_port();
+        let mut child = spawn_serve(&path, port).await;
+        let (_client, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/?userId=user-twice")).await.unwrap();
+        let store = wsledger::adapters::sqlite::SqliteStore::open(&path).unwrap();
+        let user = UserId::parse("user-twice").unwrap();
+        crate::support::eventually(Duration::from_secs(5), "the connection projected", || async {
+            (!store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items.is_empty()).then_some(())
+        })
+        .await;
+        // Another writer holds the database: the $disconnect append waits on it.
+        let blocker = rusqlite::Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
 
-    interrupt(&child);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(child.try_wait().unwrap().is_none(), "the first shutdown is still waiting on the store");
-    let started = Instant::now();
-    interrupt(&child);
-    let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await.expect("exits within 1 s").unwrap();
-    eprintln!("serve exited {:?} after the second SIGINT", started.elapsed());
-    assert!(!status.success(), "an interrupted shutdown is not a success: {status:?}");
-    blocker.execute_batch("ROLLBACK").unwrap();
+        interrupt(&child);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            eprintln!("attempt {attempt}: the first shutdown ended before the second signal ({status:?})");
+            blocker.execute_batch("ROLLBACK").unwrap();
+            continue;
+        }
+        let started = Instant::now();
+        interrupt(&child);
+        let status =
+            tokio::time::timeout(Duration::from_secs(1), child.wait()).await.expect("exits within 1 s").unwrap();
+        eprintln!("serve exited {:?} after the second SIGINT: {status:?}", started.elapsed());
+        assert_eq!(status.code(), Some(130), "an interrupted shutdown exits with 130: {status:?}");
+        blocker.execute_batch("ROLLBACK").unwrap();
+        return;
+    }
+    panic!("in three attempts the first shutdown never waited on the locked store");
 }
 
 /// One `serve` per store file; the read-only commands keep working beside it.
