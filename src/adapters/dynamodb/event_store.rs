@@ -6,13 +6,33 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::task::JoinSet;
 
 use super::error::store_error;
-use super::items::{TIME_BUCKET_SHARDS, event_from_item, event_to_item, time_bucket};
+use super::items::{Item, TIME_BUCKET_SHARDS, event_from_item, event_to_item, time_bucket};
 use super::{DynamoDbStore, TIME_INDEX, USER_INDEX};
 use crate::domain::{ConnectionId, EventEnvelope, EventId, TimeRange, Timestamp, UserId};
 use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, WindowCursor};
 
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
+}
+
+/// The events of one page of query results, leaving out those past their
+/// retention that DynamoDB has not deleted yet (`now` in epoch seconds).
+fn unexpired(items: Option<Vec<Item>>, now: i64) -> Result<impl Iterator<Item = EventEnvelope>, StoreError> {
+    let events = items.unwrap_or_default().into_iter().map(event_from_item).collect::<Result<Vec<_>, _>>()?;
+    Ok(events.into_iter().filter(move |event| event.expires_at.is_none_or(|expires_at| expires_at > now)))
+}
+
+/// The time-bucket days (`YYYY-MM-DD`) a range of event ids covers, in order.
+fn days_between(lowest: EventId, highest: EventId) -> Vec<String> {
+    let last_day = highest.timestamp().as_datetime().date_naive();
+    let mut day = lowest.timestamp().as_datetime().date_naive();
+    let mut days = Vec::new();
+    while day <= last_day {
+        days.push(day.format("%Y-%m-%d").to_string());
+        let Some(next) = day.succ_opt() else { break };
+        day = next;
+    }
+    days
 }
 
 /// Reads a query to the end or to `limit + 1` events, whichever comes first, and
@@ -31,12 +51,7 @@ async fn collect(query: QueryFluentBuilder, limit: usize) -> Result<(Vec<EventEn
             .send()
             .await
             .map_err(|error| store_error("Query", error))?;
-        for item in output.items.unwrap_or_default() {
-            let event = event_from_item(item)?;
-            if event.expires_at.is_none_or(|expires_at| expires_at > now) {
-                events.push(event);
-            }
-        }
+        events.extend(unexpired(output.items, now)?);
         match output.last_evaluated_key {
             Some(key) if events.len() <= limit => start_key = Some(key),
             _ => break,
@@ -122,7 +137,7 @@ impl DynamoDbStore {
 struct ShardCursor {
     bucket: String,
     buffer: std::collections::VecDeque<EventEnvelope>,
-    start_key: Option<std::collections::HashMap<String, AttributeValue>>,
+    start_key: Option<Item>,
     exhausted: bool,
 }
 
@@ -139,12 +154,7 @@ impl ShardCursor {
             .send()
             .await
             .map_err(|error| store_error("Query", error))?;
-        for item in output.items.unwrap_or_default() {
-            let event = event_from_item(item)?;
-            if event.expires_at.is_none_or(|expires_at| expires_at > now) {
-                self.buffer.push_back(event);
-            }
-        }
+        self.buffer.extend(unexpired(output.items, now)?);
         self.start_key = output.last_evaluated_key;
         self.exhausted = self.start_key.is_none();
         Ok(())
@@ -208,14 +218,7 @@ impl WindowCursor for ShardedWindow<'_> {
 impl EventStore for DynamoDbStore {
     fn window_cursor(&self, since: Timestamp, until: Timestamp) -> Option<Box<dyn WindowCursor + '_>> {
         let (lowest, highest) = EventId::bounds(TimeRange::between(since, until), None)?;
-        let last_day = highest.timestamp().as_datetime().date_naive();
-        let mut day = lowest.timestamp().as_datetime().date_naive();
-        let mut days = std::collections::VecDeque::new();
-        while day <= last_day {
-            days.push_back(day.format("%Y-%m-%d").to_string());
-            let Some(next) = day.succ_opt() else { break };
-            day = next;
-        }
+        let days = days_between(lowest, highest).into();
         Some(Box::new(ShardedWindow { store: self, lowest, highest, days, shards: Vec::new() }))
     }
 
@@ -287,14 +290,12 @@ impl EventStore for DynamoDbStore {
         let limit = page_request.limit;
         let mut merged: Vec<EventEnvelope> = Vec::new();
         let mut more = false;
-        let last_day = highest.timestamp().as_datetime().date_naive();
-        let mut day = lowest.timestamp().as_datetime().date_naive();
-        while day <= last_day {
-            let day_text = day.format("%Y-%m-%d").to_string();
+        let days = days_between(lowest, highest);
+        for (index, day_text) in days.iter().enumerate() {
             let wanted = limit - merged.len();
             let mut shards = JoinSet::new();
             for shard in 0..TIME_BUCKET_SHARDS {
-                let bucket = time_bucket(&day_text, shard);
+                let bucket = time_bucket(day_text, shard);
                 shards.spawn(collect(self.query_id_range(TIME_INDEX, "timeBucket", &bucket, lowest, highest), wanted));
             }
             let mut day_events = Vec::new();
@@ -308,11 +309,9 @@ impl EventStore for DynamoDbStore {
             merged.extend(day_events);
             if merged.len() >= limit {
                 // Later days may hold more; an empty last page is the price of not asking.
-                more |= merged.len() > limit || day < last_day;
+                more |= merged.len() > limit || index + 1 < days.len();
                 break;
             }
-            let Some(next_day) = day.succ_opt() else { break };
-            day = next_day;
         }
         merged.truncate(limit);
         Ok(page(merged, more))
