@@ -143,24 +143,32 @@ impl Limiter {
     /// One more message of the connection (`MAX_MESSAGES_PER_SECOND`).
     pub fn message(&mut self, connection_id: &ConnectionId, at: Timestamp) -> Verdict {
         let rate = self.policies.max_messages_per_second;
-        if rate == 0 {
-            return Verdict::Allowed;
-        }
-        let now_ms = at.epoch_millis();
-        let limits = self.limits(connection_id, now_ms);
-        let allowed = Bucket::take(&mut limits.messages, f64::from(rate), f64::from(rate) / 1_000.0, now_ms);
-        Self::verdict(limits, allowed, now_ms)
+        self.take(connection_id, at, rate, 1_000, |limits| &mut limits.messages)
     }
 
     /// One more voice event of the connection (`MAX_LEDGER_EVENTS_PER_MINUTE`).
     pub fn ledger_event(&mut self, connection_id: &ConnectionId, at: Timestamp) -> Verdict {
         let rate = self.policies.max_ledger_events_per_minute;
+        self.take(connection_id, at, rate, 60_000, |limits| &mut limits.ledger_events)
+    }
+
+    /// Takes a token from the bucket `bucket` picks (`rate` tokens per `period_ms`,
+    /// burst equal to the rate; a rate of 0 is no limit).
+    fn take(
+        &mut self,
+        connection_id: &ConnectionId,
+        at: Timestamp,
+        rate: u32,
+        period_ms: u32,
+        bucket: fn(&mut ConnectionLimits) -> &mut Option<Bucket>,
+    ) -> Verdict {
         if rate == 0 {
             return Verdict::Allowed;
         }
         let now_ms = at.epoch_millis();
         let limits = self.limits(connection_id, now_ms);
-        let allowed = Bucket::take(&mut limits.ledger_events, f64::from(rate), f64::from(rate) / 60_000.0, now_ms);
+        let capacity = f64::from(rate);
+        let allowed = Bucket::take(bucket(limits), capacity, capacity / f64::from(period_ms), now_ms);
         Self::verdict(limits, allowed, now_ms)
     }
 
