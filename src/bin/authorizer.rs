@@ -17,10 +17,5 @@ async fn main() -> Result<(), Error> {
         tracing::warn!(%error, "loading the signing keys during init failed; trying again after a back-off");
     }
     let (verifier, metrics) = (&verifier, &metrics);
-    lambda_runtime::run(service_fn(move |event| async move {
-        let answer = authorizer::handle(verifier, event).await;
-        metrics.flush();
-        answer
-    }))
-    .await
+    lambda_runtime::run(service_fn(move |event| metrics.after(authorizer::handle(verifier, event)))).await
 }

@@ -21,10 +21,5 @@ async fn main() -> Result<(), Error> {
         .with_views(store)
         .with_metrics(metrics.metrics().clone());
     let (handler, metrics) = (&handler, &metrics);
-    lambda_runtime::run(service_fn(move |event| async move {
-        let answer = connection_handler::handle(handler, event).await;
-        metrics.flush();
-        answer
-    }))
-    .await
+    lambda_runtime::run(service_fn(move |event| metrics.after(connection_handler::handle(handler, event)))).await
 }

@@ -32,10 +32,5 @@ async fn main() -> Result<(), Error> {
         metrics: metrics.metrics(),
     };
     let (projector, metrics) = (&projector, &metrics);
-    lambda_runtime::run(service_fn(move |event| async move {
-        let answer = projector::handle(projector, event).await;
-        metrics.flush();
-        answer
-    }))
-    .await
+    lambda_runtime::run(service_fn(move |event| metrics.after(projector::handle(projector, event)))).await
 }

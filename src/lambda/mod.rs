@@ -38,6 +38,13 @@ impl MetricsOut {
         &self.metrics
     }
 
+    /// Runs one invocation's `answer`, then writes the metrics it changed.
+    pub async fn after<T>(&self, answer: impl std::future::Future<Output = T>) -> T {
+        let answer = answer.await;
+        self.flush();
+        answer
+    }
+
     /// Writes what changed since the last flush.
     pub fn flush(&self) {
         let lines = emf::lines(&self.metrics.take(), &self.target, crate::domain::Timestamp::now().epoch_millis());
