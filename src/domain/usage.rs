@@ -73,15 +73,20 @@ impl ConnectionUsage {
     /// [`ConnectionUsage::of`] over references. Events of another connection than
     /// the first are ignored, as the fold ignores them.
     pub fn of_refs(events: &[&EventEnvelope]) -> Option<Self> {
-        let connection_id = &events.first()?.connection_id;
+        let view = ConnectionInfo::fold_without_usage(events.iter().copied())?;
+        Some(Self::of_folded(&view, events))
+    }
+
+    /// The usage of `events`, whose fold (without usage) is `view`: what
+    /// [`ConnectionInfo::fold`] already has, so it is not folded twice.
+    pub(crate) fn of_folded(view: &ConnectionInfo, events: &[&EventEnvelope]) -> Self {
         let mut seen: HashSet<EventId> = HashSet::new();
         let mut history: Vec<&EventEnvelope> = events
             .iter()
             .copied()
-            .filter(|event| &event.connection_id == connection_id && seen.insert(event.event_id))
+            .filter(|event| event.connection_id == view.connection_id && seen.insert(event.event_id))
             .collect();
         history.sort_by_key(|event| event.event_id);
-        let view = ConnectionInfo::fold_without_usage(history.iter().copied())?;
         let mut usage = ConnectionUsage { events: history.len() as u64, days: BTreeMap::new() };
 
         let start = view.created_at.epoch_millis();
@@ -122,7 +127,7 @@ impl ConnectionUsage {
         if let Some((_, since)) = open {
             usage.spread(since, end, |figures, ms| figures.voice_ms += ms);
         }
-        Some(usage)
+        usage
     }
 
     fn day(&mut self, epoch_millis: i64) -> &mut Figures {

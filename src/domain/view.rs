@@ -149,7 +149,7 @@ impl ConnectionInfo {
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a EventEnvelope>) -> Option<Self> {
         let events: Vec<&EventEnvelope> = events.into_iter().collect();
         let mut connection_info = Self::fold_without_usage(events.iter().copied())?;
-        connection_info.usage = ConnectionUsage::of_refs(&events);
+        connection_info.usage = Some(ConnectionUsage::of_folded(&connection_info, &events));
         Some(connection_info)
     }
 
