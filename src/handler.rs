@@ -261,7 +261,7 @@ impl ConnectionHandler {
     /// (each critical section is one map update), so a poisoned lock is recovered:
     /// activity keeps being recorded after a panic elsewhere.
     fn activity(&self) -> std::sync::MutexGuard<'_, ActivityCoalescer> {
-        self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.activity)
     }
 
     /// The views, for `MAX_CONNECTIONS_PER_USER` and `MAX_VOICE_SECONDS_PER_DAY`
@@ -272,7 +272,7 @@ impl ConnectionHandler {
     }
 
     fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
-        self.limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.limiter)
     }
 
     /// Counts into `metrics` (shared with the rest of the process) from now on.

@@ -22,4 +22,5 @@ pub mod projection;
 pub mod projector;
 pub mod settings;
 pub mod sweep;
+mod sync;
 pub mod usage;

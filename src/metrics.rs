@@ -5,7 +5,7 @@
 //! at `GET /metrics` in `serve` (`local::metrics`). No I/O here.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 /// The metric names (CloudWatch's; `serve` writes them in snake case).
 pub mod names {
@@ -85,7 +85,7 @@ impl Metrics {
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // Each update is one map entry: the data is valid whatever a panic interrupted.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 
     pub fn add(&self, name: &'static str, count: u64) {

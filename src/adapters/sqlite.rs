@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +21,7 @@ use crate::domain::{
 };
 use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
 use crate::ports::{Change, ChangeRecord};
+use crate::sync::lock;
 
 /// The migrations of `migrations/sqlite`, in order.
 const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/sqlite/0001_init.sql")];
@@ -74,10 +75,6 @@ struct CorruptViews {
     /// re-folded from their whole history (see [`SqliteStore::take_repairs`]).
     repairs: Mutex<Vec<ConnectionId>>,
     seen: AtomicU64,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl CorruptViews {

@@ -19,11 +19,11 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::AppState;
-use super::registry::lock;
 use crate::adapters::item::{EventItem, ViewItem};
 use crate::audit::{HistoryFilter, HistoryQuery, history};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, TimeRange, Timestamp, UserId};
 use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+use crate::sync::lock;
 
 const PAGE: &str = include_str!("dashboard/index.html");
 /// How many recently written views the dashboard remembers (live ones come from the store too).

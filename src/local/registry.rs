@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{ConnectionId, Timestamp};
 use crate::ports::{ConnectionGateway, GatewayConnection, GatewayError};
+use crate::sync::lock;
 
 /// Why a connection's task was asked to close from outside.
 #[derive(Debug)]
@@ -38,12 +39,6 @@ pub struct LiveConnection {
 
 /// The reason recorded when `DELETE @connections/{id}` closes a connection.
 pub const DELETE_REASON: &str = "Server-side close: DeleteConnection";
-
-/// Locks a mutex whose data stays valid whatever a panicking holder was doing
-/// (every critical section here is a single insert, remove or take).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 #[derive(Debug, Default)]
 pub struct Registry {

@@ -36,7 +36,7 @@ impl RequestCounter {
 
     /// The counts; a panic elsewhere cannot leave a map of counters invalid.
     fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
-        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.counts)
     }
 }
 
