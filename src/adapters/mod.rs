@@ -5,6 +5,7 @@ pub mod apigw;
 pub mod aws;
 pub mod dynamodb;
 pub mod emf;
+pub mod faulty;
 pub mod item;
 pub mod memory;
 pub mod sqlite;

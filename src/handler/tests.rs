@@ -1,67 +1,19 @@
 //! Given a connection's requests, when the handler serves them, then the ledger holds ...
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use async_trait::async_trait;
-
 use super::*;
+use crate::adapters::faulty::Faulty;
 use crate::adapters::memory::MemoryStore;
+use crate::domain::EventId;
 use crate::domain::EventKind;
 use crate::domain::protocol::tests::{SEED_TEXT, SEED_VOICE_DATA, SEED_VOICE_END, SEED_VOICE_START};
-use crate::domain::{EventId, TimeRange};
-use crate::ports::Page;
 
 const T0: i64 = 1_764_000_000_000;
 
 /// A store that can be made to fail, over an in-memory one.
-#[derive(Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    failing: AtomicBool,
-}
+type FlakyStore = Faulty<MemoryStore>;
 
-impl FlakyStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable("injected failure".into()));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl EventStore for FlakyStore {
-    async fn append(&self, event: &EventEnvelope) -> Result<AppendOutcome, StoreError> {
-        self.check()?;
-        self.inner.append(event).await
-    }
-
-    async fn connection_history(
-        &self,
-        id: &ConnectionId,
-        page: PageRequest,
-    ) -> Result<Page<EventEnvelope>, StoreError> {
-        self.check()?;
-        self.inner.connection_history(id, page).await
-    }
-
-    async fn user_history(
-        &self,
-        user_id: &UserId,
-        range: TimeRange,
-        page: PageRequest,
-    ) -> Result<Page<EventEnvelope>, StoreError> {
-        self.inner.user_history(user_id, range, page).await
-    }
-
-    async fn window(
-        &self,
-        since: Timestamp,
-        until: Timestamp,
-        page: PageRequest,
-    ) -> Result<Page<EventEnvelope>, StoreError> {
-        self.inner.window(since, until, page).await
-    }
+fn flaky_store() -> Arc<FlakyStore> {
+    Arc::new(Faulty::new(Arc::new(MemoryStore::default())))
 }
 
 struct Session {
@@ -72,7 +24,7 @@ struct Session {
 
 impl Session {
     fn new() -> Self {
-        let store = Arc::new(FlakyStore::default());
+        let store = flaky_store();
         let handler = ConnectionHandler::new(
             store.clone(),
             Arc::new(AcknowledgingVoice),
@@ -113,7 +65,7 @@ impl Session {
 
     /// The kinds of the stored events, sorted (events of one millisecond are in hash order).
     fn kinds(&self) -> Vec<EventKind> {
-        let mut kinds: Vec<EventKind> = self.store.inner.all_events().iter().map(EventEnvelope::kind).collect();
+        let mut kinds: Vec<EventKind> = self.store.inner().all_events().iter().map(EventEnvelope::kind).collect();
         kinds.sort();
         kinds
     }
@@ -151,9 +103,12 @@ async fn a_busy_minute_writes_at_most_six_events() {
     assert!(last < 60_000, "all inside one minute");
     assert_eq!(session.disconnect(last, 1000, "bye").await, Response::ok());
 
-    let stored = session.store.inner.all_events();
+    let stored = session.store.inner().all_events();
     assert!(stored.len() <= 6, "{:?}", session.kinds());
-    assert!(session.store.inner.append_requests() <= 6, "the debounce is in memory, not in billed conditional writes");
+    assert!(
+        session.store.inner().append_requests() <= 6,
+        "the debounce is in memory, not in billed conditional writes"
+    );
     for kind in [EventKind::Connected, EventKind::VoiceStarted, EventKind::VoiceEnded, EventKind::Disconnected] {
         assert_eq!(session.count(kind), 1, "{kind}");
     }
@@ -175,7 +130,7 @@ async fn activity_is_recorded_once_per_interval_with_the_message_count() {
     }
     let activity: Vec<(Timestamp, u64)> = session
         .store
-        .inner
+        .inner()
         .all_events()
         .into_iter()
         .filter_map(|event| match event.event {
@@ -194,7 +149,7 @@ async fn a_connect_without_an_authorizer_context_is_refused_and_records_nothing(
     let meta = session.meta(0, None);
     let route = Route::Connect { ip_address: Some("203.0.113.7".into()), user_agent: None };
     assert_eq!(session.handler.handle(&meta, route).await.status, 401);
-    assert!(session.store.inner.all_events().is_empty());
+    assert!(session.store.inner().all_events().is_empty());
 }
 
 #[tokio::test]
@@ -211,7 +166,7 @@ async fn a_retried_request_appends_nothing_new_and_answers_the_same() {
     assert_eq!(first, again);
     assert_eq!(session.kinds(), vec![EventKind::Connected, EventKind::Activity, EventKind::VoiceStarted]);
     assert_eq!(session.handler.metrics().duplicates, 2);
-    let events = session.store.inner.all_events();
+    let events = session.store.inner().all_events();
     let connected = events.iter().find(|event| event.kind() == EventKind::Connected).unwrap();
     assert_eq!(connected.at, Timestamp::from_epoch_millis(T0), "the request time, never the handler's clock");
     assert_eq!(connected.event_id, EventId::derive(connected.at, "request-1", EventKind::Connected));
@@ -221,7 +176,7 @@ async fn a_retried_request_appends_nothing_new_and_answers_the_same() {
 async fn bad_input_gets_an_error_frame_is_counted_and_changes_nothing() {
     let mut session = Session::new();
     session.connect().await;
-    let before = session.store.inner.all_events();
+    let before = session.store.inner().all_events();
     let cases = [
         ("", "empty_body"),
         ("{oops", "invalid_json"),
@@ -241,7 +196,7 @@ async fn bad_input_gets_an_error_frame_is_counted_and_changes_nothing() {
     }
     let huge = format!(r#"{{"type":"text_message","data":{{"sessionId":"s","content":"{}"}}}}"#, "a".repeat(200_000));
     assert_eq!(frame(&session.send(1_000, &huge).await)["code"], "too_large");
-    assert_eq!(session.store.inner.all_events(), before);
+    assert_eq!(session.store.inner().all_events(), before);
     let metrics = session.handler.metrics();
     assert_eq!(metrics.rejected.values().sum::<u64>(), 9);
     assert_eq!(metrics.rejected[&ErrorCode::InvalidField], 3);
@@ -266,7 +221,7 @@ async fn disconnect_records_the_reason_status_and_detail() {
     let meta = session.meta(5_000, None);
     let route = Route::Disconnect { status_code: Some(1001), reason: Some("Going away".into()) };
     assert_eq!(session.handler.handle(&meta, route).await, Response::ok());
-    let events = session.store.inner.all_events();
+    let events = session.store.inner().all_events();
     let disconnected = events.iter().find(|event| event.kind() == EventKind::Disconnected).unwrap();
     assert_eq!(disconnected.user_id.as_str(), "user-1");
     assert_eq!(
@@ -283,17 +238,17 @@ async fn disconnect_records_the_reason_status_and_detail() {
 #[tokio::test]
 async fn a_store_failure_refuses_the_connection_and_is_retried_on_the_next_message() {
     let mut session = Session::new();
-    session.store.failing.store(true, Ordering::Relaxed);
+    session.store.fail_all();
     assert_eq!(session.connect().await.status, 500, "refused rather than untracked");
-    session.store.failing.store(false, Ordering::Relaxed);
+    session.store.heal();
     session.connect().await;
 
-    session.store.failing.store(true, Ordering::Relaxed);
+    session.store.fail_all();
     let response = session.send(1_000, SEED_VOICE_START).await;
     assert_eq!((response.status, frame(&response)["code"].as_str()), (500, Some("unavailable")));
     // A ping still answers while the ledger is down.
     assert_eq!(session.send(1_500, r#"{"type":"ping"}"#).await.body.as_deref(), Some(r#"{"type":"pong"}"#));
-    session.store.failing.store(false, Ordering::Relaxed);
+    session.store.heal();
     session.send(2_000, SEED_TEXT).await;
     assert_eq!(session.kinds(), vec![EventKind::Connected, EventKind::Activity], "the failed activity was retried");
 }
@@ -363,7 +318,7 @@ fn a_hundred_thousand_random_messages_are_all_answered() {
     assert_eq!(metrics.messages, 100_000);
     // Refused messages wrote nothing: only Connected, the valid messages' voice
     // events and at most one Activity per minute of simulated time are stored.
-    let stored = session.store.inner.all_events().len() as u64;
+    let stored = session.store.inner().all_events().len() as u64;
     let accepted = 100_000 - metrics.rejected.values().sum::<u64>();
     assert!(stored <= 1 + 2 * accepted, "{stored} events for {accepted} accepted messages");
 }
@@ -404,7 +359,7 @@ fn recorded_messages(events: &[EventEnvelope]) -> u64 {
 /// one activity interval's worth.
 #[tokio::test]
 async fn two_containers_lose_at_most_one_interval_of_messages_each() {
-    let store = Arc::new(FlakyStore::default());
+    let store = flaky_store();
     let config = HandlerConfig { retention_days: 36_500, ..HandlerConfig::default() };
     let containers = [
         ConnectionHandler::new(store.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config),
@@ -428,7 +383,7 @@ async fn two_containers_lose_at_most_one_interval_of_messages_each() {
         containers[1].activity().connections.get(&connect.connection_id).map_or(0, |state| state.unrecorded_messages);
     let end = session.meta(601_000, Some("user-1"));
     containers[0].handle(&end, Route::Disconnect { status_code: Some(1000), reason: None }).await;
-    let recorded = recorded_messages(&store.inner.all_events());
+    let recorded = recorded_messages(&store.inner().all_events());
     eprintln!("sent {sent}, recorded {recorded}, short by {} (the other container's unrecorded)", sent - recorded);
     assert_eq!(sent - recorded, unrecorded_elsewhere);
     assert!(unrecorded_elsewhere <= 60, "at most one interval (60 s at one message a second)");
@@ -440,6 +395,6 @@ async fn two_containers_lose_at_most_one_interval_of_messages_each() {
         single.send(second * 1_000, SEED_TEXT).await;
     }
     single.disconnect(101_000, 1000, "bye").await;
-    let recorded = recorded_messages(&single.store.inner.all_events());
+    let recorded = recorded_messages(&single.store.inner().all_events());
     assert_eq!(recorded, 100);
 }

@@ -1,14 +1,12 @@
 //! Given a batch of change records, when it is projected, then the views are ...
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
-use async_trait::async_trait;
+use std::sync::Arc;
 
 use super::*;
+use crate::adapters::faulty::{Call, Faulty};
 use crate::adapters::memory::MemoryStore;
 use crate::domain::{ConnectionEvent, ConnectionInfo, ConnectionStatus, DisconnectReason, Timestamp, UserId};
-use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor};
+use crate::ports::StoreError;
 
 const T0: i64 = 1_764_000_000_000;
 
@@ -58,55 +56,22 @@ fn records(events: &[EventEnvelope]) -> Vec<ChangeRecord> {
         .collect()
 }
 
-/// Counts reads and writes, and fails the writes of the connections in `failing`
-/// and every `fail_every`-th write (0: none).
-#[derive(Default)]
-struct CountingViews {
-    inner: MemoryStore,
-    failing: Mutex<HashSet<String>>,
-    fail_every: usize,
-    gets: Mutex<usize>,
-    puts: Mutex<usize>,
-    failures: Mutex<usize>,
+/// The views over an in-memory store, counting reads and writes; tests set
+/// which writes fail.
+type CountingViews = Faulty<MemoryStore>;
+
+fn counting_views() -> CountingViews {
+    Faulty::new(Arc::new(MemoryStore::default()))
 }
 
-#[async_trait]
-impl ViewStore for CountingViews {
-    async fn get(&self, id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
-        *self.gets.lock().unwrap() += 1;
-        self.inner.get(id).await
-    }
-
-    async fn put(&self, view: &ConnectionInfo, expected: Option<u64>) -> Result<u64, StoreError> {
-        let fail = {
-            let mut puts = self.puts.lock().unwrap();
-            *puts += 1;
-            (self.fail_every > 0 && puts.is_multiple_of(self.fail_every))
-                || self.failing.lock().unwrap().contains(view.connection_id.as_str())
-        };
-        if fail {
-            *self.failures.lock().unwrap() += 1;
-            return Err(StoreError::Throttled("injected".into()));
+/// Fails the view writes of `connections`.
+fn fail_writes_of(views: &CountingViews, connections: &'static [&'static str]) {
+    views.fail_when(|call, _| match call {
+        Call::Put(view) if connections.contains(&view.connection_id.as_str()) => {
+            Some(StoreError::Throttled("injected".into()))
         }
-        self.inner.put(view, expected).await
-    }
-
-    async fn list_by_user(
-        &self,
-        user: &UserId,
-        status: Option<ConnectionStatus>,
-        page: PageRequest<ViewCursor>,
-    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
-        self.inner.list_by_user(user, status, page).await
-    }
-
-    async fn list_live_until_before(
-        &self,
-        deadline: Timestamp,
-        page: PageRequest<ViewCursor>,
-    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
-        self.inner.list_live_until_before(deadline, page).await
-    }
+        _ => None,
+    });
 }
 
 /// The ledger holding `events`, as the projector's history reads find it.
@@ -119,12 +84,12 @@ async fn ledger(events: &[EventEnvelope]) -> MemoryStore {
 }
 
 async fn view(views: &CountingViews, connection: &str) -> ConnectionInfo {
-    views.inner.get(&ConnectionId::parse(connection).unwrap()).await.unwrap().expect("a view").view
+    views.inner().get(&ConnectionId::parse(connection).unwrap()).await.unwrap().expect("a view").view
 }
 
 #[tokio::test]
 async fn one_read_and_one_write_per_connection_whatever_the_batch_holds() {
-    let views = CountingViews::default();
+    let views = counting_views();
     let mut events = history("conn-a");
     events.extend(history("conn-b"));
     for index in 0..40 {
@@ -137,16 +102,16 @@ async fn one_read_and_one_write_per_connection_whatever_the_batch_holds() {
     }
     let outcome = project_batch(&views, &ledger(&events).await, &records(&events)).await;
     assert_eq!((outcome.connections, outcome.written, outcome.failed), (2, 2, 0));
-    assert_eq!((*views.gets.lock().unwrap(), *views.puts.lock().unwrap()), (2, 2));
+    assert_eq!((views.calls("get"), views.calls("put")), (2, 2));
     assert_eq!(outcome.retry_from, None);
 }
 
 #[tokio::test]
 async fn reversed_and_duplicated_batches_give_the_in_order_view() {
-    let in_order = CountingViews::default();
+    let in_order = counting_views();
     let full = ledger(&history("conn-a")).await;
     project_batch(&in_order, &full, &records(&history("conn-a"))).await;
-    let shuffled = CountingViews::default();
+    let shuffled = counting_views();
     let mut events = history("conn-a");
     events.reverse();
     events.extend(history("conn-a"));
@@ -159,12 +124,12 @@ async fn reversed_and_duplicated_batches_give_the_in_order_view() {
 
 #[tokio::test]
 async fn a_failed_write_reports_the_earliest_record_of_its_connection_and_a_retry_completes() {
-    let views = CountingViews::default();
+    let views = counting_views();
     // Records: a0 b0 a1 b1 a2 b2; b's view cannot be written.
     let (a, b) = (history("conn-a"), history("conn-b"));
     let events: Vec<EventEnvelope> = a.iter().zip(&b).flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
     let batch = records(&events);
-    views.failing.lock().unwrap().insert("conn-b".into());
+    fail_writes_of(&views, &["conn-b"]);
     let full = ledger(&events).await;
     let outcome = project_batch(&views, &full, &batch).await;
     assert_eq!(outcome.failed, 1);
@@ -172,7 +137,7 @@ async fn a_failed_write_reports_the_earliest_record_of_its_connection_and_a_retr
     assert_eq!(view(&views, "conn-a").await.status, ConnectionStatus::Disconnected, "a is not held back by b");
 
     // The source retries from record 1 onwards.
-    views.failing.lock().unwrap().clear();
+    views.heal();
     let retry = project_batch(&views, &full, &batch[1..]).await;
     assert_eq!((retry.failed, retry.retry_from), (0, None));
     assert_eq!(view(&views, "conn-b").await, ConnectionInfo::fold(&b).unwrap());
@@ -181,7 +146,7 @@ async fn a_failed_write_reports_the_earliest_record_of_its_connection_and_a_retr
 
 #[tokio::test]
 async fn poison_and_ignored_records_are_counted_and_block_nothing() {
-    let views = CountingViews::default();
+    let views = counting_views();
     let mut batch = vec![ChangeRecord {
         record_id: "poison".into(),
         sequence_number: Some("000000000000000000001".into()),
@@ -204,7 +169,10 @@ async fn poison_and_ignored_records_are_counted_and_block_nothing() {
 /// record is skipped.
 #[tokio::test]
 async fn views_converge_when_a_third_of_the_writes_fail() {
-    let views = CountingViews { fail_every: 3, ..CountingViews::default() };
+    let views = counting_views();
+    views.fail_when(|call, count| {
+        (matches!(call, Call::Put(_)) && count.is_multiple_of(3)).then(|| StoreError::Throttled("injected".into()))
+    });
     let mut events = Vec::new();
     for connection in 0..200 {
         let name = format!("conn-{connection}");
@@ -240,12 +208,13 @@ async fn views_converge_when_a_third_of_the_writes_fail() {
             None => position + batch.len(),
         };
     }
-    assert!(*views.failures.lock().unwrap() > 50, "faults were injected");
+    assert!(views.failures() > 50, "faults were injected");
     for connection in 0..200 {
         let name = format!("conn-{connection}");
         let history: Vec<EventEnvelope> =
             events.iter().filter(|event| event.connection_id.as_str() == name).cloned().collect();
-        let stored = views.inner.get(&ConnectionId::parse(name.as_str()).unwrap()).await.unwrap().expect("a view").view;
+        let stored =
+            views.inner().get(&ConnectionId::parse(name.as_str()).unwrap()).await.unwrap().expect("a view").view;
         assert_eq!(stored, ConnectionInfo::fold(&history).unwrap(), "{name}");
     }
 }

@@ -1,22 +1,21 @@
 //! The projector against DynamoDB Local: real stream records, the real bootstrap,
 //! the stream poller, partial batch failures and the sweep.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use aws_lambda_events::dynamodb::{Event, EventRecord, UserIdentity};
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use serde_json::json;
 use wsledger::adapters::dynamodb::DynamoDbStore;
 use wsledger::adapters::dynamodb::stream::{StreamPoller, TTL_PRINCIPAL};
+use wsledger::adapters::faulty::{Call, Faulty};
 use wsledger::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventKind,
     Timestamp, UserId,
 };
 use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig, RequestMeta, Route};
 use wsledger::lambda::projector::stream_batch;
-use wsledger::ports::{EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+use wsledger::ports::{EventStore, PageRequest, StoreError, ViewStore};
 
 use crate::dynamodb_local;
 use crate::lambda_runtime_api::{Outcome, RuntimeApi};
@@ -247,43 +246,6 @@ async fn handler_appends_reach_the_views_through_the_stream_poller() {
     assert_eq!(view.user_id.as_str(), "user-poll");
 }
 
-/// The DynamoDB view store, with writes of some connections failing.
-struct FailingViews {
-    inner: Arc<DynamoDbStore>,
-    failing: Mutex<HashSet<String>>,
-}
-
-#[async_trait]
-impl ViewStore for FailingViews {
-    async fn get(&self, id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
-        self.inner.get(id).await
-    }
-
-    async fn put(&self, view: &ConnectionInfo, expected: Option<u64>) -> Result<u64, StoreError> {
-        if self.failing.lock().unwrap().contains(view.connection_id.as_str()) {
-            return Err(StoreError::Throttled("injected".into()));
-        }
-        self.inner.put(view, expected).await
-    }
-
-    async fn list_by_user(
-        &self,
-        user: &UserId,
-        status: Option<ConnectionStatus>,
-        page: PageRequest<ViewCursor>,
-    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
-        self.inner.list_by_user(user, status, page).await
-    }
-
-    async fn list_live_until_before(
-        &self,
-        deadline: Timestamp,
-        page: PageRequest<ViewCursor>,
-    ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
-        self.inner.list_live_until_before(deadline, page).await
-    }
-}
-
 #[tokio::test]
 async fn a_failed_write_is_reported_and_the_retry_from_that_record_completes_the_view() {
     let (store, _) = dynamodb_local::fresh_store().await;
@@ -294,8 +256,13 @@ async fn a_failed_write_is_reported_and_the_retry_from_that_record_completes_the
         store.append(event_a).await.unwrap();
         store.append(event_b).await.unwrap();
     }
-    let views =
-        Arc::new(FailingViews { inner: store.clone(), failing: Mutex::new(HashSet::from(["conn-failing".into()])) });
+    let views = Arc::new(Faulty::new(store.clone()));
+    views.fail_when(|call, _| match call {
+        Call::Put(view) if view.connection_id.as_str() == "conn-failing" => {
+            Some(StoreError::Throttled("injected".into()))
+        }
+        _ => None,
+    });
     let mut poller = poller(&store);
     let batches = poll_into(&mut poller, views.clone(), &store).await;
     let failures: Vec<_> = batches.iter().filter(|(_, response)| !response.batch_item_failures.is_empty()).collect();
@@ -314,7 +281,7 @@ async fn a_failed_write_is_reported_and_the_retry_from_that_record_completes_the
     assert_eq!(view(&store, "conn-failing").await, None);
 
     // The poller restarts at the reported record, as Lambda does.
-    views.failing.lock().unwrap().clear();
+    views.heal();
     let retried = poll_into(&mut poller, views.clone(), &store).await;
     assert!(!retried.is_empty(), "the failed records are delivered again");
     assert_eq!(retried[0].0[0].change.sequence_number, first_failing);
