@@ -6,9 +6,7 @@
 //! of 10 events, 10,000 users, spread over 7 days) into each store. Under
 //! `cargo test` it loads 10,000 events, to keep the harness working.
 
-#[allow(dead_code)]
-#[path = "../tests/it/dynamodb_local.rs"]
-mod dynamodb_local;
+use wsledger_testkit::dynamodb_local;
 
 use std::time::{Duration, Instant};
 

@@ -8,9 +8,7 @@
 //! Local on loopback. The goal: handler work at most 5 % of one PutItem. Under
 //! `cargo test` it runs a few iterations and checks the answers, never a timing.
 
-#[allow(dead_code)]
-#[path = "../tests/it/dynamodb_local.rs"]
-mod dynamodb_local;
+use wsledger_testkit::dynamodb_local;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,9 +11,7 @@
 //!
 //! `cargo bench --bench load` (50 clients); `cargo test` runs 4.
 
-#[allow(dead_code)]
-#[path = "../tests/it/dynamodb_local.rs"]
-mod dynamodb_local;
+use wsledger_testkit::dynamodb_local;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,9 +8,7 @@
 //! usage projection's budget is at most 2 more requests than the view alone (2);
 //! it takes 1. Under `cargo test` it runs a reduced set and checks that bound.
 
-#[allow(dead_code)]
-#[path = "../tests/it/dynamodb_local.rs"]
-mod dynamodb_local;
+use wsledger_testkit::dynamodb_local;
 
 use std::time::Instant;
 

@@ -31,7 +31,7 @@ async fn the_dashboard_serves_its_page_and_json_and_honours_its_token() {
     assert!(page.text().await.unwrap().contains("<title>wsledger</title>"));
     let (_client, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/?userId=api-user", open.local_addr())).await.unwrap();
-    let listed = crate::support::eventually(Duration::from_secs(5), "the connection listed", || async {
+    let listed = wsledger_testkit::eventually(Duration::from_secs(5), "the connection listed", || async {
         let listed = get_json(&format!("{base}/api/connections")).await.as_array().cloned().unwrap_or_default();
         (!listed.is_empty()).then_some(listed)
     })

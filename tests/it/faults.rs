@@ -118,7 +118,7 @@ async fn acknowledged_events_survive_a_dynamodb_outage_and_views_converge() {
     // And every view converges (the stream poller recovers from the outage).
     for (user, _) in &clients {
         let user_id = UserId::parse(user.as_str()).unwrap();
-        crate::support::eventually(Duration::from_secs(30), &format!("the view of {user} converging"), || async {
+        wsledger_testkit::eventually(Duration::from_secs(30), &format!("the view of {user} converging"), || async {
             let views = store.list_by_user(&user_id, None, PageRequest::default()).await.unwrap().items;
             views
                 .first()

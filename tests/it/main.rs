@@ -1,5 +1,7 @@
 //! Black-box tests: one binary (one link step), against real DynamoDB Local.
 
+use wsledger_testkit::{dynamodb_local, lambda_runtime_api};
+
 mod audit_cli;
 mod authorizer_lambda;
 mod connection_handler_lambda;
@@ -7,9 +9,7 @@ mod contract;
 mod dashboard;
 mod delivery;
 mod dynamodb;
-mod dynamodb_local;
 mod faults;
-mod lambda_runtime_api;
 mod management_api;
 mod memory;
 mod migrate_cli;
@@ -22,6 +22,5 @@ mod serve;
 mod serve_hostile;
 mod sqlite;
 mod stalled;
-mod support;
 mod template;
 mod usage;

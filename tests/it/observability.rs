@@ -88,7 +88,7 @@ impl EmfLines {
     /// Waits until `metric` adds up to at least `at_least`.
     async fn wait_for(&self, metric: &str, dimension: Option<(&str, &str)>, at_least: f64) {
         let what = format!("{metric} {dimension:?} reaching {at_least}");
-        crate::support::eventually(Duration::from_secs(5), &what, || async {
+        wsledger_testkit::eventually(Duration::from_secs(5), &what, || async {
             (self.sum(metric, dimension) >= at_least).then_some(())
         })
         .await;

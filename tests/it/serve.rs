@@ -17,7 +17,7 @@ use wsledger::local::{Backend, Limits, ServeConfig, Server};
 use wsledger::ports::{EventStore, PageRequest, ViewStore};
 
 use crate::sqlite::temp_db;
-use crate::support::eventually;
+use wsledger_testkit::eventually;
 
 pub type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

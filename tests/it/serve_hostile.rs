@@ -280,7 +280,7 @@ async fn over_max_connections_a_handshake_gets_503() {
     }
     assert!(app.server.refused_connections() >= 1);
     drop(_second);
-    crate::support::eventually(Duration::from_secs(5), "a freed slot admitting the next client", || async {
+    wsledger_testkit::eventually(Duration::from_secs(5), "a freed slot admitting the next client", || async {
         tokio_tungstenite::connect_async(app.url("?userId=user-cap")).await.ok()
     })
     .await;
@@ -395,7 +395,7 @@ async fn a_second_ctrl_c_exits_at_once() {
             tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/?userId=user-twice")).await.unwrap();
         let store = wsledger::adapters::sqlite::SqliteStore::open(&path).unwrap();
         let user = UserId::parse("user-twice").unwrap();
-        crate::support::eventually(Duration::from_secs(5), "the connection projected", || async {
+        wsledger_testkit::eventually(Duration::from_secs(5), "the connection projected", || async {
             (!store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items.is_empty()).then_some(())
         })
         .await;
