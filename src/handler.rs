@@ -323,7 +323,7 @@ impl ConnectionHandler {
                 Ok(())
             }
             Err(error) => {
-                tracing::error!(event_id = %event.event_id, kind = %event.kind(), %error, "append failed");
+                tracing::error!(event_id = %event.event_id, kind = %event.kind(), error = %crate::report::chain(&error), "append failed");
                 Err(error)
             }
         }

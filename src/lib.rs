@@ -20,6 +20,7 @@ pub mod policy;
 pub mod ports;
 pub mod projection;
 pub mod projector;
+pub mod report;
 pub mod settings;
 pub mod sweep;
 mod sync;

@@ -19,33 +19,110 @@ pub enum AppendOutcome {
     AlreadyExists,
 }
 
-/// A failure of a store, by meaning rather than by SDK type.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong, in words, and the error that caused it when there is one (an
+/// SDK error, an I/O error), so a caller can walk the chain with
+/// [`std::error::Error::source`] or print it with `{:#}`.
+#[derive(Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), source: None }
+    }
+
+    /// `message`, caused by `source`.
+    pub fn caused_by(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { message: message.into(), source: Some(Box::new(source)) }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The source of the error whose [`Cause`] this is (not the cause itself, which
+/// is the error's own message).
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+/// A failure of a store, by meaning rather than by SDK type. Its
+/// [`source`](std::error::Error::source) is what caused it (the SDK or SQLite error).
+#[derive(Debug)]
 pub enum StoreError {
     /// A conditional write lost to a concurrent writer (optimistic lock).
-    #[error("conflict: {0}")]
-    Conflict(String),
+    Conflict(Cause),
     /// The store asked us to slow down; retrying later will work.
-    #[error("throttled: {0}")]
-    Throttled(String),
+    Throttled(Cause),
     /// A table or index does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
+    NotFound(Cause),
     /// The store could not be reached or failed on its side.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Cause),
     /// The store holds something that is not a valid item of ours.
-    #[error("corrupt item: {0}")]
-    Corrupt(String),
+    Corrupt(Cause),
     /// Anything else (a rejected request, bad credentials, ...).
-    #[error("{0}")]
-    Other(String),
+    Other(Cause),
 }
 
 impl StoreError {
     /// Whether the same call may succeed if tried again.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Conflict(_) | StoreError::Throttled(_) | StoreError::Unavailable(_))
+    }
+
+    /// What the error says beyond its kind.
+    pub fn cause(&self) -> &Cause {
+        match self {
+            StoreError::Conflict(cause)
+            | StoreError::Throttled(cause)
+            | StoreError::NotFound(cause)
+            | StoreError::Unavailable(cause)
+            | StoreError::Corrupt(cause)
+            | StoreError::Other(cause) => cause,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            StoreError::Conflict(_) => "conflict: ",
+            StoreError::Throttled(_) => "throttled: ",
+            StoreError::NotFound(_) => "not found: ",
+            StoreError::Unavailable(_) => "unavailable: ",
+            StoreError::Corrupt(_) => "corrupt item: ",
+            StoreError::Other(_) => "",
+        };
+        write!(f, "{kind}{}", self.cause())
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.cause())
     }
 }
 
@@ -211,20 +288,38 @@ pub struct GatewayConnection {
 }
 
 /// A failure of the connection gateway.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum GatewayError {
     /// 410 `GoneException`: the connection no longer exists.
-    #[error("the connection is gone")]
     Gone,
     /// 429 or a throttling error: retry later.
-    #[error("throttled: {0}")]
-    Throttled(String),
+    Throttled(Cause),
     /// 413 `PayloadTooLargeException`.
-    #[error("payload too large: {0}")]
-    PayloadTooLarge(String),
+    PayloadTooLarge(Cause),
     /// 403 or any other failure.
-    #[error("{0}")]
-    Other(String),
+    Other(Cause),
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GatewayError::Gone => f.write_str("the connection is gone"),
+            GatewayError::Throttled(cause) => write!(f, "throttled: {cause}"),
+            GatewayError::PayloadTooLarge(cause) => write!(f, "payload too large: {cause}"),
+            GatewayError::Other(cause) => write!(f, "{cause}"),
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GatewayError::Gone => None,
+            GatewayError::Throttled(cause) | GatewayError::PayloadTooLarge(cause) | GatewayError::Other(cause) => {
+                std::error::Error::source(cause)
+            }
+        }
+    }
 }
 
 /// API Gateway's Management API (`@connections`): post to, inspect and close connections.

@@ -71,7 +71,7 @@ async fn check(
         Err(GatewayError::Gone) => match events.append(&gone_event(&recipient, now, config.retention_days)).await {
             Ok(_) => Verdict::Gone,
             Err(error) => {
-                tracing::error!(connection_id = %view.connection_id, %error, "recording a gone connection failed");
+                tracing::error!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "recording a gone connection failed");
                 Verdict::Error
             }
         },
@@ -93,13 +93,13 @@ async fn check(
             match events.append(&activity).await {
                 Ok(_) => Verdict::Alive { refreshed: true },
                 Err(error) => {
-                    tracing::error!(connection_id = %view.connection_id, %error, "recording the activity API Gateway reported failed");
+                    tracing::error!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "recording the activity API Gateway reported failed");
                     Verdict::Error
                 }
             }
         }
         Err(error) => {
-            tracing::warn!(connection_id = %view.connection_id, %error, "GetConnection failed");
+            tracing::warn!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "GetConnection failed");
             Verdict::Error
         }
     }

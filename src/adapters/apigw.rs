@@ -4,11 +4,11 @@
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
-use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 
 use crate::domain::{ConnectionId, Timestamp};
-use crate::ports::{ConnectionGateway, GatewayConnection, GatewayError};
+use crate::ports::{Cause, ConnectionGateway, GatewayConnection, GatewayError};
 
 /// The environment variable the AWS SDK reads for this service's endpoint.
 pub const ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI";
@@ -39,13 +39,15 @@ where
         SdkError::ServiceError(service) => Some(service.raw().status().as_u16() == 410),
         _ => None,
     };
-    let message = format!("{operation}: {}", DisplayErrorContext(&error));
-    match error.code() {
+    let message = crate::adapters::aws::sdk_error_message(operation, &error);
+    let code = error.code().map(str::to_owned);
+    let cause = Cause::caused_by(message, error);
+    match code.as_deref() {
         Some("GoneException") => GatewayError::Gone,
-        Some("LimitExceededException" | "ThrottlingException") => GatewayError::Throttled(message),
-        Some("PayloadTooLargeException") => GatewayError::PayloadTooLarge(message),
+        Some("LimitExceededException" | "ThrottlingException") => GatewayError::Throttled(cause),
+        Some("PayloadTooLargeException") => GatewayError::PayloadTooLarge(cause),
         _ if status == Some(true) => GatewayError::Gone,
-        _ => GatewayError::Other(message),
+        _ => GatewayError::Other(cause),
     }
 }
 

@@ -92,7 +92,7 @@ impl From<&EventEnvelope> for EventItem {
 }
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+    StoreError::Corrupt(what.to_string().into())
 }
 
 fn timestamp(field: &str, value: &str) -> Result<Timestamp, StoreError> {

@@ -77,7 +77,7 @@ impl MemoryStore {
             Some(cursor) => cursor
                 .0
                 .parse::<usize>()
-                .map_err(|_| StoreError::Other(format!("invalid view cursor {:?}", cursor.0)))?,
+                .map_err(|_| StoreError::Other(format!("invalid view cursor {:?}", cursor.0).into()))?,
             None => 0,
         };
         let items: Vec<ConnectionInfo> =
@@ -138,10 +138,10 @@ impl ViewStore for MemoryStore {
         let mut views = self.views.lock().map_err(poisoned)?;
         let stored_version = views.get(&view.connection_id).map(|stored| stored.version);
         if stored_version != expected_version {
-            return Err(StoreError::Conflict(format!(
-                "view {} is at version {stored_version:?}, not {expected_version:?}",
-                view.connection_id
-            )));
+            return Err(StoreError::Conflict(
+                format!("view {} is at version {stored_version:?}, not {expected_version:?}", view.connection_id)
+                    .into(),
+            ));
         }
         let version = expected_version.map_or(1, |version| version + 1);
         views.insert(view.connection_id.clone(), VersionedView { view: view.clone(), version });

@@ -19,7 +19,9 @@ use crate::adapters::item::{EventItem, ViewItem, corrupt};
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
-use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+use crate::ports::{
+    AppendOutcome, Cause, EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore,
+};
 use crate::ports::{Change, ChangeRecord};
 use crate::sync::lock;
 
@@ -31,9 +33,9 @@ fn sql_error(error: rusqlite::Error) -> StoreError {
         rusqlite::Error::SqliteFailure(failure, _)
             if matches!(failure.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
         {
-            StoreError::Throttled(format!("SQLite is busy: {error}"))
+            StoreError::Throttled(Cause::caused_by("SQLite is busy", error))
         }
-        _ => StoreError::Other(format!("SQLite: {error}")),
+        _ => StoreError::Other(Cause::caused_by("SQLite", error)),
     }
 }
 
@@ -48,7 +50,7 @@ fn decode_view(json: &str) -> Result<VersionedView, StoreError> {
 }
 
 fn encode<T: serde::Serialize>(item: &T) -> Result<String, StoreError> {
-    serde_json::to_string(item).map_err(|error| StoreError::Other(format!("encoding an item: {error}")))
+    serde_json::to_string(item).map_err(|error| StoreError::Other(Cause::caused_by("encoding an item", error)))
 }
 
 /// A view listing cursor: the sort key and the connection id of the last view seen.
@@ -61,7 +63,7 @@ fn decode_cursor(cursor: &ViewCursor) -> Result<(String, String), StoreError> {
         .0
         .split_once('|')
         .map(|(sort, id)| (sort.to_owned(), id.to_owned()))
-        .ok_or_else(|| StoreError::Other(format!("invalid view cursor {:?}", cursor.0)))
+        .ok_or_else(|| StoreError::Other(format!("invalid view cursor {:?}", cursor.0).into()))
 }
 
 /// View rows that could not be decoded: each is logged once, counted, and then
@@ -120,7 +122,7 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut connection = Connection::open(&path)
-            .map_err(|error| StoreError::Unavailable(format!("opening {}: {error}", path.display())))?;
+            .map_err(|error| StoreError::Unavailable(Cause::caused_by(format!("opening {}", path.display()), error)))?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(sql_error)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_error)?;
@@ -166,7 +168,7 @@ impl SqliteStore {
             work(&mut lock(&connection))
         })
         .await
-        .map_err(|error| StoreError::Other(format!("SQLite task: {error}")))?
+        .map_err(|error| StoreError::Other(Cause::caused_by("SQLite task", error)))?
     }
 
     fn select_events(
@@ -324,10 +326,13 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: usize =
         connection.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0)).map_err(sql_error)? as usize;
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Other(format!(
-            "the database is at schema version {applied}, newer than this wsledger ({}); upgrade wsledger",
-            MIGRATIONS.len()
-        )));
+        return Err(StoreError::Other(
+            format!(
+                "the database is at schema version {applied}, newer than this wsledger ({}); upgrade wsledger",
+                MIGRATIONS.len()
+            )
+            .into(),
+        ));
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
         let transaction = connection.transaction().map_err(sql_error)?;
@@ -492,7 +497,9 @@ impl ViewStore for SqliteStore {
             })
             .await?;
         if changed == 0 {
-            return Err(StoreError::Conflict(format!("view {connection_id} is not at version {expected_version:?}")));
+            return Err(StoreError::Conflict(
+                format!("view {connection_id} is not at version {expected_version:?}").into(),
+            ));
         }
         if replacing.is_some() {
             lock(&self.corrupt.rows).remove(view.connection_id.as_str());

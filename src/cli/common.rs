@@ -161,7 +161,7 @@ pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Er
     match (&store.store, &error) {
         (StoreArg::DynamoDb, StoreError::NotFound(cause)) => {
             let tables = settings::table_names();
-            let cause = cause.lines().next().unwrap_or_default();
+            let cause = cause.message();
             anyhow::anyhow!(
                 "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate` ({cause})",
                 tables.events,
@@ -170,7 +170,7 @@ pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Er
             )
         }
         (StoreArg::DynamoDb, StoreError::Unavailable(cause)) => {
-            let cause = cause.lines().next().unwrap_or_default();
+            let cause = crate::report::chain(cause);
             anyhow::anyhow!("DynamoDB at {} is unreachable: {cause}", store.dynamodb_endpoint())
         }
         _ => anyhow::Error::new(error),

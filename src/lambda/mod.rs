@@ -95,7 +95,9 @@ pub async fn warm_up(store: &crate::adapters::dynamodb::DynamoDbStore) {
     let probe = crate::domain::ConnectionId::parse("wsledger-warm-up").expect("a valid id");
     match tokio::time::timeout(WARM_UP_TIMEOUT, store.connection_history(&probe, PageRequest::first(1))).await {
         Ok(Ok(_)) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "warming up the DynamoDB connection failed"),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %crate::report::chain(&error), "warming up the DynamoDB connection failed")
+        }
         Err(_) => tracing::warn!("warming up the DynamoDB connection took over {WARM_UP_TIMEOUT:?}; going on"),
     }
 }

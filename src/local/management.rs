@@ -28,20 +28,22 @@ fn gateway_error(failure: GatewayError) -> Response {
     match failure {
         GatewayError::Gone => error(StatusCode::GONE, "GoneException", "the connection is gone"),
         GatewayError::PayloadTooLarge(message) => {
-            error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", &message)
+            error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", message.message())
         }
-        GatewayError::Throttled(message) => error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException", &message),
-        GatewayError::Other(message) => error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", &message),
+        GatewayError::Throttled(message) => {
+            error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException", message.message())
+        }
+        GatewayError::Other(message) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", message.message())
+        }
     }
 }
 
 async fn post_to_connection(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
     if body.len() > state.config.limits.max_message_bytes {
-        return gateway_error(GatewayError::PayloadTooLarge(format!(
-            "{} bytes; the limit is {}",
-            body.len(),
-            state.config.limits.max_message_bytes
-        )));
+        return gateway_error(GatewayError::PayloadTooLarge(
+            format!("{} bytes; the limit is {}", body.len(), state.config.limits.max_message_bytes).into(),
+        ));
     }
     match state.registry.post(&id, body) {
         Ok(()) => StatusCode::OK.into_response(),

@@ -9,7 +9,7 @@ use super::error::store_error;
 use super::items::{Item, TIME_BUCKET_SHARDS, event_from_item, event_to_item, time_bucket};
 use super::{DynamoDbStore, TIME_INDEX, USER_INDEX};
 use crate::domain::{ConnectionId, EventEnvelope, EventId, TimeRange, Timestamp, UserId};
-use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, WindowCursor};
+use crate::ports::{AppendOutcome, Cause, EventStore, Page, PageRequest, StoreError, WindowCursor};
 
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -81,7 +81,7 @@ impl DynamoDbStore {
                 let put = PutRequest::builder()
                     .set_item(Some(event_to_item(event)?))
                     .build()
-                    .map_err(|error| StoreError::Other(error.to_string()))?;
+                    .map_err(|error| StoreError::Other(Cause::caused_by("building an event item", error)))?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
             let mut attempt = 0u32;
@@ -100,10 +100,13 @@ impl DynamoDbStore {
                 if !requests.is_empty() {
                     attempt += 1;
                     if attempt >= MAX_UNPROCESSED_RETRIES {
-                        return Err(StoreError::Throttled(format!(
-                            "BatchWriteItem: {} items still unprocessed after {attempt} attempts",
-                            requests.len()
-                        )));
+                        return Err(StoreError::Throttled(
+                            format!(
+                                "BatchWriteItem: {} items still unprocessed after {attempt} attempts",
+                                requests.len()
+                            )
+                            .into(),
+                        ));
                     }
                     crate::backoff::pause(attempt).await;
                 }
@@ -301,7 +304,7 @@ impl EventStore for DynamoDbStore {
             let mut day_events = Vec::new();
             while let Some(joined) = shards.join_next().await {
                 let (events, shard_has_more) =
-                    joined.map_err(|error| StoreError::Other(format!("window query task: {error}")))??;
+                    joined.map_err(|error| StoreError::Other(Cause::caused_by("window query task", error)))??;
                 day_events.extend(events);
                 more |= shard_has_more;
             }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::adapters::item::{EventItem, ViewItem, corrupt};
 use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
-use crate::ports::{StoreError, VersionedView};
+use crate::ports::{Cause, StoreError, VersionedView};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
@@ -36,7 +36,7 @@ pub(crate) fn day_of(at: Timestamp) -> String {
 
 pub(crate) fn event_to_item(envelope: &EventEnvelope) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(EventItem::from(envelope))
-        .map_err(|error| StoreError::Other(format!("encoding an event item: {error}")))?;
+        .map_err(|error| StoreError::Other(Cause::caused_by("encoding an event item", error)))?;
     let bucket = time_bucket(&day_of(envelope.at), shard_of(&envelope.connection_id, TIME_BUCKET_SHARDS));
     item.insert("timeBucket".into(), AttributeValue::S(bucket));
     Ok(item)
@@ -49,7 +49,7 @@ pub(crate) fn event_from_item(item: Item) -> Result<EventEnvelope, StoreError> {
 
 pub(crate) fn view_to_item(view: &ConnectionInfo, version: u64) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(ViewItem::new(view, version))
-        .map_err(|error| StoreError::Other(format!("encoding a view item: {error}")))?;
+        .map_err(|error| StoreError::Other(Cause::caused_by("encoding a view item", error)))?;
     if view.live_until().is_some() {
         let shard = shard_of(&view.connection_id, LIVE_SHARDS).to_string();
         item.insert("liveShard".into(), AttributeValue::S(shard));

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 use super::TableNames;
 use super::error::store_error;
 use crate::migrations::{self, Change, KeyElement, MigrationError, TableDefinition, TableState};
-use crate::ports::StoreError;
+use crate::ports::{Cause, StoreError};
 
 /// How long to wait for a table or index to become active.
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -60,7 +60,7 @@ pub async fn migrate(client: &Client, tables: &TableNames) -> Result<Vec<TableRe
 }
 
 fn build_error(error: BuildError) -> StoreError {
-    StoreError::Other(format!("building a request: {error}"))
+    StoreError::Other(Cause::caused_by("building a request", error))
 }
 
 fn keys(keys: &[KeyElement]) -> Result<Vec<KeySchemaElement>, StoreError> {

@@ -193,10 +193,10 @@ impl StreamPoller {
             .await
             .map_err(|error| store_error("DescribeTable", error))?
             .table
-            .ok_or_else(|| StoreError::NotFound(format!("table {}", self.table_name)))?;
+            .ok_or_else(|| StoreError::NotFound(format!("table {}", self.table_name).into()))?;
         let stream_arn = table
             .latest_stream_arn
-            .ok_or_else(|| StoreError::NotFound(format!("table {} has no stream", self.table_name)))?;
+            .ok_or_else(|| StoreError::NotFound(format!("table {} has no stream", self.table_name).into()))?;
         let stream = (stream_arn, table.table_arn.unwrap_or_default());
         self.stream = Some(stream.clone());
         self.load_checkpoint(&stream.0);
@@ -347,7 +347,7 @@ impl StreamPoller {
                 Ok(_) => Duration::ZERO,
                 Err(error) => {
                     self.failing_rounds += 1;
-                    tracing::warn!(%error, "reading the stream failed; retrying");
+                    tracing::warn!(error = %crate::report::chain(&error), "reading the stream failed; retrying");
                     idle.max(crate::backoff::backoff(self.failing_rounds))
                 }
             };

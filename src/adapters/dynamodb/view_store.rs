@@ -10,7 +10,7 @@ use super::error::store_error;
 use super::items::{Item, LIVE_SHARDS, view_from_item, view_to_item};
 use super::{DynamoDbStore, LIVE_INDEX, USER_CONNECTIONS_INDEX};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, Timestamp, UserId};
-use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+use crate::ports::{Cause, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
 
 /// The cursor of a view listing: the shard of the live index it is in (0 for the
 /// user index) and DynamoDB's `LastEvaluatedKey`, whose attributes are all strings.
@@ -28,7 +28,7 @@ fn encode_cursor(shard: u64, key: Item) -> ViewCursor {
 /// The shard and the key to start after; no key means "from the shard's start".
 fn decode_cursor(cursor: &ViewCursor) -> Result<(u64, Option<Item>), StoreError> {
     let state: CursorState = serde_json::from_str(&cursor.0)
-        .map_err(|error| StoreError::Other(format!("invalid view cursor {:?}: {error}", cursor.0)))?;
+        .map_err(|error| StoreError::Other(Cause::caused_by(format!("invalid view cursor {:?}", cursor.0), error)))?;
     let key: Item = state.key.into_iter().map(|(name, text)| (name, AttributeValue::S(text))).collect();
     Ok((state.shard, (!key.is_empty()).then_some(key)))
 }
