@@ -186,6 +186,52 @@ impl KeyState {
     }
 }
 
+/// Where the verifier reads the JWKS document: the configured URL or file
+/// ([`JwtVerifier::new`]), or anything a test supplies
+/// ([`JwtVerifier::with_key_source`]). The verifier owns caching, single flight and
+/// back-off; a source only fetches.
+#[async_trait::async_trait]
+pub trait KeySource: Send + Sync {
+    /// The JWKS document, as text.
+    async fn fetch(&self) -> Result<String, AuthError>;
+}
+
+/// The configured [`JwksSource`]: an HTTP GET (2 s to connect, 5 s in all) or a file.
+struct ConfiguredKeys {
+    source: JwksSource,
+    http: reqwest::Client,
+}
+
+impl ConfiguredKeys {
+    fn new(source: JwksSource) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Self { source, http }
+    }
+}
+
+#[async_trait::async_trait]
+impl KeySource for ConfiguredKeys {
+    async fn fetch(&self) -> Result<String, AuthError> {
+        match &self.source {
+            JwksSource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|error| AuthError::Keys(format!("{}: {error}", path.display()))),
+            JwksSource::Url(url) => {
+                let response =
+                    self.http.get(url).send().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?;
+                if !response.status().is_success() {
+                    return Err(AuthError::Keys(format!("{url}: HTTP {}", response.status())));
+                }
+                response.text().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))
+            }
+        }
+    }
+}
+
 /// After a failed fetch, requests are answered from the cached keys (or refused)
 /// for this long before the keys are fetched again.
 pub const JWKS_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
@@ -199,7 +245,7 @@ pub const JWKS_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
 /// per back-off period, not one per request.
 pub struct JwtVerifier {
     config: AuthConfig,
-    http: reqwest::Client,
+    source: std::sync::Arc<dyn KeySource>,
     keys: RwLock<KeyState>,
     fetching: tokio::sync::Mutex<()>,
     failure_backoff: Duration,
@@ -208,14 +254,10 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     pub fn new(config: AuthConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
+        let source = std::sync::Arc::new(ConfiguredKeys::new(config.jwks.clone()));
         Self {
             config,
-            http,
+            source,
             keys: RwLock::new(KeyState::default()),
             fetching: tokio::sync::Mutex::new(()),
             failure_backoff: JWKS_FAILURE_BACKOFF,
@@ -226,6 +268,12 @@ impl JwtVerifier {
     /// Counts fetches and their failures into `metrics`.
     pub fn with_metrics(mut self, metrics: std::sync::Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Reads the keys from `source` instead of the configured URL or file.
+    pub fn with_key_source(mut self, source: std::sync::Arc<dyn KeySource>) -> Self {
+        self.source = source;
         self
     }
 
@@ -244,19 +292,7 @@ impl JwtVerifier {
     }
 
     async fn fetch_keys(&self) -> Result<JwkSet, AuthError> {
-        let text = match &self.config.jwks {
-            JwksSource::File(path) => tokio::fs::read_to_string(path)
-                .await
-                .map_err(|error| AuthError::Keys(format!("{}: {error}", path.display())))?,
-            JwksSource::Url(url) => {
-                let response =
-                    self.http.get(url).send().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?;
-                if !response.status().is_success() {
-                    return Err(AuthError::Keys(format!("{url}: HTTP {}", response.status())));
-                }
-                response.text().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?
-            }
-        };
+        let text = self.source.fetch().await?;
         serde_json::from_str(&text).map_err(|error| AuthError::Keys(format!("not a JWKS: {error}")))
     }
 
@@ -361,5 +397,88 @@ mod token_tests {
         assert_eq!(token_from(None, Some("h")).as_deref(), Some("h"), "a bare header value");
         assert_eq!(token_from(None, Some("Bearer ")), None);
         assert_eq!(token_from(None, None), None);
+    }
+}
+
+#[cfg(test)]
+mod key_cache_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    /// Counts fetches; each takes `delay` and answers `answer`.
+    struct CountingKeys {
+        fetches: AtomicUsize,
+        delay: Duration,
+        answer: Result<&'static str, &'static str>,
+    }
+
+    #[async_trait::async_trait]
+    impl KeySource for CountingKeys {
+        async fn fetch(&self) -> Result<String, AuthError> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.answer.map(str::to_owned).map_err(|error| AuthError::Keys(error.to_owned()))
+        }
+    }
+
+    fn verifier(answer: Result<&'static str, &'static str>) -> (Arc<JwtVerifier>, Arc<CountingKeys>) {
+        let keys = Arc::new(CountingKeys { fetches: AtomicUsize::new(0), delay: Duration::from_millis(50), answer });
+        let config = AuthConfig::cognito("us-east-1_Test", None).unwrap();
+        let verifier =
+            JwtVerifier::new(config).with_key_source(keys.clone()).with_failure_backoff(Duration::from_secs(60));
+        (Arc::new(verifier), keys)
+    }
+
+    /// A token whose header names key `kid` (its signature is never reached).
+    fn token(kid: &str) -> String {
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{kid}"}}"#));
+        let claims = URL_SAFE_NO_PAD.encode(r#"{"sub":"user-1"}"#);
+        format!("{header}.{claims}.c2lnbmF0dXJl")
+    }
+
+    async fn verify_concurrently(verifier: &Arc<JwtVerifier>, count: usize) -> Vec<AuthError> {
+        let tasks: Vec<_> = (0..count)
+            .map(|_| {
+                let verifier = verifier.clone();
+                tokio::spawn(async move { verifier.verify(&token("k1")).await })
+            })
+            .collect();
+        let mut errors = Vec::new();
+        for task in tasks {
+            errors.push(task.await.unwrap().expect_err("no key can verify these tokens"));
+        }
+        errors
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_one_fetch() {
+        let (verifier, keys) = verifier(Ok(r#"{"keys":[]}"#));
+        let errors = verify_concurrently(&verifier, 50).await;
+        assert_eq!(keys.fetches.load(Ordering::SeqCst), 1, "single flight");
+        assert!(errors.iter().all(|error| matches!(error, AuthError::UnknownKey(kid) if kid == "k1")), "{errors:?}");
+        // Fresh keys answer an unknown kid without fetching again.
+        verifier.verify(&token("k1")).await.unwrap_err();
+        assert_eq!(keys.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_is_remembered_for_the_back_off() {
+        let (verifier, keys) = verifier(Err("HTTP 503"));
+        assert!(verifier.warm_up().await.is_err());
+        let errors = verify_concurrently(&verifier, 20).await;
+        assert_eq!(keys.fetches.load(Ordering::SeqCst), 1, "one fetch per back-off period, not one per request");
+        assert!(errors.iter().all(|error| matches!(error, AuthError::Keys(text) if text.contains("HTTP 503"))));
+        assert_eq!(verifier.metrics().total(names::JWKS_FETCH_FAILURES), 1);
+    }
+
+    #[tokio::test]
+    async fn a_document_that_is_not_a_jwks_is_a_key_error() {
+        let (verifier, _) = verifier(Ok("<html>"));
+        assert!(matches!(verifier.warm_up().await, Err(AuthError::Keys(text)) if text.starts_with("not a JWKS")));
     }
 }

@@ -103,6 +103,31 @@ pub async fn sdk_config(endpoint_url: Option<&str>, policy: AwsPolicy) -> SdkCon
     loader.load().await
 }
 
+/// What an SDK call's failure means, in one short line naming the operation: the
+/// service's error code and message, or which step failed. The SDK error itself
+/// goes beside it as the source (see [`crate::ports::Cause`]).
+pub fn sdk_error_message<E, R>(operation: &str, error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("an error without a code");
+            match service.err().message() {
+                Some(message) => format!("{operation}: {code}: {message}"),
+                None => format!("{operation}: {code}"),
+            }
+        }
+        SdkError::TimeoutError(_) => {
+            format!("{operation}: no answer within the timeout ({OPERATION_TIMEOUT_ENV} or {ATTEMPT_TIMEOUT_ENV})")
+        }
+        SdkError::DispatchFailure(_) => format!("{operation}: the request could not be sent"),
+        SdkError::ResponseError(_) => format!("{operation}: the response could not be read"),
+        _ => format!("{operation}: the request could not be built"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -130,30 +155,5 @@ mod tests {
         let policy = AwsPolicy::default();
         assert!(policy.operation_timeout < Duration::from_secs(29));
         assert!(policy.attempt_timeout <= policy.operation_timeout);
-    }
-}
-
-/// What an SDK call's failure means, in one short line naming the operation: the
-/// service's error code and message, or which step failed. The SDK error itself
-/// goes beside it as the source (see [`crate::ports::Cause`]).
-pub fn sdk_error_message<E, R>(operation: &str, error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    use aws_sdk_dynamodb::error::SdkError;
-    match error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("an error without a code");
-            match service.err().message() {
-                Some(message) => format!("{operation}: {code}: {message}"),
-                None => format!("{operation}: {code}"),
-            }
-        }
-        SdkError::TimeoutError(_) => {
-            format!("{operation}: no answer within the timeout ({OPERATION_TIMEOUT_ENV} or {ATTEMPT_TIMEOUT_ENV})")
-        }
-        SdkError::DispatchFailure(_) => format!("{operation}: the request could not be sent"),
-        SdkError::ResponseError(_) => format!("{operation}: the response could not be read"),
-        _ => format!("{operation}: the request could not be built"),
     }
 }

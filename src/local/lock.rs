@@ -63,13 +63,13 @@ mod tests {
 
     #[test]
     fn a_second_lock_on_the_same_store_is_refused_with_the_owner() {
-        let store = std::env::temp_dir().join(format!("wsledger-lock-{}.db", ulid::Ulid::generate()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("wsledger.db");
         let first = ServeLock::acquire(&store).unwrap();
         let refused = ServeLock::acquire(&store).unwrap_err();
         assert!(refused.contains(&format!("process {}", std::process::id())), "{refused}");
         assert!(refused.contains(&store.display().to_string()), "{refused}");
         drop(first);
-        let again = ServeLock::acquire(&store).unwrap();
-        let _ = std::fs::remove_file(again.path());
+        ServeLock::acquire(&store).unwrap();
     }
 }
