@@ -157,6 +157,10 @@ fn close_name(code: u16) -> &'static str {
 }
 
 /// How a read error ends the connection: 1009 when a limit was exceeded.
+///
+/// The downcast only matches when the direct `tungstenite` dependency is the very
+/// version axum uses; on a mismatch every oversized message would read as 1006.
+/// `tests/it/serve.rs` `an_oversized_message_closes_with_1009` fails if that happens.
 fn read_error(error: axum::Error) -> (u16, String) {
     let inner = error.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
