@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
+use crate::adapters::aws::TrustRoots;
 use crate::domain::UserId;
 use crate::metrics::{Metrics, names};
 
@@ -196,20 +197,32 @@ pub trait KeySource: Send + Sync {
     async fn fetch(&self) -> Result<String, AuthError>;
 }
 
-/// The configured [`JwksSource`]: an HTTP GET (2 s to connect, 5 s in all) or a file.
+/// The configured [`JwksSource`]: an HTTP GET (2 s to connect, 5 s in all) or a
+/// file. The HTTP client (and its root certificates) is built at the first fetch
+/// of a URL, never for a file.
 struct ConfiguredKeys {
     source: JwksSource,
-    http: reqwest::Client,
+    roots: TrustRoots,
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl ConfiguredKeys {
-    fn new(source: JwksSource) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
-        Self { source, http }
+    fn new(source: JwksSource, roots: TrustRoots) -> Self {
+        Self { source, roots, http: std::sync::OnceLock::new() }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            let builder =
+                reqwest::Client::builder().timeout(Duration::from_secs(5)).connect_timeout(Duration::from_secs(2));
+            let builder = match self.roots {
+                TrustRoots::System => builder,
+                TrustRoots::Amazon => builder.tls_certs_only(
+                    TrustRoots::amazon_der().filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+                ),
+            };
+            builder.build().unwrap_or_default()
+        })
     }
 }
 
@@ -222,7 +235,7 @@ impl KeySource for ConfiguredKeys {
                 .map_err(|error| AuthError::Keys(format!("{}: {error}", path.display()))),
             JwksSource::Url(url) => {
                 let response =
-                    self.http.get(url).send().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?;
+                    self.http().get(url).send().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?;
                 if !response.status().is_success() {
                     return Err(AuthError::Keys(format!("{url}: HTTP {}", response.status())));
                 }
@@ -254,7 +267,7 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     pub fn new(config: AuthConfig) -> Self {
-        let source = std::sync::Arc::new(ConfiguredKeys::new(config.jwks.clone()));
+        let source = std::sync::Arc::new(ConfiguredKeys::new(config.jwks.clone(), TrustRoots::System));
         Self {
             config,
             source,
@@ -268,6 +281,12 @@ impl JwtVerifier {
     /// Counts fetches and their failures into `metrics`.
     pub fn with_metrics(mut self, metrics: std::sync::Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Fetches the configured URL trusting `roots` (the platform's store unless set).
+    pub fn with_trust_roots(mut self, roots: TrustRoots) -> Self {
+        self.source = std::sync::Arc::new(ConfiguredKeys::new(self.config.jwks.clone(), roots));
         self
     }
 

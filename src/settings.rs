@@ -4,7 +4,7 @@
 //! type parses it from a lookup (`from_lookup`), so the parsing is tested without
 //! touching the process environment.
 
-use crate::adapters::aws::AwsPolicy;
+use crate::adapters::aws::{AwsPolicy, TrustRoots};
 use crate::adapters::dynamodb::TableNames;
 use crate::auth::AuthConfig;
 use crate::handler::HandlerConfig;
@@ -52,6 +52,53 @@ pub fn aws_policy() -> AwsPolicy {
     })
 }
 
+/// The root certificates of the Lambda bootstraps' AWS clients: Amazon's, unless
+/// `SSL_CERT_FILE` or `SSL_CERT_DIR` names a store to use (a private CA, an egress
+/// proxy), or an endpoint override (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`,
+/// `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI`, `WEBSOCKET_API_ENDPOINT`) names an
+/// HTTPS host outside AWS (a custom domain with an imported certificate).
+pub fn lambda_trust_roots() -> TrustRoots {
+    let named = |name: &str| lookup(name).is_some_and(|value| !value.trim().is_empty());
+    if named("SSL_CERT_FILE") || named("SSL_CERT_DIR") {
+        return TrustRoots::System;
+    }
+    let overrides = [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        crate::adapters::apigw::ENDPOINT_ENV,
+        "WEBSOCKET_API_ENDPOINT",
+    ];
+    let foreign = overrides.iter().filter_map(|name| lookup(name)).any(|url| !https_to_aws_or_plain_http(&url));
+    if foreign { TrustRoots::System } else { TrustRoots::Amazon }
+}
+
+/// The roots that verify `url` in a Lambda bootstrap: Amazon's for an AWS host
+/// (Cognito's JWKS), the platform's for any other.
+pub fn lambda_trust_roots_for(url: &str) -> TrustRoots {
+    match lambda_trust_roots() {
+        TrustRoots::Amazon if https_to_aws_or_plain_http(url) => TrustRoots::Amazon,
+        _ => TrustRoots::System,
+    }
+}
+
+/// `http://` anything (no certificate is checked), or `https://` to an AWS host.
+fn https_to_aws_or_plain_http(url: &str) -> bool {
+    let url = url.trim();
+    if url.starts_with("http://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("https://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = host.split(':').next().unwrap_or_default();
+    TrustRoots::is_aws_host(host)
+}
+
+/// [`aws_policy`] with [`lambda_trust_roots`]: the Lambda bootstraps' AWS clients.
+pub fn lambda_aws_policy() -> AwsPolicy {
+    AwsPolicy { roots: lambda_trust_roots(), ..aws_policy() }
+}
+
 /// The Management API endpoint: `AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI` (the AWS
 /// SDK's own convention) when set, else `fallback` (`WEBSOCKET_API_ENDPOINT`, which
 /// the template sets, or a flag).
@@ -70,4 +117,19 @@ pub fn websocket_api_endpoint() -> Option<String> {
 /// another service to the SDK, is pointed at it explicitly).
 pub fn dynamodb_endpoint() -> Option<String> {
     lookup("AWS_ENDPOINT_URL_DYNAMODB").filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https_to_aws_or_plain_http;
+
+    #[test]
+    fn amazons_roots_verify_only_aws_hosts() {
+        assert!(https_to_aws_or_plain_http("https://cognito-idp.us-east-1.amazonaws.com/pool/.well-known/jwks.json"));
+        assert!(https_to_aws_or_plain_http("https://abc.execute-api.eu-west-1.amazonaws.com:443/prod"));
+        assert!(https_to_aws_or_plain_http("http://127.0.0.1:8000"), "no certificate to verify");
+        assert!(!https_to_aws_or_plain_http("https://ws.example.com/prod"));
+        assert!(!https_to_aws_or_plain_http("https://user@evil.test/x.amazonaws.com"));
+        assert!(!https_to_aws_or_plain_http("ftp://x.amazonaws.com"));
+    }
 }

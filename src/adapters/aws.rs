@@ -26,6 +26,54 @@ pub struct AwsPolicy {
     /// Attempts per operation (1: no retries). Throttling and transient errors are
     /// retried with exponential backoff and jitter (the SDK's standard mode).
     pub max_attempts: u32,
+    /// Which root certificates TLS connections trust.
+    pub roots: TrustRoots,
+}
+
+/// Which root certificates an HTTPS client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrustRoots {
+    /// The platform's store (`/etc/ssl/certs`, or `SSL_CERT_FILE` and `SSL_CERT_DIR`):
+    /// what the machine trusts, a company's TLS-inspecting proxy included. The CLI's.
+    #[default]
+    System,
+    /// The roots of Amazon Trust Services (Amazon Root CA 1 to 4 and Starfield
+    /// Services Root CA G2), compiled in: every AWS service endpoint chains to them.
+    /// The Lambda bootstraps' for AWS endpoints (`settings::lambda_trust_roots`):
+    /// reading and parsing the platform's store, or all of Mozilla's 140-odd roots,
+    /// cost 3 to 5 ms of every cold start (BENCHMARKS.md); five roots cost 0.1 ms.
+    Amazon,
+}
+
+/// How Amazon Trust Services' roots name themselves.
+const AMAZON_ROOT_NAMES: [&[u8]; 2] = [b"Amazon Root CA ", b"Starfield Services Root Certificate Authority - G2"];
+
+impl TrustRoots {
+    /// [`TrustRoots::Amazon`]'s certificates, DER, from Mozilla's root program
+    /// (`webpki-root-certs`).
+    pub fn amazon_der() -> impl Iterator<Item = &'static [u8]> {
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|der| der.as_ref())
+            .filter(|der| AMAZON_ROOT_NAMES.iter().any(|name| der.windows(name.len()).any(|window| window == *name)))
+    }
+
+    /// The same, PEM-encoded, for clients that take PEM.
+    pub fn amazon_pem() -> impl Iterator<Item = String> {
+        use base64::Engine;
+        Self::amazon_der().map(|der| {
+            let body = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> =
+                body.as_bytes().chunks(64).map(|line| std::str::from_utf8(line).unwrap_or("")).collect();
+            format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+        })
+    }
+
+    /// Whether `host` is an AWS service endpoint (its certificate chains to Amazon's roots).
+    pub fn is_aws_host(host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn") || host.ends_with(".api.aws")
+    }
 }
 
 impl Default for AwsPolicy {
@@ -35,6 +83,7 @@ impl Default for AwsPolicy {
             attempt_timeout: Duration::from_secs(4),
             operation_timeout: Duration::from_secs(10),
             max_attempts: 3,
+            roots: TrustRoots::System,
         }
     }
 }
@@ -100,7 +149,24 @@ pub async fn sdk_config(endpoint_url: Option<&str>, policy: AwsPolicy) -> SdkCon
             .or_else("us-east-1");
         loader = loader.endpoint_url(endpoint_url).region(region);
     }
+    if policy.roots == TrustRoots::Amazon {
+        loader = loader.http_client(amazon_https_client());
+    }
     loader.load().await
+}
+
+/// The SDK's own HTTPS client (hyper 1, rustls on aws-lc), trusting Amazon's roots only.
+fn amazon_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let mut trust = TrustStore::empty().with_native_roots(false);
+    for pem in TrustRoots::amazon_pem() {
+        trust.add_pem_certificate(pem);
+    }
+    let context = TlsContext::builder().with_trust_store(trust).build().expect("a trust store of valid PEM");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https()
 }
 
 /// What an SDK call's failure means, in one short line naming the operation: the
@@ -138,6 +204,37 @@ mod tests {
         let environment: HashMap<String, String> =
             pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
         AwsPolicy::from_lookup(|name| environment.get(name).cloned())
+    }
+
+    #[test]
+    fn amazons_roots_are_the_five_of_amazon_trust_services_in_valid_pem() {
+        let der: Vec<&[u8]> = TrustRoots::amazon_der().collect();
+        assert_eq!(der.len(), 5, "Amazon Root CA 1 to 4 and Starfield Services Root CA G2");
+        for (pem, der) in TrustRoots::amazon_pem().zip(&der) {
+            let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+            use base64::Engine;
+            assert_eq!(base64::engine::general_purpose::STANDARD.decode(body).unwrap(), *der);
+        }
+        assert!(TrustRoots::is_aws_host("dynamodb.eu-west-1.amazonaws.com"));
+        assert!(TrustRoots::is_aws_host("abc123.execute-api.us-east-1.amazonaws.com."));
+        assert!(!TrustRoots::is_aws_host("ws.example.com"));
+        assert!(!TrustRoots::is_aws_host("amazonaws.com.example.com"));
+    }
+
+    /// The SDK parses the trust store when it builds a connector (and panics on a
+    /// root it cannot parse): a call to a closed port gets that far.
+    #[tokio::test]
+    async fn the_sdk_builds_its_tls_connector_from_amazons_roots() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let policy = AwsPolicy { roots: TrustRoots::Amazon, max_attempts: 1, ..AwsPolicy::default() };
+        let config = aws_sdk_dynamodb::config::Builder::from(
+            &sdk_config(Some(&format!("https://127.0.0.1:{port}")), policy).await,
+        )
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("a", "b", None, None, "test"))
+        .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        let error = client.list_tables().send().await.expect_err("nothing listens there");
+        assert!(matches!(error, aws_sdk_dynamodb::error::SdkError::DispatchFailure(_)), "{error:?}");
     }
 
     #[test]

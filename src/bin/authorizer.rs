@@ -3,19 +3,30 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, service_fn};
-use wsledger::auth::JwtVerifier;
+use wsledger::adapters::aws::TrustRoots;
+use wsledger::auth::{JwksSource, JwtVerifier};
 use wsledger::lambda::{self, authorizer};
 use wsledger::metrics::Metrics;
 use wsledger::settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let mut init = lambda::InitPhases::start();
     lambda::init_tracing();
+    init.mark("tracing");
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
-    let verifier = JwtVerifier::new(settings::auth_config()?).with_metrics(metrics.metrics().clone());
+    let config = settings::auth_config()?;
+    let roots = match &config.jwks {
+        JwksSource::Url(url) => settings::lambda_trust_roots_for(url),
+        JwksSource::File(_) => TrustRoots::System,
+    };
+    let verifier = JwtVerifier::new(config).with_trust_roots(roots).with_metrics(metrics.metrics().clone());
+    init.mark("settings");
     if let Err(error) = verifier.warm_up().await {
         tracing::warn!(%error, "loading the signing keys during init failed; trying again after a back-off");
     }
+    init.mark("jwks");
     let (verifier, metrics) = (&verifier, &metrics);
+    init.done();
     lambda_runtime::run(service_fn(move |event| metrics.after(authorizer::handle(verifier, event)))).await
 }

@@ -11,15 +11,22 @@ use wsledger::settings;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let mut init = lambda::InitPhases::start();
     lambda::init_tracing();
+    init.mark("tracing");
     let config = settings::handler_config()?;
-    let store = DynamoDbStore::new(dynamodb::client(None, settings::aws_policy()).await, settings::table_names());
+    init.mark("settings");
+    let store =
+        DynamoDbStore::new(dynamodb::client(None, settings::lambda_aws_policy()).await, settings::table_names());
+    init.mark("sdk_config");
     lambda::warm_up(&store).await;
+    init.mark("warm_up");
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
     let store = Arc::new(store);
     let handler = ConnectionHandler::new(store.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config)
         .with_views(store)
         .with_metrics(metrics.metrics().clone());
     let (handler, metrics) = (&handler, &metrics);
+    init.done();
     lambda_runtime::run(service_fn(move |event| metrics.after(connection_handler::handle(handler, event)))).await
 }

@@ -13,16 +13,22 @@ use wsledger::sweep::SweepConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let mut init = lambda::InitPhases::start();
     lambda::init_tracing();
+    init.mark("tracing");
     let retention_days = settings::handler_config()?.retention_days;
-    let policy = settings::aws_policy();
+    let policy = settings::lambda_aws_policy();
+    init.mark("settings");
     let store = DynamoDbStore::new(dynamodb::client(None, policy).await, settings::table_names());
+    init.mark("sdk_config");
     lambda::warm_up(&store).await;
+    init.mark("warm_up");
     let endpoint = settings::management_endpoint(settings::websocket_api_endpoint().as_deref());
     let gateway = match endpoint {
         Some(endpoint) => Some(ManagementApiGateway::new(&endpoint, policy).await),
         None => None,
     };
+    init.mark("management_api");
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
     let projector = projector::Projector {
         events: &store,
@@ -32,5 +38,6 @@ async fn main() -> Result<(), Error> {
         metrics: metrics.metrics(),
     };
     let (projector, metrics) = (&projector, &metrics);
+    init.done();
     lambda_runtime::run(service_fn(move |event| metrics.after(projector::handle(projector, event)))).await
 }

@@ -84,6 +84,38 @@ pub fn init_tracing() {
         .init();
 }
 
+/// The phases of a bootstrap's init, timed and logged in one line (`init done`,
+/// field `phases`: `name=milliseconds ...`) when the bootstrap is about to ask for
+/// its first invocation: where a cold start's time goes, beside Lambda's own
+/// `Init Duration` (which also counts loading the binary, before `main`).
+pub struct InitPhases {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    phases: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl InitPhases {
+    pub fn start() -> Self {
+        let now = std::time::Instant::now();
+        Self { started: now, last: now, phases: Vec::new() }
+    }
+
+    /// Ends the phase `name` (it began where the previous one ended).
+    pub fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.phases.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// Logs the phases.
+    pub fn done(self) {
+        let phases: Vec<String> =
+            self.phases.iter().map(|(name, took)| format!("{name}={:.2}", took.as_secs_f64() * 1_000.0)).collect();
+        let total_ms = self.started.elapsed().as_secs_f64() * 1_000.0;
+        tracing::info!(phases = phases.join(" "), total_ms, "init done");
+    }
+}
+
 /// How long init may spend warming up (Lambda allows 10 s of init).
 pub const WARM_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 

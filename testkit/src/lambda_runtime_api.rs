@@ -151,7 +151,13 @@ impl RuntimeApi {
 
     fn command(&self, binary: &str, env: &[(&str, String)]) -> Command {
         let mut command = Command::new(binary);
+        // Only what Lambda sets (and the test adds): nothing of this machine's
+        // environment (proxy or certificate settings, AWS profiles) leaks in.
         command
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+            .env("LANG", "en_US.UTF-8")
+            .env("TZ", ":UTC")
             .env("AWS_LAMBDA_RUNTIME_API", self.address.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", "wsledger-test")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
