@@ -6,13 +6,13 @@
 //! client that cannot keep up), and a close is a signal of its own that never
 //! queues behind posts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 
 use crate::domain::{ConnectionId, Timestamp};
 use crate::ports::{ConnectionGateway, GatewayConnection, GatewayError};
@@ -25,12 +25,98 @@ pub struct CloseRequest {
     pub reason: String,
 }
 
+/// What the rest of the emulator sends one connection: posts (text when the bytes
+/// are UTF-8, else binary), at most `capacity` waiting, and one close request, which
+/// never waits behind posts. Nothing is allocated until something is sent (a
+/// channel would allocate a block of slots per connection up front): an idle
+/// connection's outbox is an empty queue and two [`Notify`]s.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    capacity: usize,
+    posted: Notify,
+    closing: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    posts: VecDeque<Bytes>,
+    close: Option<CloseRequest>,
+    close_requested: bool,
+    ended: bool,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Self { state: Mutex::default(), capacity, posted: Notify::new(), closing: Notify::new() }
+    }
+
+    /// Queues `data`; never waits. A full queue (the client is not reading) is
+    /// `Throttled`; an ended connection is `Gone`.
+    pub fn post(&self, data: Bytes) -> Result<(), GatewayError> {
+        let mut state = lock(&self.state);
+        if state.ended {
+            return Err(GatewayError::Gone);
+        }
+        if state.posts.len() >= self.capacity {
+            return Err(GatewayError::Throttled(
+                "the client is not reading fast enough; its outbound queue is full".into(),
+            ));
+        }
+        state.posts.push_back(data);
+        drop(state);
+        self.posted.notify_one();
+        Ok(())
+    }
+
+    /// Asks the connection to close; never waits. A second request while the first
+    /// is under way succeeds (the connection is closing).
+    pub fn close(&self, request: CloseRequest) -> Result<(), GatewayError> {
+        let mut state = lock(&self.state);
+        if state.ended {
+            return Err(GatewayError::Gone);
+        }
+        if !state.close_requested {
+            state.close_requested = true;
+            state.close = Some(request);
+            drop(state);
+            self.closing.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next post, waiting for one.
+    pub async fn next_post(&self) -> Bytes {
+        loop {
+            if let Some(data) = lock(&self.state).posts.pop_front() {
+                return data;
+            }
+            self.posted.notified().await;
+        }
+    }
+
+    /// The close request, waiting for it.
+    pub async fn close_requested(&self) -> CloseRequest {
+        loop {
+            if let Some(request) = lock(&self.state).close.take() {
+                return request;
+            }
+            self.closing.notified().await;
+        }
+    }
+
+    /// The connection is over: later posts and closes are `Gone`, and what is
+    /// still queued is dropped.
+    pub fn end(&self) {
+        let mut state = lock(&self.state);
+        state.ended = true;
+        state.posts = VecDeque::new();
+    }
+}
+
 #[derive(Debug)]
 pub struct LiveConnection {
-    /// Posts (text when the bytes are UTF-8, else binary), bounded.
-    pub posts: mpsc::Sender<Bytes>,
-    /// Taken by the first close request.
-    pub close: Mutex<Option<oneshot::Sender<CloseRequest>>>,
+    pub outbox: Outbox,
     pub connected_at: Timestamp,
     pub last_active_at: AtomicI64,
     pub source_ip: String,
@@ -69,13 +155,7 @@ impl Registry {
     /// Queues `data` for the connection; never waits. A full queue (the client is
     /// not reading) is `Throttled`.
     pub fn post(&self, connection_id: &str, data: Bytes) -> Result<(), GatewayError> {
-        let connection = self.find(connection_id).ok_or(GatewayError::Gone)?;
-        connection.posts.try_send(data).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => {
-                GatewayError::Throttled("the client is not reading fast enough; its outbound queue is full".into())
-            }
-            mpsc::error::TrySendError::Closed(_) => GatewayError::Gone,
-        })
+        self.find(connection_id).ok_or(GatewayError::Gone)?.outbox.post(data)
     }
 
     pub fn info(&self, connection_id: &str) -> Result<GatewayConnection, GatewayError> {
@@ -92,8 +172,7 @@ impl Registry {
     /// first is under way succeeds (the connection is closing).
     pub fn close(&self, connection_id: &str, code: u16, reason: &str) -> Result<(), GatewayError> {
         let connection = self.find(connection_id).ok_or(GatewayError::Gone)?;
-        let Some(close) = lock(&connection.close).take() else { return Ok(()) };
-        close.send(CloseRequest { code, reason: reason.to_owned() }).map_err(|_| GatewayError::Gone)
+        connection.outbox.close(CloseRequest { code, reason: reason.to_owned() })
     }
 }
 
@@ -116,39 +195,53 @@ impl ConnectionGateway for Registry {
 mod tests {
     use super::*;
 
-    fn live(queue: usize) -> (Arc<LiveConnection>, mpsc::Receiver<Bytes>, oneshot::Receiver<CloseRequest>) {
-        let (posts, outbound) = mpsc::channel(queue);
-        let (close, closing) = oneshot::channel();
+    fn live(queue: usize) -> Arc<LiveConnection> {
         let connection = LiveConnection {
-            posts,
-            close: Mutex::new(Some(close)),
+            outbox: Outbox::new(queue),
             connected_at: Timestamp::from_epoch_millis(0),
             last_active_at: AtomicI64::new(0),
             source_ip: "127.0.0.1".into(),
             user_agent: None,
         };
-        (Arc::new(connection), outbound, closing)
+        Arc::new(connection)
     }
 
-    #[test]
-    fn a_full_queue_is_throttled_at_once_and_a_close_does_not_wait_behind_it() {
+    #[tokio::test]
+    async fn a_full_queue_is_throttled_at_once_and_a_close_does_not_wait_behind_it() {
         let registry = Registry::default();
-        let (connection, _outbound, mut closing) = live(2);
-        registry.insert("c", connection);
+        let connection = live(2);
+        registry.insert("c", connection.clone());
         assert!(registry.post("c", Bytes::from_static(b"1")).is_ok());
         assert!(registry.post("c", Bytes::from_static(b"2")).is_ok());
         assert!(matches!(registry.post("c", Bytes::from_static(b"3")), Err(GatewayError::Throttled(_))));
         registry.close("c", 1000, DELETE_REASON).unwrap();
-        registry.close("c", 1000, DELETE_REASON).unwrap();
-        assert_eq!(closing.try_recv().unwrap().code, 1000);
+        registry.close("c", 4000, DELETE_REASON).unwrap();
+        assert_eq!(connection.outbox.close_requested().await.code, 1000, "the first request wins");
+        assert_eq!(connection.outbox.next_post().await, Bytes::from_static(b"1"));
+        assert_eq!(connection.outbox.next_post().await, Bytes::from_static(b"2"));
+        connection.outbox.end();
+        assert!(matches!(registry.post("c", Bytes::new()), Err(GatewayError::Gone)), "ended");
+        assert!(matches!(registry.close("c", 1000, DELETE_REASON), Err(GatewayError::Gone)));
         assert!(matches!(registry.post("missing", Bytes::new()), Err(GatewayError::Gone)));
+    }
+
+    #[tokio::test]
+    async fn a_post_wakes_a_waiting_connection() {
+        let connection = live(4);
+        let waiting = tokio::spawn({
+            let connection = connection.clone();
+            async move { connection.outbox.next_post().await }
+        });
+        tokio::task::yield_now().await;
+        connection.outbox.post(Bytes::from_static(b"hello")).unwrap();
+        let received = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(received, Bytes::from_static(b"hello"));
     }
 
     #[test]
     fn a_poisoned_registry_keeps_its_connections() {
         let registry = Arc::new(Registry::default());
-        let (connection, _outbound, _closing) = live(1);
-        registry.insert("c", connection);
+        registry.insert("c", live(1));
         let poisoner = registry.clone();
         let _ = std::thread::spawn(move || {
             let _guard = poisoner.connections.lock().unwrap();

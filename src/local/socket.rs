@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,22 +14,22 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
 use super::AuthMode;
 use super::apigw_event::{ConnectionContext, new_id};
 use super::http::ResetOnClose;
-use super::registry::{CloseRequest, LiveConnection};
+use super::registry::{CloseRequest, LiveConnection, Outbox};
 use crate::auth::{AuthError, token_from};
 use crate::domain::{Timestamp, UserId};
 use crate::handler::Response as HandlerResponse;
 use crate::lambda::connection_handler::request_of;
 
-/// The WebSocket read buffer per connection: small, so ten thousand idle
-/// connections cost little (axum's default is 128 KiB, allocated eagerly). Larger
-/// frames still arrive whole; they are read in several chunks.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// The WebSocket read buffer per connection: small, so a hundred thousand idle
+/// connections cost little (axum's default is 128 KiB, allocated eagerly; 4 KiB
+/// cost 3 KB more per connection, BENCHMARKS.md). A ping fits; larger frames still
+/// arrive whole, read in chunks of this size.
+const READ_BUFFER_BYTES: usize = 1024;
 /// The most a slow client may have queued before writes wait.
 const MAX_WRITE_BUFFER_BYTES: usize = 512 * 1024;
 /// Posts queued per connection; the next one answers `LimitExceededException`.
@@ -253,11 +252,8 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket: WebSocket, reset: ResetOnClose) {
     state.active.fetch_add(1, Ordering::SeqCst);
-    let (posts, outbound) = mpsc::channel(OUTBOUND_QUEUE);
-    let (close, closing) = oneshot::channel();
     let live = Arc::new(LiveConnection {
-        posts,
-        close: std::sync::Mutex::new(Some(close)),
+        outbox: Outbox::new(OUTBOUND_QUEUE),
         connected_at: context.connected_at,
         last_active_at: AtomicI64::new(context.connected_at.epoch_millis()),
         source_ip: context.source_ip.clone(),
@@ -267,11 +263,13 @@ async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket
 
     let (sink, stream) = socket.split();
     let mut writer = Writer::Ready(sink);
-    let ending = converse(&state, &context, &live, &mut writer, stream, outbound, closing).await;
+    let ending = converse(&state, &context, &live, &mut writer, stream).await;
 
     // Gone from @connections before $disconnect runs, as in API Gateway.
     state.registry.remove(&context.connection_id);
-    let (code, reason) = finish(writer, ending, &reset).await;
+    live.outbox.end();
+    // Boxed: the ending's futures exist only at the end.
+    let (code, reason) = Box::pin(finish(writer, ending, &reset)).await;
     Box::pin(disconnect(&state, &context, code, &reason, request_time(&live))).await;
     if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
         state.drained.notify_waiters();
@@ -287,24 +285,22 @@ async fn converse(
     live: &LiveConnection,
     writer: &mut Writer,
     mut stream: Stream,
-    mut outbound: mpsc::Receiver<Bytes>,
-    closing: oneshot::Receiver<CloseRequest>,
 ) -> Ending {
     let limits = state.config.limits;
     let write_timeout = state.config.write_timeout;
     let idle = tokio::time::sleep(limits.idle_timeout);
     let too_old = tokio::time::sleep(limits.max_duration);
     let shutdown = super::stopped(state.shutdown.clone());
+    let closing = live.outbox.close_requested();
     tokio::pin!(idle, too_old, shutdown, closing);
     loop {
         let ready = writer.is_ready();
         tokio::select! {
             biased;
             _ = &mut shutdown => return Ending::going_away("Server-side close: shutdown"),
-            request = &mut closing => return match request {
-                Ok(CloseRequest { code, reason }) => Ending::Server { code, frame_reason: String::new(), recorded_reason: reason },
-                Err(_) => Ending::abnormal(),
-            },
+            CloseRequest { code, reason } = &mut closing => {
+                return Ending::Server { code, frame_reason: String::new(), recorded_reason: reason };
+            }
             _ = &mut too_old => return Ending::going_away("Going away"),
             _ = &mut idle => return Ending::going_away("Going away"),
             written = writer.progress() => match written {
@@ -341,29 +337,30 @@ async fn converse(
                 };
                 let now = request_time(live);
                 idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
-                let route_key = state
-                    .config
-                    .route_selection
-                    .as_ref()
-                    .map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&body));
-                let event = context.message(&route_key, &body, is_base64, &new_id(), &new_id(), now);
-                // Boxed: the handler's future exists only while a message is handled,
-                // so an idle connection's task stays small.
-                let response = Box::pin(run_handler(state, &event)).await;
+                // Boxed, the event with it: both exist only while a message is
+                // handled, so an idle connection's task stays small (the event is
+                // over a kilobyte).
+                let response = Box::pin(async {
+                    let route_key = state
+                        .config
+                        .route_selection
+                        .as_ref()
+                        .map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&body));
+                    let event = context.message(&route_key, &body, is_base64, &new_id(), &new_id(), now);
+                    run_handler(state, &event).await
+                })
+                .await;
                 if let Some(reply) = response.body {
                     writer.start(Message::Text(reply.into()), write_timeout);
                 }
             }
-            post = outbound.recv(), if ready => match post {
-                Some(data) => {
-                    let message = match std::str::from_utf8(&data) {
-                        Ok(text) => Message::Text(text.to_owned().into()),
-                        Err(_) => Message::Binary(data),
-                    };
-                    writer.start(message, write_timeout);
-                }
-                None => return Ending::abnormal(),
-            },
+            data = live.outbox.next_post(), if ready => {
+                let message = match std::str::from_utf8(&data) {
+                    Ok(text) => Message::Text(text.to_owned().into()),
+                    Err(_) => Message::Binary(data),
+                };
+                writer.start(message, write_timeout);
+            }
         }
     }
 }
