@@ -16,6 +16,7 @@ pub mod lock;
 mod management;
 pub mod metrics;
 pub mod registry;
+pub mod runtime_api;
 mod socket;
 
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ mod observability;
 mod ops_cli;
 mod packaged;
 mod projector_lambda;
+mod runtime_api;
 mod same_millisecond;
 mod serve;
 mod serve_hostile;

@@ -66,3 +66,32 @@ async fn each_packaged_bootstrap_answers_its_fixture() {
     let answer = invoke(&runtime, json!({ "Records": [] })).await;
     assert_eq!(answer, json!({ "batchItemFailures": [] }));
 }
+
+/// The packaged connection handler run by `serve`'s Runtime API module, as
+/// `serve --lambda` runs functions: a cold start, then the warm process.
+#[tokio::test]
+async fn the_packaged_handler_runs_in_a_function_pool() {
+    use std::time::Duration;
+    use wsledger::local::runtime_api::{FunctionPool, FunctionSpec, LogTarget};
+
+    let (store, _) = dynamodb_local::fresh_store().await;
+    let environment =
+        dynamodb_local::bootstrap_env(store.tables()).into_iter().map(|(key, value)| (key.to_owned(), value)).collect();
+    let pool = FunctionPool::new(FunctionSpec {
+        name: "ConnectionHandlerFunction".into(),
+        bootstrap: bootstrap("connection-handler").into(),
+        environment,
+        timeout: Duration::from_secs(10),
+        memory_mb: 256,
+        idle_stop: Duration::from_secs(60),
+        logs: LogTarget::Terminal,
+    });
+    let now = chrono::Utc::now().timestamp_millis();
+    let fixture = include_str!("../fixtures/apigw/connect.json");
+    let connect = crate::lambda_runtime_api::websocket_event(fixture, "PoolCFJIAMCL=", now, now, None);
+    assert_eq!(pool.invoke(connect).await.unwrap()["statusCode"], 200);
+    let again = crate::lambda_runtime_api::websocket_event(fixture, "Pool2CFJIAMC=", now, now + 1, None);
+    assert_eq!(pool.invoke(again).await.unwrap()["statusCode"], 200);
+    assert_eq!(pool.idle_processes(), 1, "one warm process served both");
+    pool.stop().await;
+}
