@@ -249,6 +249,8 @@ impl Writer {
 /// How long a close frame may take to leave, at the end: the client is not reading
 /// when it takes longer.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a frame already on its way may take to finish when the connection ends.
+const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket: WebSocket, reset: ResetOnClose) {
     state.active.fetch_add(1, Ordering::SeqCst);
@@ -370,8 +372,18 @@ async fn converse(
 async fn finish(writer: Writer, ending: Ending, reset: &ResetOnClose) -> (u16, String) {
     let sink = match writer {
         Writer::Ready(sink) => Some(sink),
-        // A frame is stuck on its way out: the client is not reading.
-        Writer::Writing { .. } | Writer::Gone => None,
+        // A frame on its way out may be all but written (its bytes may even have
+        // arrived) when the ending wins the race: let it finish, within its deadline
+        // and IN_FLIGHT_GRACE. Only a frame still stuck then means the client is not
+        // reading.
+        Writer::Writing { write, deadline } => {
+            let until = deadline.min(tokio::time::Instant::now() + IN_FLIGHT_GRACE);
+            match tokio::time::timeout_at(until, write).await {
+                Ok((sink, Ok(()))) => Some(sink),
+                _ => None,
+            }
+        }
+        Writer::Gone => None,
     };
     match (ending, sink) {
         (Ending::Client { code, reason }, Some(mut sink)) => {
