@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod registry;
 pub mod runtime_api;
 mod socket;
+pub mod template;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
