@@ -119,6 +119,24 @@ pub fn dynamodb_endpoint() -> Option<String> {
     lookup("AWS_ENDPOINT_URL_DYNAMODB").filter(|value| !value.is_empty())
 }
 
+/// `AWS_REGION` (else `AWS_DEFAULT_REGION`).
+pub fn region() -> Option<String> {
+    lookup("AWS_REGION").or_else(|| lookup("AWS_DEFAULT_REGION")).filter(|value| !value.is_empty())
+}
+
+/// An AWS credential variable of this process (`AWS_ACCESS_KEY_ID`, ...), passed on
+/// to the functions `serve --lambda` runs.
+pub fn aws_credential(name: &str) -> Option<String> {
+    lookup(name).filter(|value| !value.is_empty())
+}
+
+/// Where `scripts/package` leaves the bootstraps: `$CARGO_TARGET_DIR/lambda`, else
+/// `target/lambda`.
+pub fn default_artifacts_dir() -> std::path::PathBuf {
+    let target = lookup("CARGO_TARGET_DIR").filter(|value| !value.is_empty()).unwrap_or_else(|| "target".into());
+    std::path::PathBuf::from(target).join("lambda")
+}
+
 #[cfg(test)]
 mod tests {
     use super::https_to_aws_or_plain_http;

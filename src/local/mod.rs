@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod exposure;
 pub mod feed;
 pub mod http;
+pub mod lambda_mode;
 pub mod lock;
 mod management;
 pub mod metrics;
@@ -107,6 +108,9 @@ pub struct ServeConfig {
     /// With `Backend::DynamoDb`: where the stream poller keeps its shard positions
     /// between runs (none: every run reads the stream from its start).
     pub stream_checkpoint: Option<std::path::PathBuf>,
+    /// `serve --lambda`: routes and the `$connect` authorizer run the template's
+    /// functions as Lambda runs them, instead of the handler in-process.
+    pub lambda: Option<Arc<lambda_mode::LambdaRoutes>>,
 }
 
 impl Default for ServeConfig {
@@ -128,6 +132,7 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             stream_checkpoint: None,
+            lambda: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use super::AppState;
 use super::AuthMode;
 use super::apigw_event::{ConnectionContext, new_id};
 use super::http::ResetOnClose;
+use super::lambda_mode::Refusal;
 use super::registry::{CloseRequest, LiveConnection, Outbox};
 use crate::auth::{AuthError, token_from};
 use crate::domain::{Timestamp, UserId};
@@ -41,6 +42,9 @@ async fn run_handler(
     state: &AppState,
     event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest,
 ) -> HandlerResponse {
+    if let Some(lambda) = &state.config.lambda {
+        return lambda.handle(event).await;
+    }
     match request_of(event, &new_id()) {
         Ok((meta, route)) => state.handler.handle(&meta, route).await,
         Err(error) => {
@@ -56,6 +60,28 @@ async fn authorize(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<UserId, StatusCode> {
+    if let Some(lambda) = &state.config.lambda
+        && lambda.app().authorizer.is_some()
+    {
+        let lowered: HashMap<String, String> = headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .collect();
+        let context = serde_json::json!({
+            "routeKey": "$connect",
+            "eventType": "CONNECT",
+            "stage": state.config.stage,
+            "apiId": "wsledger-local",
+            "domainName": state.domain_name,
+        });
+        return match lambda.authorize(&lowered, query, context).await {
+            Ok(Some(user_id)) => Ok(user_id),
+            Ok(None) => Err(StatusCode::UNAUTHORIZED),
+            Err(Refusal::MissingIdentity) => Err(StatusCode::UNAUTHORIZED),
+            Err(Refusal::Denied) => Err(StatusCode::FORBIDDEN),
+            Err(Refusal::Failed) => Err(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+    }
     match &state.config.auth {
         AuthMode::Dev => {
             query.get("userId").and_then(|user| UserId::parse(user.as_str()).ok()).ok_or(StatusCode::UNAUTHORIZED)
@@ -343,11 +369,11 @@ async fn converse(
                 // handled, so an idle connection's task stays small (the event is
                 // over a kilobyte).
                 let response = Box::pin(async {
-                    let route_key = state
-                        .config
-                        .route_selection
-                        .as_ref()
-                        .map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&body));
+                    let selection = match &state.config.lambda {
+                        Some(lambda) => lambda.route_selection(),
+                        None => state.config.route_selection.as_ref(),
+                    };
+                    let route_key = selection.map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&body));
                     let event = context.message(&route_key, &body, is_base64, &new_id(), &new_id(), now);
                     run_handler(state, &event).await
                 })

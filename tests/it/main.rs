@@ -21,6 +21,7 @@ mod runtime_api;
 mod same_millisecond;
 mod serve;
 mod serve_hostile;
+mod serve_lambda;
 mod sqlite;
 mod stalled;
 mod template;

@@ -1,0 +1,211 @@
+//! `serve --lambda`'s routes: every route of the template's WebSocket API invokes
+//! its function's packaged bootstrap through [`runtime_api`](super::runtime_api), and
+//! `$connect` goes through the template's authorizer, as API Gateway does it:
+//!
+//! - a `$connect` that lacks any identity source the authorizer lists is refused
+//!   with 401 before the authorizer runs;
+//! - the authorizer's Allow admits the connection with its `context.userId` (else
+//!   its `principalId`); Deny is 403; a failed authorizer is 500;
+//! - a route's answer (`statusCode`, `body`) goes back to the client only when the
+//!   route has a route response; a failed or timed-out function sends the client
+//!   `{"message": "Internal server error", "connectionId": ..., "requestId": ...}`,
+//!   and a failed `$connect` refuses the handshake with 500.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use serde_json::{Value, json};
+
+use super::apigw_event::RouteSelection;
+use super::runtime_api::{FunctionPool, FunctionSpec, LogTarget};
+use super::template::{IdentitySource, LambdaApp};
+use crate::domain::UserId;
+use crate::handler::Response;
+
+/// How long an idle warm process lives.
+pub const IDLE_STOP: Duration = Duration::from_secs(300);
+
+/// The template's routes, each with the pool of its function.
+pub struct LambdaRoutes {
+    app: LambdaApp,
+    pools: HashMap<String, Arc<FunctionPool>>,
+    route_selection: Option<RouteSelection>,
+}
+
+/// Why a `$connect` was refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An identity source is missing (401, the authorizer did not run).
+    MissingIdentity,
+    /// The authorizer denied it (403).
+    Denied,
+    /// The authorizer failed (500).
+    Failed,
+}
+
+/// Where a function's bootstrap is under `artifacts`: SAM's layout
+/// (`DIR/{LogicalId}/bootstrap`, as `sam build` leaves `.aws-sam/build`) or
+/// cargo-lambda's (`DIR/{binary}/bootstrap`, as `scripts/package` leaves it).
+pub fn find_bootstrap(artifacts: &Path, logical_id: &str, binary: Option<&str>) -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> =
+        std::iter::once(logical_id).chain(binary).map(|folder| artifacts.join(folder).join("bootstrap")).collect();
+    candidates.iter().find(|path| path.is_file()).cloned().ok_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|path| path.display().to_string()).collect();
+        format!(
+            "no bootstrap for {logical_id}: tried {} (build with `scripts/package` or `sam build`, then pass --artifacts)",
+            tried.join(", ")
+        )
+    })
+}
+
+impl LambdaRoutes {
+    /// Pools for every function the routes and the authorizer invoke, their
+    /// bootstraps found under `artifacts`.
+    pub fn start(app: LambdaApp, artifacts: &Path, logs: LogTarget) -> Result<Self, String> {
+        let mut needed: Vec<&str> = app.routes.values().map(|route| route.function.as_str()).collect();
+        needed.extend(app.authorizer.as_ref().map(|authorizer| authorizer.function.as_str()));
+        needed.sort_unstable();
+        needed.dedup();
+        let mut pools = HashMap::new();
+        for logical_id in needed {
+            let function =
+                app.functions.get(logical_id).ok_or_else(|| format!("{logical_id} is not a function serve can run"))?;
+            let bootstrap = find_bootstrap(artifacts, logical_id, function.binary.as_deref())?;
+            let spec = FunctionSpec {
+                name: logical_id.to_owned(),
+                bootstrap,
+                environment: function.environment.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+                timeout: function.timeout,
+                memory_mb: function.memory_mb,
+                idle_stop: IDLE_STOP,
+                logs: logs.clone(),
+            };
+            pools.insert(logical_id.to_owned(), FunctionPool::new(spec));
+        }
+        let route_selection = match &app.route_selection {
+            Some(expression) => {
+                let keys = app.routes.keys().filter(|key| !key.starts_with('$')).cloned().collect();
+                Some(RouteSelection::parse(expression, keys)?)
+            }
+            None => None,
+        };
+        Ok(Self { app, pools, route_selection })
+    }
+
+    pub fn app(&self) -> &LambdaApp {
+        &self.app
+    }
+
+    /// The pool of a function, by logical id.
+    pub fn pool(&self, logical_id: &str) -> Option<&Arc<FunctionPool>> {
+        self.pools.get(logical_id)
+    }
+
+    /// The template's route selection, over its routes.
+    pub fn route_selection(&self) -> Option<&RouteSelection> {
+        self.route_selection.as_ref()
+    }
+
+    /// Runs the template's authorizer for a `$connect` (headers with lower-case
+    /// names): the user it admits, or why not.
+    pub async fn authorize(
+        &self,
+        headers: &HashMap<String, String>,
+        query: &HashMap<String, String>,
+        request_context: Value,
+    ) -> Result<Option<UserId>, Refusal> {
+        let Some(authorizer) = &self.app.authorizer else { return Ok(None) };
+        if !self.app.routes.get("$connect").is_some_and(|route| route.authorized) {
+            return Ok(None);
+        }
+        if !authorizer.identity_sources.iter().all(|source: &IdentitySource| source.present(query, headers)) {
+            return Err(Refusal::MissingIdentity);
+        }
+        let pool = self.pools.get(&authorizer.function).ok_or(Refusal::Failed)?;
+        let request = json!({
+            "type": "REQUEST",
+            "methodArn": format!("arn:aws:execute-api:local:000000000000:{}/$connect",
+                request_context.get("apiId").and_then(Value::as_str).unwrap_or("local")),
+            "headers": headers,
+            "multiValueHeaders": headers.iter().map(|(key, value)| (key.clone(), json!([value]))).collect::<serde_json::Map<_, _>>(),
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": query.iter().map(|(key, value)| (key.clone(), json!([value]))).collect::<serde_json::Map<_, _>>(),
+            "stageVariables": {},
+            "requestContext": request_context,
+        });
+        let answer = match pool.invoke(request).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(%error, "the authorizer failed");
+                return Err(Refusal::Failed);
+            }
+        };
+        let allowed = answer["policyDocument"]["Statement"].as_array().is_some_and(|statements| {
+            !statements.is_empty() && statements.iter().all(|statement| statement["Effect"].as_str() == Some("Allow"))
+        });
+        if !allowed {
+            return Err(Refusal::Denied);
+        }
+        let user = answer["context"]["userId"].as_str().or_else(|| answer["principalId"].as_str());
+        match user.map(UserId::parse) {
+            Some(Ok(user_id)) => Ok(Some(user_id)),
+            _ => {
+                tracing::warn!("the authorizer allowed a connection without a usable userId or principalId");
+                Err(Refusal::Failed)
+            }
+        }
+    }
+
+    /// Invokes the function of `event`'s route; the answer as the client sees it.
+    pub async fn handle(&self, event: &ApiGatewayWebsocketProxyRequest) -> Response {
+        let route_key = event.request_context.route_key.clone().unwrap_or_else(|| "$default".into());
+        let route = self.app.routes.get(&route_key).or_else(|| self.app.routes.get("$default"));
+        let message_route = !matches!(route_key.as_str(), "$connect" | "$disconnect");
+        let Some(route) = route else {
+            // API Gateway answers a message no route takes with this error.
+            return Response { status: 403, body: message_route.then(|| error_body(event, "Forbidden")) };
+        };
+        let Some(pool) = self.pools.get(&route.function) else {
+            return Response { status: 500, body: message_route.then(|| error_body(event, "Internal server error")) };
+        };
+        let payload = match serde_json::to_value(event) {
+            Ok(payload) => payload,
+            Err(_) => return Response { status: 500, body: None },
+        };
+        match pool.invoke(payload).await {
+            Ok(answer) => {
+                let status = answer.get("statusCode").and_then(Value::as_u64).map_or(200, |status| status as u16);
+                let body = match answer.get("body") {
+                    Some(Value::String(body)) => Some(body.clone()),
+                    Some(Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
+                };
+                Response { status, body: body.filter(|_| route.route_response && message_route) }
+            }
+            Err(error) => {
+                tracing::warn!(%error, route = %route_key, "the route's function failed");
+                Response { status: 500, body: message_route.then(|| error_body(event, "Internal server error")) }
+            }
+        }
+    }
+
+    /// Stops every function's processes.
+    pub async fn stop(&self) {
+        for pool in self.pools.values() {
+            pool.stop().await;
+        }
+    }
+}
+
+/// What API Gateway sends a client when a route fails.
+fn error_body(event: &ApiGatewayWebsocketProxyRequest, message: &str) -> String {
+    json!({
+        "message": message,
+        "connectionId": event.request_context.connection_id,
+        "requestId": event.request_context.request_id,
+    })
+    .to_string()
+}

@@ -1,0 +1,225 @@
+//! `serve` with `ServeConfig::lambda`: the routes and the `$connect` authorizer of a
+//! template run as Lambda functions, here a foreign bootstrap (Node.js,
+//! `tests/fixtures/bootstraps/echo.js`) for every function, behind real sockets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use wsledger::local::lambda_mode::LambdaRoutes;
+use wsledger::local::runtime_api::LogTarget;
+use wsledger::local::{ServeConfig, template};
+
+use crate::serve::{App, next_text, test_config};
+use crate::sqlite::temp_db;
+
+const TEMPLATE: &str = r#"
+Transform: AWS::Serverless-2016-10-31
+Globals:
+  Function:
+    Runtime: provided.al2023
+    Handler: bootstrap
+    Timeout: 2
+Resources:
+  EchoFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      MemorySize: 128
+      Environment:
+        Variables:
+          GREETING: from-template
+  AuthFunction:
+    Type: AWS::Serverless::Function
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties:
+      ProtocolType: WEBSOCKET
+      RouteSelectionExpression: "$request.body.action"
+  Integration:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: AWS_PROXY
+      IntegrationUri: !Sub "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${EchoFunction.Arn}/invocations"
+  Authorizer:
+    Type: AWS::ApiGatewayV2::Authorizer
+    Properties:
+      ApiId: !Ref Api
+      AuthorizerType: REQUEST
+      AuthorizerUri: !Sub "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${AuthFunction.Arn}/invocations"
+      IdentitySource:
+        - route.request.querystring.token
+  ConnectRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Api
+      RouteKey: $connect
+      AuthorizationType: CUSTOM
+      AuthorizerId: !Ref Authorizer
+      Target: !Sub "integrations/${Integration}"
+  DefaultRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Api
+      RouteKey: $default
+      Target: !Sub "integrations/${Integration}"
+  DefaultResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties:
+      ApiId: !Ref Api
+      RouteId: !Ref DefaultRoute
+      RouteResponseKey: $default
+  SendRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Api
+      RouteKey: sendmessage
+      Target: !Sub "integrations/${Integration}"
+  SendResponse:
+    Type: AWS::ApiGatewayV2::RouteResponse
+    Properties:
+      ApiId: !Ref Api
+      RouteId: !Ref SendRoute
+      RouteResponseKey: $default
+  DisconnectRoute:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Api
+      RouteKey: $disconnect
+      Target: !Sub "integrations/${Integration}"
+"#;
+
+/// `serve` on an embedded store with the template's routes, every function the
+/// echo bootstrap (cargo-lambda's layout: ARTIFACTS/{LogicalId}/bootstrap).
+async fn start() -> (App, Arc<LambdaRoutes>, tempfile::TempDir) {
+    let artifacts = tempfile::tempdir().unwrap();
+    let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bootstraps/echo.js");
+    for function in ["EchoFunction", "AuthFunction"] {
+        std::fs::create_dir_all(artifacts.path().join(function)).unwrap();
+        std::os::unix::fs::symlink(echo, artifacts.path().join(function).join("bootstrap")).unwrap();
+    }
+    let local = template::LocalValues {
+        parameters: HashMap::new(),
+        region: "us-east-1".into(),
+        management_endpoint: "http://127.0.0.1:1/local".into(),
+    };
+    let app = template::read(TEMPLATE, &local).unwrap();
+    assert!(app.unsupported.is_empty(), "{:?}", app.unsupported);
+    let routes = Arc::new(LambdaRoutes::start(app, artifacts.path(), LogTarget::Terminal).unwrap());
+    let config = ServeConfig { lambda: Some(routes.clone()), ..test_config() };
+    (App::start_config(temp_db(), config).await, routes, artifacts)
+}
+
+/// The handshake's HTTP status, or 101.
+async fn handshake(app: &App, query: &str, authorization: Option<&str>) -> u16 {
+    let mut request = format!("ws://{}/{query}", app.server.local_addr()).into_client_request().unwrap();
+    if let Some(value) = authorization {
+        request.headers_mut().insert("authorization", value.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("the handshake failed otherwise: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn identity_sources_are_checked_before_the_authorizer_runs() {
+    let (app, routes, _artifacts) = start().await;
+    assert_eq!(handshake(&app, "", None).await, 401, "no token anywhere");
+    assert_eq!(
+        handshake(&app, "", Some("Bearer good")).await,
+        401,
+        "a header does not stand in for the query string the template lists"
+    );
+    assert_eq!(routes.pool("AuthFunction").unwrap().idle_processes(), 0, "the authorizer never ran");
+    assert_eq!(handshake(&app, "?token=bad", None).await, 403, "the authorizer's Deny");
+    assert_eq!(handshake(&app, "?token=good", None).await, 101);
+    routes.stop().await;
+    app.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn routes_invoke_their_functions_and_answer_through_their_route_responses() {
+    let (app, routes, _artifacts) = start().await;
+    let url = format!("ws://{}/?token=good", app.server.local_addr());
+    let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+
+    client.send(Message::Text(r#"{"action":"sendmessage","text":"hi"}"#.into())).await.unwrap();
+    let reply = next_text(&mut client).await;
+    assert_eq!(reply["route"], "sendmessage");
+    assert_eq!(reply["user"], "user-from-token", "the authorizer's context reaches the route");
+    assert_eq!(reply["greeting"], "from-template", "the function's environment from the template");
+    let pid = reply["pid"].clone();
+
+    client.send(Message::Text(r#"{"hello":1}"#.into())).await.unwrap();
+    let reply = next_text(&mut client).await;
+    assert_eq!((reply["route"].as_str(), &reply["pid"]), (Some("$default"), &pid), "the warm process");
+
+    // The function's timeout is 2 s: API Gateway's error message comes back.
+    client.send(Message::Text(r#"{"action":"sendmessage","sleepMs":5000}"#.into())).await.unwrap();
+    let reply: Value = tokio::time::timeout(Duration::from_secs(10), next_text(&mut client)).await.unwrap();
+    assert_eq!(reply["message"], "Internal server error", "{reply}");
+    assert!(reply["connectionId"].is_string() && reply["requestId"].is_string(), "{reply}");
+
+    client.send(Message::Text(r#"{"action":"sendmessage"}"#.into())).await.unwrap();
+    let reply = next_text(&mut client).await;
+    assert_ne!(reply["pid"], pid, "the timed-out process was replaced");
+    assert_eq!(
+        reply,
+        json!({ "route": "sendmessage", "user": "user-from-token", "greeting": "from-template", "pid": reply["pid"] })
+    );
+    routes.stop().await;
+    app.server.shutdown().await;
+}
+
+/// `wsledger serve --lambda` refuses, in one line that says what to do, what it
+/// cannot run.
+#[tokio::test]
+async fn the_cli_says_what_lambda_mode_needs() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
+            .arg("serve")
+            .args(args)
+            .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+    assert!(run(&["--lambda", "--template", template]).contains("--store dynamodb"));
+    let no_endpoint = run(&["--lambda", "--template", template, "--store", "dynamodb"]);
+    assert!(no_endpoint.contains("DynamoDB Local") && no_endpoint.contains("--endpoint-url"), "{no_endpoint}");
+    let missing = run(&[
+        "--lambda",
+        "--template",
+        template,
+        "--store",
+        "dynamodb",
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "--artifacts",
+        "/nonexistent",
+        "--parameter-overrides",
+        "UserPoolId=us-east-1_Local",
+    ]);
+    assert!(missing.contains("no bootstrap for") && missing.contains("scripts/package"), "{missing}");
+    let unknown = run(&[
+        "--lambda",
+        "--template",
+        template,
+        "--store",
+        "dynamodb",
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "--parameter-overrides",
+        "Nope=1",
+    ]);
+    assert!(unknown.contains("Nope"), "{unknown}");
+}
