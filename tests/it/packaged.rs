@@ -95,3 +95,80 @@ async fn the_packaged_handler_runs_in_a_function_pool() {
     assert_eq!(pool.idle_processes(), 1, "one warm process served both");
     pool.stop().await;
 }
+
+/// `serve --lambda` as a developer runs it: the project's `template.yaml`, the three
+/// packaged bootstraps, DynamoDB Local. A JWT in the query string passes the real
+/// authorizer; the real handler answers a ping and records the connection, which
+/// the projector folds into the view; the same token in a header only is refused
+/// with 401 before the authorizer runs, as the template's identity source says.
+#[tokio::test]
+async fn serve_lambda_runs_the_template_with_the_packaged_bootstraps() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use wsledger::domain::{ConnectionStatus, UserId};
+    use wsledger::local::lambda_mode::LambdaRoutes;
+    use wsledger::local::runtime_api::LogTarget;
+    use wsledger::local::{Backend, ServeConfig, Server, template};
+    use wsledger::ports::{PageRequest, ViewStore};
+
+    let (store, _) = dynamodb_local::fresh_store().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let local = template::LocalValues {
+        parameters: HashMap::from([
+            ("UserPoolId".to_owned(), USER_POOL_ID.to_owned()),
+            ("UserPoolClientId".to_owned(), CLIENT_ID.to_owned()),
+            ("EventsTableName".to_owned(), store.tables().events.clone()),
+            ("ConnectionsTableName".to_owned(), store.tables().connections.clone()),
+        ]),
+        region: "us-east-1".into(),
+        management_endpoint: format!("http://127.0.0.1:{port}/local"),
+    };
+    let yaml = include_str!("../../template.yaml");
+    let mut app = template::read(yaml, &local).unwrap();
+    let key = SigningKey::generate("lambda-mode-key");
+    let jwks = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(jwks.path(), json!({ "keys": [key.jwk.clone()] }).to_string()).unwrap();
+    let env_vars = json!({
+        "Parameters": dynamodb_local::bootstrap_env(store.tables()).into_iter().collect::<HashMap<_, _>>(),
+        "AuthorizerFunction": { "JWKS_FILE": jwks.path().display().to_string() },
+    });
+    template::apply_env_vars(&mut app, &env_vars.to_string()).unwrap();
+    let artifacts = PathBuf::from(bootstrap("connection-handler")).parent().unwrap().parent().unwrap().to_owned();
+    let routes = Arc::new(LambdaRoutes::start(app, &artifacts, LogTarget::Terminal).unwrap());
+    let config = ServeConfig {
+        listen: ([127, 0, 0, 1], port).into(),
+        sweep_interval: Duration::from_secs(3_600),
+        lambda: Some(routes.clone()),
+        ..ServeConfig::default()
+    };
+    let streams = dynamodb_local::streams_client();
+    let server = Server::start(config, Backend::DynamoDb { store: store.clone(), streams }).await.unwrap();
+
+    let token = key.sign(&claims(json!({})));
+    let mut header_only = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
+    header_only.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match tokio_tungstenite::connect_async(header_only).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+
+    let (mut client, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/?token={token}")).await.unwrap();
+    client.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+    assert_eq!(crate::serve::next_text(&mut client).await, json!({ "type": "pong" }));
+    client.close(None).await.unwrap();
+
+    let user = UserId::parse(claims(json!({}))["sub"].as_str().unwrap()).unwrap();
+    wsledger_testkit::eventually(Duration::from_secs(20), "the view of the connection, disconnected", || async {
+        let views = store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items;
+        views.first().filter(|view| view.status == ConnectionStatus::Disconnected).cloned()
+    })
+    .await;
+    server.shutdown().await;
+    routes.stop().await;
+}
