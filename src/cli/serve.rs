@@ -322,9 +322,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 lambda.app().routes.iter().map(|(key, route)| format!("{key} -> {}", route.function)).collect();
             println!("  lambda:       {} ({})", args.lambda.template.display(), routes.join(", "));
             println!("  connect:      ws://{address}/ (through the template's authorizer, if any)");
-            println!(
-                "  projector:    in-process on the stream (the template's stream trigger is not run as a Lambda yet)"
-            );
+            match lambda.stream_function() {
+                Some(stream) => println!(
+                    "  projector:    {} on the events stream (batches of {}), scheduled functions every {}s",
+                    stream.trigger.function,
+                    stream.trigger.batch_size,
+                    args.sweep_interval.max(1)
+                ),
+                None => println!("  projector:    in-process (the template has no DynamoDB stream trigger)"),
+            }
         }
         (None, AuthArg::Dev) => println!("  connect:      ws://{address}/?userId=user123"),
         (None, AuthArg::Jwt) => println!("  connect:      ws://{address}/?token=<Cognito JWT>"),

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::apigw_event::RouteSelection;
 use super::runtime_api::{FunctionPool, FunctionSpec, LogTarget};
-use super::template::{IdentitySource, LambdaApp};
+use super::template::{IdentitySource, LambdaApp, StreamTrigger};
 use crate::domain::UserId;
 use crate::handler::Response;
 
@@ -33,6 +33,12 @@ pub struct LambdaRoutes {
     app: LambdaApp,
     pools: HashMap<String, Arc<FunctionPool>>,
     route_selection: Option<RouteSelection>,
+}
+
+/// The function a table's stream feeds, with its trigger's settings.
+pub struct StreamFunction {
+    pub pool: Arc<FunctionPool>,
+    pub trigger: StreamTrigger,
 }
 
 /// Why a `$connect` was refused before the upgrade.
@@ -67,6 +73,8 @@ impl LambdaRoutes {
     pub fn start(app: LambdaApp, artifacts: &Path, logs: LogTarget) -> Result<Self, String> {
         let mut needed: Vec<&str> = app.routes.values().map(|route| route.function.as_str()).collect();
         needed.extend(app.authorizer.as_ref().map(|authorizer| authorizer.function.as_str()));
+        needed.extend(app.streams.iter().map(|stream| stream.function.as_str()));
+        needed.extend(app.schedules.iter().map(|schedule| schedule.function.as_str()));
         needed.sort_unstable();
         needed.dedup();
         let mut pools = HashMap::new();
@@ -102,6 +110,19 @@ impl LambdaRoutes {
     /// The pool of a function, by logical id.
     pub fn pool(&self, logical_id: &str) -> Option<&Arc<FunctionPool>> {
         self.pools.get(logical_id)
+    }
+
+    /// The function the events table's stream feeds (the template's first DynamoDB
+    /// stream trigger), if any.
+    pub fn stream_function(&self) -> Option<StreamFunction> {
+        let trigger = self.app.streams.first()?.clone();
+        let pool = self.pools.get(&trigger.function)?.clone();
+        Some(StreamFunction { pool, trigger })
+    }
+
+    /// The functions a schedule invokes.
+    pub fn scheduled_functions(&self) -> Vec<Arc<FunctionPool>> {
+        self.app.schedules.iter().filter_map(|schedule| self.pools.get(&schedule.function).cloned()).collect()
     }
 
     /// The template's route selection, over its routes.
@@ -208,4 +229,51 @@ fn error_body(event: &ApiGatewayWebsocketProxyRequest, message: &str) -> String 
         "requestId": event.request_context.request_id,
     })
     .to_string()
+}
+
+/// Invokes `function` with a stream batch as Lambda's event source mapping does,
+/// and answers as the poller needs: the function's `batchItemFailures` (with
+/// `ReportBatchItemFailures`), or, when the invocation fails or the trigger does
+/// not report item failures, the whole batch to retry from its first record.
+pub async fn invoke_with_stream_batch(
+    function: &StreamFunction,
+    records: &[aws_lambda_events::dynamodb::EventRecord],
+) -> aws_lambda_events::streams::DynamoDbEventResponse {
+    let retry_all = || {
+        let mut response = aws_lambda_events::streams::DynamoDbEventResponse::default();
+        if let Some(first) = records.first().and_then(|record| record.change.sequence_number.clone()) {
+            let mut failure = aws_lambda_events::streams::DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(first);
+            response.batch_item_failures.push(failure);
+        }
+        response
+    };
+    match function.pool.invoke(json!({ "Records": records })).await {
+        Ok(answer) if function.trigger.report_batch_item_failures => {
+            serde_json::from_value(answer).unwrap_or_else(|error| {
+                tracing::warn!(%error, "the stream function's answer is not a batch response; retrying the batch");
+                retry_all()
+            })
+        }
+        Ok(_) => aws_lambda_events::streams::DynamoDbEventResponse::default(),
+        Err(error) => {
+            tracing::warn!(%error, "the stream function failed; the batch is retried");
+            retry_all()
+        }
+    }
+}
+
+/// The event a schedule (EventBridge) invokes a function with.
+pub fn scheduled_event(region: &str) -> Value {
+    json!({
+        "version": "0",
+        "id": ulid::Ulid::generate().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": crate::domain::Timestamp::now().to_rfc3339(),
+        "region": region,
+        "resources": [],
+        "detail": {}
+    })
 }

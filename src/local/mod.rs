@@ -263,7 +263,14 @@ impl Server {
             spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
             spawn_sweep(events, views, registry.clone(), &config, metrics.clone(), shutdown),
         ];
-        let projector = spawn_projector(backend, projected_views, metrics, config.stream_checkpoint.clone(), flushing);
+        let projector = spawn_projector(
+            backend,
+            projected_views,
+            metrics,
+            config.stream_checkpoint.clone(),
+            config.lambda.as_ref().and_then(|lambda| lambda.stream_function()),
+            flushing,
+        );
         Ok(Server { local_addr, registry, stop, flush, projector, tasks, state, http_stats, _lock: lock })
     }
 
@@ -350,6 +357,7 @@ fn spawn_projector(
     views: Arc<dyn ViewStore>,
     metrics: Arc<Metrics>,
     stream_checkpoint: Option<std::path::PathBuf>,
+    stream_function: Option<lambda_mode::StreamFunction>,
     flushing: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     match backend {
@@ -358,6 +366,24 @@ fn spawn_projector(
             let mut poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
             if let Some(checkpoint) = stream_checkpoint {
                 poller = poller.with_checkpoint(checkpoint);
+            }
+            if let Some(function) = stream_function {
+                // serve --lambda: the template's stream function gets the batches, as
+                // Lambda's event source mapping gives them.
+                let poller = poller.with_batch_size(function.trigger.batch_size);
+                let function = Arc::new(function);
+                return tokio::spawn(async move {
+                    poller
+                        .run(
+                            |records| {
+                                let function = function.clone();
+                                async move { lambda_mode::invoke_with_stream_batch(&function, &records).await }
+                            },
+                            Duration::from_millis(500),
+                            stopped(flushing),
+                        )
+                        .await;
+                });
             }
             let ledger = store.clone();
             tokio::spawn(async move {
@@ -388,6 +414,7 @@ fn spawn_sweep(
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let (sweep_config, interval) = (config.sweep, config.sweep_interval);
+    let scheduled = config.lambda.as_ref().map(|lambda| lambda.scheduled_functions()).filter(|pools| !pools.is_empty());
     tokio::spawn(async move {
         let stop = stopped(shutdown);
         tokio::pin!(stop);
@@ -395,6 +422,19 @@ fn spawn_sweep(
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = &mut stop => return,
+            }
+            if let Some(scheduled) = &scheduled {
+                // serve --lambda: the template's scheduled functions sweep, as EventBridge invokes them.
+                for pool in scheduled {
+                    let invoked = pool.invoke(lambda_mode::scheduled_event("us-east-1"));
+                    tokio::select! {
+                        result = invoked => if let Err(error) = result {
+                            tracing::warn!(%error, "the scheduled function failed");
+                        },
+                        _ = &mut stop => return,
+                    }
+                }
+                continue;
             }
             let swept = sweep(views.as_ref(), events.as_ref(), registry.as_ref(), Timestamp::now(), sweep_config);
             tokio::select! {
