@@ -99,3 +99,16 @@ async fn a_missing_bootstrap_is_a_start_error() {
     let error = pool.invoke(json!({})).await.unwrap_err();
     assert!(matches!(error, InvokeError::Start { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn a_functions_output_can_go_to_a_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = FunctionPool::new(FunctionSpec { logs: LogTarget::Dir(dir.path().to_owned()), ..spec("EchoLogs") });
+    pool.invoke(json!({})).await.unwrap();
+    let log = dir.path().join("EchoLogs.log");
+    wsledger_testkit::eventually(Duration::from_secs(5), "the function's log line", || async {
+        std::fs::read_to_string(&log).ok().filter(|text| text.contains("initialized"))
+    })
+    .await;
+    pool.stop().await;
+}
