@@ -196,30 +196,11 @@ async fn the_cli_says_what_lambda_mode_needs() {
     assert!(run(&["--lambda", "--template", template]).contains("--store dynamodb"));
     let no_endpoint = run(&["--lambda", "--template", template, "--store", "dynamodb"]);
     assert!(no_endpoint.contains("DynamoDB Local") && no_endpoint.contains("--endpoint-url"), "{no_endpoint}");
-    let missing = run(&[
-        "--lambda",
-        "--template",
-        template,
-        "--store",
-        "dynamodb",
-        "--endpoint-url",
-        "http://127.0.0.1:9",
-        "--artifacts",
-        "/nonexistent",
-        "--parameter-overrides",
-        "UserPoolId=us-east-1_Local",
-    ]);
+    let on_dynamodb =
+        ["--lambda", "--template", template, "--store", "dynamodb", "--endpoint-url", "http://127.0.0.1:9"];
+    let with = |more: &[&str]| run(&[on_dynamodb.as_slice(), more].concat());
+    let missing = with(&["--artifacts", "/nonexistent", "--parameter-overrides", "UserPoolId=us-east-1_Local"]);
     assert!(missing.contains("no bootstrap for") && missing.contains("scripts/package"), "{missing}");
-    let unknown = run(&[
-        "--lambda",
-        "--template",
-        template,
-        "--store",
-        "dynamodb",
-        "--endpoint-url",
-        "http://127.0.0.1:9",
-        "--parameter-overrides",
-        "Nope=1",
-    ]);
+    let unknown = with(&["--parameter-overrides", "Nope=1"]);
     assert!(unknown.contains("Nope"), "{unknown}");
 }
