@@ -97,78 +97,176 @@ async fn the_packaged_handler_runs_in_a_function_pool() {
 }
 
 /// `serve --lambda` as a developer runs it: the project's `template.yaml`, the three
-/// packaged bootstraps, DynamoDB Local. A JWT in the query string passes the real
-/// authorizer; the real handler answers a ping and records the connection, which
-/// the projector folds into the view; the same token in a header only is refused
-/// with 401 before the authorizer runs, as the template's identity source says.
+/// packaged bootstraps, DynamoDB Local, and `limits`.
+struct LambdaServe {
+    server: wsledger::local::Server,
+    routes: std::sync::Arc<wsledger::local::lambda_mode::LambdaRoutes>,
+    store: wsledger::adapters::dynamodb::DynamoDbStore,
+    key: SigningKey,
+    _jwks: tempfile::NamedTempFile,
+}
+
+impl LambdaServe {
+    async fn start(limits: wsledger::local::Limits) -> Self {
+        use std::collections::HashMap;
+        use std::sync::Arc;
+        use std::time::Duration;
+        use wsledger::local::lambda_mode::LambdaRoutes;
+        use wsledger::local::runtime_api::LogTarget;
+        use wsledger::local::{Backend, ServeConfig, Server, template};
+
+        let (store, _) = dynamodb_local::fresh_store().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let endpoint = format!("http://127.0.0.1:{port}/local");
+        let local = template::LocalValues {
+            parameters: HashMap::from([
+                ("UserPoolId".to_owned(), USER_POOL_ID.to_owned()),
+                ("UserPoolClientId".to_owned(), CLIENT_ID.to_owned()),
+                ("EventsTableName".to_owned(), store.tables().events.clone()),
+                ("ConnectionsTableName".to_owned(), store.tables().connections.clone()),
+            ]),
+            region: "us-east-1".into(),
+            management_endpoint: endpoint.clone(),
+        };
+        let mut app = template::read(include_str!("../../template.yaml"), &local).unwrap();
+        let key = SigningKey::generate("lambda-mode-key");
+        let jwks = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(jwks.path(), json!({ "keys": [key.jwk.clone()] }).to_string()).unwrap();
+        let mut shared: HashMap<&str, String> = dynamodb_local::bootstrap_env(store.tables()).into_iter().collect();
+        shared.insert(wsledger::adapters::apigw::ENDPOINT_ENV, endpoint);
+        let env_vars = json!({
+            "Parameters": shared,
+            "AuthorizerFunction": { "JWKS_FILE": jwks.path().display().to_string() },
+        });
+        template::apply_env_vars(&mut app, &env_vars.to_string()).unwrap();
+        let artifacts = PathBuf::from(bootstrap("connection-handler")).parent().unwrap().parent().unwrap().to_owned();
+        let routes = Arc::new(LambdaRoutes::start(app, &artifacts, LogTarget::Terminal).unwrap());
+        let config = ServeConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            stage: "local".into(),
+            limits,
+            sweep_interval: Duration::from_secs(3_600),
+            lambda: Some(routes.clone()),
+            ..ServeConfig::default()
+        };
+        let streams = dynamodb_local::streams_client();
+        let server = Server::start(config, Backend::DynamoDb { store: store.clone(), streams }).await.unwrap();
+        Self { server, routes, store, key, _jwks: jwks }
+    }
+
+    fn token(&self) -> String {
+        self.key.sign(&claims(json!({})))
+    }
+
+    fn user(&self) -> wsledger::domain::UserId {
+        wsledger::domain::UserId::parse(claims(json!({}))["sub"].as_str().unwrap()).unwrap()
+    }
+
+    async fn connect(&self) -> crate::serve::Client {
+        let url = format!("ws://{}/?token={}", self.server.local_addr(), self.token());
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+
+    /// The user's views once `ready` holds (projected by the projector bootstrap).
+    async fn views_when(
+        &self,
+        ready: impl Fn(&[wsledger::domain::ConnectionInfo]) -> bool,
+    ) -> Vec<wsledger::domain::ConnectionInfo> {
+        use wsledger::ports::{PageRequest, ViewStore};
+        let user = self.user();
+        wsledger_testkit::eventually(std::time::Duration::from_secs(20), "the views projected", || async {
+            let views = self.store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items;
+            ready(&views).then_some(views)
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await;
+        self.routes.stop().await;
+    }
+}
+
+/// A JWT in the query string passes the real authorizer; the real handler answers a
+/// ping and an error frame; the connection is recorded and the projector bootstrap
+/// folds it into the view; the same token in a header only is refused with 401
+/// before the authorizer runs, as the template's identity source says.
 #[tokio::test]
 async fn serve_lambda_runs_the_template_with_the_packaged_bootstraps() {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use wsledger::domain::{ConnectionStatus, UserId};
-    use wsledger::local::lambda_mode::LambdaRoutes;
-    use wsledger::local::runtime_api::LogTarget;
-    use wsledger::local::{Backend, ServeConfig, Server, template};
-    use wsledger::ports::{PageRequest, ViewStore};
+    use wsledger::domain::ConnectionStatus;
 
-    let (store, _) = dynamodb_local::fresh_store().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let local = template::LocalValues {
-        parameters: HashMap::from([
-            ("UserPoolId".to_owned(), USER_POOL_ID.to_owned()),
-            ("UserPoolClientId".to_owned(), CLIENT_ID.to_owned()),
-            ("EventsTableName".to_owned(), store.tables().events.clone()),
-            ("ConnectionsTableName".to_owned(), store.tables().connections.clone()),
-        ]),
-        region: "us-east-1".into(),
-        management_endpoint: format!("http://127.0.0.1:{port}/local"),
-    };
-    let yaml = include_str!("../../template.yaml");
-    let mut app = template::read(yaml, &local).unwrap();
-    let key = SigningKey::generate("lambda-mode-key");
-    let jwks = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(jwks.path(), json!({ "keys": [key.jwk.clone()] }).to_string()).unwrap();
-    let env_vars = json!({
-        "Parameters": dynamodb_local::bootstrap_env(store.tables()).into_iter().collect::<HashMap<_, _>>(),
-        "AuthorizerFunction": { "JWKS_FILE": jwks.path().display().to_string() },
-    });
-    template::apply_env_vars(&mut app, &env_vars.to_string()).unwrap();
-    let artifacts = PathBuf::from(bootstrap("connection-handler")).parent().unwrap().parent().unwrap().to_owned();
-    let routes = Arc::new(LambdaRoutes::start(app, &artifacts, LogTarget::Terminal).unwrap());
-    let config = ServeConfig {
-        listen: ([127, 0, 0, 1], port).into(),
-        sweep_interval: Duration::from_secs(3_600),
-        lambda: Some(routes.clone()),
-        ..ServeConfig::default()
-    };
-    let streams = dynamodb_local::streams_client();
-    let server = Server::start(config, Backend::DynamoDb { store: store.clone(), streams }).await.unwrap();
-
-    let token = key.sign(&claims(json!({})));
-    let mut header_only = format!("ws://127.0.0.1:{port}/").into_client_request().unwrap();
-    header_only.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let serve = LambdaServe::start(wsledger::local::Limits::default()).await;
+    let mut header_only = format!("ws://{}/", serve.server.local_addr()).into_client_request().unwrap();
+    header_only.headers_mut().insert("authorization", format!("Bearer {}", serve.token()).parse().unwrap());
     match tokio_tungstenite::connect_async(header_only).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
         other => panic!("expected 401, got {other:?}"),
     }
 
-    let (mut client, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/?token={token}")).await.unwrap();
+    let mut client = serve.connect().await;
     client.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(crate::serve::next_text(&mut client).await, json!({ "type": "pong" }));
+    client.send(Message::Text("not json".into())).await.unwrap();
+    let error = crate::serve::next_text(&mut client).await;
+    assert_eq!(error["type"], "error", "the handler's error frame, through the route response: {error}");
     client.close(None).await.unwrap();
+    serve.views_when(|views| views.first().is_some_and(|view| view.status == ConnectionStatus::Disconnected)).await;
+    serve.stop().await;
+}
 
-    let user = UserId::parse(claims(json!({}))["sub"].as_str().unwrap()).unwrap();
-    wsledger_testkit::eventually(Duration::from_secs(20), "the view of the connection, disconnected", || async {
-        let views = store.list_by_user(&user, None, PageRequest::default()).await.unwrap().items;
-        views.first().filter(|view| view.status == ConnectionStatus::Disconnected).cloned()
-    })
-    .await;
-    server.shutdown().await;
-    routes.stop().await;
+/// `@connections` reaches the client; DELETE closes it and `$disconnect` runs in the
+/// handler bootstrap; the idle limit closes with 1001, a 200 KB message with 1009;
+/// shutdown records the rest.
+#[tokio::test]
+async fn serve_lambda_keeps_the_emulators_behaviour() {
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use wsledger::domain::DisconnectReason;
+
+    let limits = wsledger::local::Limits { idle_timeout: Duration::from_secs(3), ..wsledger::local::Limits::default() };
+    let serve = LambdaServe::start(limits).await;
+    let mut kicked = serve.connect().await;
+    let views = serve.views_when(|views| views.len() == 1).await;
+    let connection_id = views[0].connection_id.to_string();
+    let sdk = crate::serve::management_client(&format!("http://{}/local", serve.server.local_addr()));
+    sdk.post_to_connection()
+        .connection_id(&connection_id)
+        .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(r#"{"type":"notice"}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::serve::next_text(&mut kicked).await, json!({ "type": "notice" }));
+    sdk.delete_connection().connection_id(&connection_id).send().await.unwrap();
+    assert_eq!(crate::serve::next_close(&mut kicked).await.expect("a close frame").code, CloseCode::Normal);
+    let views = serve
+        .views_when(|views| views.iter().any(|view| view.disconnect_reason == Some(DisconnectReason::Kicked)))
+        .await;
+    assert_eq!(views.len(), 1);
+
+    let mut idle = serve.connect().await;
+    let close = tokio::time::timeout(Duration::from_secs(10), crate::serve::next_close(&mut idle)).await.unwrap();
+    assert_eq!(close.expect("a close frame").code, CloseCode::Away, "the idle limit");
+
+    let mut oversized = serve.connect().await;
+    {
+        use futures::SinkExt;
+        let big = "x".repeat(200 * 1024);
+        let _ = oversized.send(tokio_tungstenite::tungstenite::Message::Text(big.into())).await;
+    }
+    let close = crate::serve::next_close(&mut oversized).await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Size, "1009");
+
+    let _open = serve.connect().await;
+    serve.views_when(|views| views.len() == 4).await;
+    let store = serve.store.clone();
+    let user = serve.user();
+    serve.stop().await;
+    // Shutdown ran $disconnect in the handler bootstrap for the open connection.
+    use wsledger::ports::{EventStore, PageRequest};
+    let history = store.user_history(&user, wsledger::domain::TimeRange::ALL, PageRequest::first(100)).await.unwrap();
+    let ended = history.items.iter().filter(|event| event.kind() == wsledger::domain::EventKind::Disconnected).count();
+    assert_eq!(ended, 4, "every connection's end is in the ledger");
 }
