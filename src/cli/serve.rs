@@ -210,8 +210,51 @@ fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<Arc<LambdaRoutes>>> 
         }
         None => LogTarget::Terminal,
     };
+    if lambda.artifacts.is_none() {
+        build_missing_artifacts(&app, &artifacts)?;
+    }
     let routes = LambdaRoutes::start(app, &artifacts, logs).map_err(anyhow::Error::msg)?;
     Ok(Some(Arc::new(routes)))
+}
+
+/// Without `--artifacts`: builds the bootstraps that are not in `dir` yet with
+/// `cargo lambda build --release`, as `sam build` would, printing a line first.
+fn build_missing_artifacts(app: &template::LambdaApp, dir: &std::path::Path) -> anyhow::Result<()> {
+    let missing: Vec<&template::Function> = app
+        .functions
+        .values()
+        .filter(|function| {
+            crate::local::lambda_mode::find_bootstrap(dir, &function.logical_id, function.binary.as_deref()).is_err()
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut binaries = Vec::new();
+    for function in missing {
+        let binary = function.binary.as_deref().with_context(|| {
+            format!(
+                "{} has no bootstrap under {} and no Metadata.BuildProperties.Binary to build it from; pass --artifacts",
+                function.logical_id,
+                dir.display()
+            )
+        })?;
+        binaries.push(binary);
+    }
+    println!("  building:     {} with cargo lambda (first use; this takes a few minutes)", binaries.join(", "));
+    let mut command = std::process::Command::new("cargo");
+    command.args(["lambda", "build", "--release", "--lambda-dir"]).arg(dir);
+    for binary in &binaries {
+        command.args(["--bin", binary]);
+    }
+    let status = command.status().context("running cargo lambda build (install it with `pip install cargo-lambda`)")?;
+    if !status.success() {
+        anyhow::bail!(
+            "cargo lambda build failed ({status}): install cargo-lambda (`pip install cargo-lambda`), or build with \
+             scripts/package or `sam build` and pass --artifacts"
+        );
+    }
+    Ok(())
 }
 
 /// The token `@connections` requires: `--management-token`; beyond loopback, else

@@ -204,3 +204,64 @@ async fn the_cli_says_what_lambda_mode_needs() {
     let unknown = with(&["--parameter-overrides", "Nope=1"]);
     assert!(unknown.contains("Nope"), "{unknown}");
 }
+
+/// Without `--artifacts` and with no bootstraps built, `serve --lambda` builds them
+/// with `cargo lambda build --release` first, saying so (here a stand-in `cargo` on
+/// PATH records the call and leaves bootstraps where cargo-lambda would).
+#[tokio::test]
+async fn missing_artifacts_are_built_with_cargo_lambda_first() {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake_cargo = bin.join("cargo");
+    std::fs::write(
+        &fake_cargo,
+        "#!/bin/sh\necho \"$@\" > \"$FAKE_CARGO_LOG\"\nprev=\"\"\nfor arg in \"$@\"; do\n  \
+         if [ \"$prev\" = \"--lambda-dir\" ]; then out=\"$arg\"; fi\n  \
+         if [ \"$prev\" = \"--bin\" ]; then mkdir -p \"$out/$arg\"; printf '#!/bin/sh\\n' > \"$out/$arg/bootstrap\"; \
+         chmod +x \"$out/$arg/bootstrap\"; fi\n  prev=\"$arg\"\ndone\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake_cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let log = dir.path().join("cargo.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
+        .args(["serve", "--lambda", "--template", template, "--store", "dynamodb"])
+        .args(["--endpoint-url", "http://127.0.0.1:9", "--parameter-overrides", "UserPoolId=us-east-1_Local"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--stream-checkpoint")
+        .arg(dir.path().join("checkpoint.json"))
+        .current_dir(dir.path())
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .env("FAKE_CARGO_LOG", &log)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await {
+        let listening = line.contains("listening on");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill().await;
+    let seen = seen.join("\n");
+    assert!(seen.contains("building:") && seen.contains("cargo lambda"), "{seen}");
+    let call = std::fs::read_to_string(&log).expect("cargo was called");
+    assert!(call.starts_with("lambda build --release --lambda-dir"), "{call}");
+    for binary in ["authorizer", "connection-handler", "projector"] {
+        assert!(call.contains(&format!("--bin {binary}")), "{call}");
+        assert!(dir.path().join("target/lambda").join(binary).join("bootstrap").is_file());
+    }
+    assert!(seen.contains("listening on"), "serve started with the built artifacts: {seen}");
+}
