@@ -370,7 +370,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     "  projector:    {} on the events stream (batches of {}), scheduled functions every {}s",
                     stream.trigger.function,
                     stream.trigger.batch_size,
-                    args.sweep_interval.max(1)
+                    lambda.scheduled_functions(Duration::from_secs(args.sweep_interval.max(1))).1.as_secs()
                 ),
                 None => println!("  projector:    in-process (the template has no DynamoDB stream trigger)"),
             }

@@ -120,9 +120,13 @@ impl LambdaRoutes {
         Some(StreamFunction { pool, trigger })
     }
 
-    /// The functions a schedule invokes.
-    pub fn scheduled_functions(&self) -> Vec<Arc<FunctionPool>> {
-        self.app.schedules.iter().filter_map(|schedule| self.pools.get(&schedule.function).cloned()).collect()
+    /// The functions a schedule invokes, and how often: the shortest `rate(...)` of
+    /// their schedules, else `fallback` (`cron(...)` is not emulated).
+    pub fn scheduled_functions(&self, fallback: Duration) -> (Vec<Arc<FunctionPool>>, Duration) {
+        let pools =
+            self.app.schedules.iter().filter_map(|schedule| self.pools.get(&schedule.function).cloned()).collect();
+        let interval = self.app.schedules.iter().filter_map(|schedule| schedule.interval()).min().unwrap_or(fallback);
+        (pools, interval)
     }
 
     /// The template's route selection, over its routes.

@@ -413,8 +413,14 @@ fn spawn_sweep(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let (sweep_config, interval) = (config.sweep, config.sweep_interval);
-    let scheduled = config.lambda.as_ref().map(|lambda| lambda.scheduled_functions()).filter(|pools| !pools.is_empty());
+    let (sweep_config, mut interval) = (config.sweep, config.sweep_interval);
+    let mut scheduled = None;
+    if let Some(lambda) = &config.lambda {
+        let (pools, every) = lambda.scheduled_functions(interval);
+        if !pools.is_empty() {
+            (scheduled, interval) = (Some(pools), every);
+        }
+    }
     tokio::spawn(async move {
         let stop = stopped(shutdown);
         tokio::pin!(stop);

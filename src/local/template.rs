@@ -93,6 +93,23 @@ pub struct ScheduleTrigger {
     pub schedule: String,
 }
 
+impl ScheduleTrigger {
+    /// How often a `rate(N unit)` schedule fires; `None` for `cron(...)` (which
+    /// `serve` does not emulate: the caller falls back to its own interval).
+    pub fn interval(&self) -> Option<Duration> {
+        let inner = self.schedule.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+        let (count, unit) = inner.trim().split_once(' ')?;
+        let count: u64 = count.parse().ok().filter(|count| *count > 0)?;
+        let seconds = match unit.trim() {
+            "minute" | "minutes" => 60,
+            "hour" | "hours" => 3_600,
+            "day" | "days" => 86_400,
+            _ => return None,
+        };
+        Some(Duration::from_secs(count * seconds))
+    }
+}
+
 /// The WebSocket API and functions of a template, resolved for a local run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LambdaApp {
@@ -630,6 +647,11 @@ mod tests {
             ("ProjectorFunction", 100, Duration::from_secs(1), true)
         );
         assert_eq!(app.schedules[0].function, "ProjectorFunction");
+        assert_eq!(app.schedules[0].interval(), Some(Duration::from_secs(300)), "{}", app.schedules[0].schedule);
+        let schedule = |text: &str| ScheduleTrigger { function: "F".into(), schedule: text.into() }.interval();
+        assert_eq!(schedule("rate(1 hour)"), Some(Duration::from_secs(3_600)));
+        assert_eq!(schedule("cron(0 12 * * ? *)"), None);
+        assert_eq!(schedule("rate(0 minutes)"), None);
         assert!(app.unsupported.is_empty(), "{:?}", app.unsupported);
     }
 
