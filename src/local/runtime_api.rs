@@ -144,12 +144,134 @@ async fn init_error(State(api): State<Arc<Api>>, body: Bytes) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
+/// The Runtime API of one process, on a free loopback port: `next` hands out the
+/// invocations given to [`RuntimeApiServer::invoke`], `response` and `error` answer
+/// them, `init/error` is remembered. `FunctionPool` runs one per process; tests
+/// drive a single bootstrap with one.
+pub struct RuntimeApiServer {
+    address: SocketAddr,
+    api: Arc<Api>,
+    invocations: mpsc::Sender<Invocation>,
+    server: tokio::task::JoinHandle<()>,
+    next_request: AtomicU64,
+}
+
+/// How an invocation ended, as the Runtime API saw it.
+#[derive(Debug)]
+pub enum RuntimeOutcome {
+    /// `POST /runtime/invocation/{id}/response`.
+    Response(Value),
+    /// `POST /runtime/invocation/{id}/error`.
+    Error(Value),
+    /// No answer within the timeout.
+    TimedOut,
+    /// The Runtime API stopped (the server was stopped).
+    Closed,
+}
+
+impl RuntimeApiServer {
+    /// Serves the Runtime API of one process of `function_name`.
+    pub async fn start(function_name: &str) -> std::io::Result<Self> {
+        let (invocations, receiver) = mpsc::channel(16);
+        let api = Arc::new(Api {
+            invocations: tokio::sync::Mutex::new(receiver),
+            pending: std::sync::Mutex::default(),
+            polling: watch::channel(false).0,
+            init_error: watch::channel(None).0,
+            function_arn: format!("arn:aws:lambda:us-east-1:000000000000:function:{function_name}"),
+        });
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(api.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { address, api, invocations, server, next_request: AtomicU64::new(0) })
+    }
+
+    /// Where the process finds it (`AWS_LAMBDA_RUNTIME_API`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Resolves when the process has asked for its first invocation (its init is
+    /// over) or reported an init error (`Err` with it).
+    pub async fn initialized(&self) -> Result<(), String> {
+        let mut polling = self.api.polling.subscribe();
+        let mut failed = self.api.init_error.subscribe();
+        tokio::select! {
+            _ = polling.wait_for(|polling| *polling) => Ok(()),
+            failed = failed.wait_for(Option::is_some) => {
+                Err(failed.map(|detail| detail.clone().unwrap_or_default()).unwrap_or_default())
+            }
+        }
+    }
+
+    /// The init error the process reported, if any.
+    pub fn init_error(&self) -> Option<String> {
+        self.api.init_error.borrow().clone()
+    }
+
+    /// Hands `event` to the process, its deadline `deadline` from now, and waits at
+    /// most `wait` for the answer (Lambda: both the function's timeout).
+    pub async fn invoke(&self, event: Value, deadline: Duration, wait: Duration) -> RuntimeOutcome {
+        let sequence = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let request_id = format!("{:08x}-0000-4000-8000-{:012x}", self.address.port(), sequence);
+        let (answer, answered) = oneshot::channel();
+        let deadline_ms =
+            crate::domain::Timestamp::now().epoch_millis() + i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
+        if self.invocations.send(Invocation { request_id, event, deadline_ms, answer }).await.is_err() {
+            return RuntimeOutcome::Closed;
+        }
+        match tokio::time::timeout(wait, answered).await {
+            Ok(Ok(Ok(value))) => RuntimeOutcome::Response(value),
+            Ok(Ok(Err(error))) => RuntimeOutcome::Error(error),
+            Ok(Err(_)) => RuntimeOutcome::Closed,
+            Err(_) => RuntimeOutcome::TimedOut,
+        }
+    }
+}
+
+impl Drop for RuntimeApiServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A bootstrap started as Lambda starts it: only Lambda's environment (the
+/// `AWS_LAMBDA_*` variables, `PATH`, `LANG`, `TZ`), pointed at `api`; the caller
+/// adds the function's own variables and the output pipes.
+pub fn lambda_command(bootstrap: &std::path::Path, api: SocketAddr, function_name: &str, memory_mb: u32) -> Command {
+    let mut command = Command::new(bootstrap);
+    command
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+        .env("LANG", "en_US.UTF-8")
+        .env("TZ", ":UTC")
+        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", function_name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function_name}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/[$LATEST]{}", api.port()))
+        .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+        .env("LAMBDA_TASK_ROOT", bootstrap.parent().unwrap_or(std::path::Path::new(".")))
+        .env("_HANDLER", "bootstrap")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// One process of a function, with its Runtime API.
 struct Instance {
     pid: u32,
-    invocations: mpsc::Sender<Invocation>,
+    api: RuntimeApiServer,
     child: Child,
-    server: tokio::task::JoinHandle<()>,
     idle_since: Instant,
 }
 
@@ -157,16 +279,6 @@ impl Instance {
     async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
-        self.server.abort();
-    }
-
-    /// The process's exit status, if it has exited.
-    fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            Ok(None) => None,
-            Err(error) => Some(error.to_string()),
-        }
     }
 }
 
@@ -174,7 +286,6 @@ impl Instance {
 pub struct FunctionPool {
     spec: FunctionSpec,
     idle: std::sync::Mutex<Vec<Instance>>,
-    next_request: AtomicU64,
     /// Init failures already reported (each is logged once).
     reported: std::sync::Mutex<Vec<String>>,
 }
@@ -183,12 +294,7 @@ impl FunctionPool {
     /// A pool with no process yet; processes start on demand. Stops idle processes
     /// in the background while the pool lives.
     pub fn new(spec: FunctionSpec) -> Arc<Self> {
-        let pool = Arc::new(Self {
-            spec,
-            idle: std::sync::Mutex::default(),
-            next_request: AtomicU64::new(0),
-            reported: std::sync::Mutex::default(),
-        });
+        let pool = Arc::new(Self { spec, idle: std::sync::Mutex::default(), reported: std::sync::Mutex::default() });
         let weak = Arc::downgrade(&pool);
         let period = (pool.spec.idle_stop / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         tokio::spawn(async move {
@@ -216,43 +322,32 @@ impl FunctionPool {
             Some(instance) => instance,
             None => self.cold_start().await?,
         };
-        let sequence = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let request_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), sequence);
-        let (answer, answered) = oneshot::channel();
-        let deadline_ms = crate::domain::Timestamp::now().epoch_millis()
-            + i64::try_from(self.spec.timeout.as_millis()).unwrap_or(i64::MAX);
-        let invocation = Invocation { request_id, event, deadline_ms, answer };
-        if instance.invocations.send(invocation).await.is_err() {
-            let detail = instance.exited().unwrap_or_else(|| "its Runtime API closed".into());
-            instance.stop().await;
-            return Err(InvokeError::Crashed { function: self.spec.name.clone(), detail });
-        }
-        let waited = tokio::select! {
-            answered = answered => Some(answered),
-            _ = tokio::time::sleep(self.spec.timeout) => None,
+        let function = self.spec.name.clone();
+        let outcome = tokio::select! {
+            outcome = instance.api.invoke(event, self.spec.timeout, self.spec.timeout) => outcome,
             status = instance.child.wait() => {
                 let detail = status.map_or_else(|error| error.to_string(), |status| status.to_string());
                 instance.stop().await;
-                return Err(InvokeError::Crashed { function: self.spec.name.clone(), detail });
+                return Err(InvokeError::Crashed { function, detail });
             }
         };
-        match waited {
-            Some(Ok(Ok(answer))) => {
+        match outcome {
+            RuntimeOutcome::Response(answer) => {
                 self.release(instance);
                 Ok(answer)
             }
-            Some(Ok(Err(error))) => {
+            RuntimeOutcome::Error(error) => {
                 self.release(instance);
-                Err(InvokeError::Function { function: self.spec.name.clone(), error })
+                Err(InvokeError::Function { function, error })
             }
-            Some(Err(_)) => {
+            RuntimeOutcome::TimedOut => {
+                tracing::warn!(%function, timeout = ?self.spec.timeout, "the function timed out; stopping its process");
                 instance.stop().await;
-                Err(InvokeError::Crashed { function: self.spec.name.clone(), detail: "no answer".into() })
+                Err(InvokeError::Timeout { function, timeout: self.spec.timeout })
             }
-            None => {
-                tracing::warn!(function = %self.spec.name, timeout = ?self.spec.timeout, "the function timed out; stopping its process");
+            RuntimeOutcome::Closed => {
                 instance.stop().await;
-                Err(InvokeError::Timeout { function: self.spec.name.clone(), timeout: self.spec.timeout })
+                Err(InvokeError::Crashed { function, detail: "its Runtime API closed".into() })
             }
         }
     }
@@ -291,70 +386,26 @@ impl FunctionPool {
     /// Starts a process and waits for the end of its init.
     async fn cold_start(&self) -> Result<Instance, InvokeError> {
         let name = &self.spec.name;
-        let (invocations, receiver) = mpsc::channel(1);
-        let api = Arc::new(Api {
-            invocations: tokio::sync::Mutex::new(receiver),
-            pending: std::sync::Mutex::default(),
-            polling: watch::channel(false).0,
-            init_error: watch::channel(None).0,
-            function_arn: format!("arn:aws:lambda:us-east-1:000000000000:function:{name}"),
-        });
-        let app = Router::new()
-            .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
-            .route("/2018-06-01/runtime/init/error", post(init_error))
-            .with_state(api.clone());
         let start_error = |detail: String| InvokeError::Start { function: name.clone(), detail };
-        let listener =
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|error| start_error(error.to_string()))?;
-        let address: SocketAddr = listener.local_addr().map_err(|error| start_error(error.to_string()))?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        let mut command = Command::new(&self.spec.bootstrap);
-        command
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
-            .env("LANG", "en_US.UTF-8")
-            .env("TZ", ":UTC")
-            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", name)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", self.spec.memory_mb.to_string())
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/[$LATEST]{}", std::process::id()))
-            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-            .env("LAMBDA_TASK_ROOT", self.spec.bootstrap.parent().unwrap_or(std::path::Path::new(".")))
-            .env("_HANDLER", "bootstrap")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+        let api = RuntimeApiServer::start(name).await.map_err(|error| start_error(error.to_string()))?;
+        let mut command = lambda_command(&self.spec.bootstrap, api.address(), name, self.spec.memory_mb);
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         for (key, value) in &self.spec.environment {
             command.env(key, value);
         }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(error) => {
-                server.abort();
-                return Err(start_error(format!("{}: {error}", self.spec.bootstrap.display())));
-            }
-        };
+        let mut child =
+            command.spawn().map_err(|error| start_error(format!("{}: {error}", self.spec.bootstrap.display())))?;
         let pid = child.id().unwrap_or_default();
         for output in [child.stdout.take().map(Output::Out), child.stderr.take().map(Output::Err)].into_iter().flatten()
         {
             tokio::spawn(forward(output, name.clone(), self.spec.logs.clone()));
         }
-        let mut polling = api.polling.subscribe();
-        let mut init_failed = api.init_error.subscribe();
         let detail = tokio::select! {
-            _ = polling.wait_for(|polling| *polling) => None,
-            failed = init_failed.wait_for(Option::is_some) => Some(failed.map(|detail| detail.clone().unwrap_or_default()).unwrap_or_default()),
+            initialized = api.initialized() => initialized.err(),
             status = child.wait() => Some(format!("the process exited during init ({})", status.map_or_else(|error| error.to_string(), |status| status.to_string()))),
             _ = tokio::time::sleep(INIT_TIMEOUT) => Some(format!("no first `next` within {INIT_TIMEOUT:?}")),
         };
-        let instance = Instance { pid, invocations, child, server, idle_since: Instant::now() };
+        let instance = Instance { pid, api, child, idle_since: Instant::now() };
         match detail {
             None => Ok(instance),
             Some(detail) => {

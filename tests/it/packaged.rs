@@ -276,20 +276,8 @@ async fn serve_lambda_keeps_the_emulators_behaviour() {
 #[tokio::test]
 async fn the_seed_readme_client_works_in_lambda_mode() {
     let serve = LambdaServe::start(wsledger::local::Limits::default()).await;
-    let modules = crate::serve::node_modules();
     let url = format!("ws://{}/?token={}", serve.server.local_addr(), serve.token());
-    let output = tokio::process::Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/seed_client.js"))
-        .arg(&url)
-        .env("NODE_PATH", &modules)
-        .output()
-        .await
-        .expect("node runs (Node.js is needed for this test)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
-    let received: Vec<Value> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let types: Vec<&str> = received.iter().filter_map(|message| message["type"].as_str()).collect();
-    assert_eq!(types, ["voice_started", "voice_data_received", "voice_ended", "text_response", "pong"]);
+    assert_eq!(crate::serve::run_seed_client(&url).await, crate::serve::SEED_SESSION);
     serve.views_when(|views| views.first().is_some_and(|view| !view.is_connected())).await;
     serve.stop().await;
 }

@@ -301,20 +301,18 @@ pub fn node_modules() -> PathBuf {
     tools.join("node_modules")
 }
 
-/// The classic README's Node client, unchanged but for the URL, against `serve`.
-#[tokio::test]
-async fn the_seed_readme_client_works_as_written() {
+/// Runs the classic README's Node client (`tests/node/seed_client.js`) against
+/// `url`; returns the types of the messages it received, in order.
+pub async fn run_seed_client(url: &str) -> Vec<String> {
     let modules = node_modules();
     assert!(
         modules.join("ws").is_dir(),
         "the npm package ws is missing under {}: run the tests through scripts/test, which installs it",
         modules.display()
     );
-    let app = App::start().await;
-    let url = app.url("?userId=user123");
     let output = tokio::process::Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/seed_client.js"))
-        .arg(&url)
+        .arg(url)
         .env("NODE_PATH", &modules)
         .output()
         .await
@@ -323,8 +321,17 @@ async fn the_seed_readme_client_works_as_written() {
     assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("Connected to WebSocket"), "{stdout}");
     let received: Vec<Value> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let types: Vec<&str> = received.iter().filter_map(|message| message["type"].as_str()).collect();
-    assert_eq!(types, ["voice_started", "voice_data_received", "voice_ended", "text_response", "pong"]);
+    received.iter().filter_map(|message| message["type"].as_str().map(str::to_owned)).collect()
+}
+
+/// The message types the seed client receives: its README's session.
+pub const SEED_SESSION: [&str; 5] = ["voice_started", "voice_data_received", "voice_ended", "text_response", "pong"];
+
+/// The classic README's Node client, unchanged but for the URL, against `serve`.
+#[tokio::test]
+async fn the_seed_readme_client_works_as_written() {
+    let app = App::start().await;
+    assert_eq!(run_seed_client(&app.url("?userId=user123")).await, SEED_SESSION);
     let views = app.views_when("user123", |views| views.first().is_some_and(|view| !view.is_connected())).await;
     let history = app.store.connection_history(&views[0].connection_id, PageRequest::default()).await.unwrap().items;
     for kind in [EventKind::Connected, EventKind::VoiceStarted, EventKind::VoiceEnded, EventKind::Disconnected] {
