@@ -42,7 +42,7 @@ impl Dashboard {
         Self { token, recent: Mutex::new((HashMap::new(), VecDeque::new())), updates: broadcast::channel(1_024).0 }
     }
 
-    fn observe(&self, view: &ConnectionInfo) {
+    pub(crate) fn observe(&self, view: &ConnectionInfo) {
         {
             let mut recent = lock(&self.recent);
             let (views, order) = &mut *recent;

@@ -235,6 +235,41 @@ fn error_body(event: &ApiGatewayWebsocketProxyRequest, message: &str) -> String 
     .to_string()
 }
 
+/// The stream function as `serve` runs it: after each batch, the views it wrote are
+/// read back for the dashboard's live stream (in-process projections tell the
+/// dashboard as they write; a function's writes reach DynamoDB directly).
+pub struct LocalStreamFunction {
+    pub function: StreamFunction,
+    pub views: Arc<dyn crate::ports::ViewStore>,
+    pub dashboard: Option<Arc<super::dashboard::Dashboard>>,
+}
+
+impl LocalStreamFunction {
+    pub async fn project(
+        &self,
+        records: &[aws_lambda_events::dynamodb::EventRecord],
+    ) -> aws_lambda_events::streams::DynamoDbEventResponse {
+        let response = invoke_with_stream_batch(&self.function, records).await;
+        if let Some(dashboard) = &self.dashboard {
+            let mut changed: Vec<crate::domain::ConnectionId> = records
+                .iter()
+                .filter_map(|record| match crate::adapters::dynamodb::stream::decode_record(record).change {
+                    crate::ports::Change::Appended(event) => Some(event.connection_id),
+                    _ => None,
+                })
+                .collect();
+            changed.sort();
+            changed.dedup();
+            for connection_id in changed {
+                if let Ok(Some(stored)) = self.views.get(&connection_id).await {
+                    dashboard.observe(&stored.view);
+                }
+            }
+        }
+        response
+    }
+}
+
 /// Invokes `function` with a stream batch as Lambda's event source mapping does,
 /// and answers as the poller needs: the function's `batchItemFailures` (with
 /// `ReportBatchItemFailures`), or, when the invocation fails or the trigger does

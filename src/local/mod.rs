@@ -261,14 +261,17 @@ impl Server {
         let http_stats = Arc::new(http::HttpStats::new(metrics.clone()));
         let tasks = vec![
             spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
-            spawn_sweep(events, views, registry.clone(), &config, metrics.clone(), shutdown),
+            spawn_sweep(events, views.clone(), registry.clone(), &config, metrics.clone(), shutdown),
         ];
+        let stream_function = config.lambda.as_ref().and_then(|lambda| lambda.stream_function()).map(|function| {
+            lambda_mode::LocalStreamFunction { function, views: views.clone(), dashboard: state.dashboard.clone() }
+        });
         let projector = spawn_projector(
             backend,
             projected_views,
             metrics,
             config.stream_checkpoint.clone(),
-            config.lambda.as_ref().and_then(|lambda| lambda.stream_function()),
+            stream_function,
             flushing,
         );
         Ok(Server { local_addr, registry, stop, flush, projector, tasks, state, http_stats, _lock: lock })
@@ -357,7 +360,7 @@ fn spawn_projector(
     views: Arc<dyn ViewStore>,
     metrics: Arc<Metrics>,
     stream_checkpoint: Option<std::path::PathBuf>,
-    stream_function: Option<lambda_mode::StreamFunction>,
+    stream_function: Option<lambda_mode::LocalStreamFunction>,
     flushing: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     match backend {
@@ -370,14 +373,14 @@ fn spawn_projector(
             if let Some(function) = stream_function {
                 // serve --lambda: the template's stream function gets the batches, as
                 // Lambda's event source mapping gives them.
-                let poller = poller.with_batch_size(function.trigger.batch_size);
+                let poller = poller.with_batch_size(function.function.trigger.batch_size);
                 let function = Arc::new(function);
                 return tokio::spawn(async move {
                     poller
                         .run(
                             |records| {
                                 let function = function.clone();
-                                async move { lambda_mode::invoke_with_stream_batch(&function, &records).await }
+                                async move { function.project(&records).await }
                             },
                             Duration::from_millis(500),
                             stopped(flushing),

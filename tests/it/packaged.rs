@@ -189,8 +189,9 @@ impl LambdaServe {
 
 /// A JWT in the query string passes the real authorizer; the real handler answers a
 /// ping and an error frame; the connection is recorded and the projector bootstrap
-/// folds it into the view; the same token in a header only is refused with 401
-/// before the authorizer runs, as the template's identity source says.
+/// folds it into the view, which the dashboard's live stream shows; the same token
+/// in a header only is refused with 401 before the authorizer runs, as the
+/// template's identity source says.
 #[tokio::test]
 async fn serve_lambda_runs_the_template_with_the_packaged_bootstraps() {
     use futures::SinkExt;
@@ -206,7 +207,22 @@ async fn serve_lambda_runs_the_template_with_the_packaged_bootstraps() {
         other => panic!("expected 401, got {other:?}"),
     }
 
+    // The dashboard's live stream sees the views the projector bootstrap writes.
+    let mut events = reqwest::get(format!("http://{}/api/stream", serve.server.local_addr())).await.unwrap();
+    assert_eq!(events.status(), 200);
     let mut client = serve.connect().await;
+    let user = serve.user();
+    let streamed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut seen = String::new();
+        while let Ok(Some(chunk)) = events.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(user.as_str()) {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(matches!(streamed.await, Ok(true)), "the live stream showed the new connection");
     client.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(crate::serve::next_text(&mut client).await, json!({ "type": "pong" }));
     client.send(Message::Text("not json".into())).await.unwrap();
