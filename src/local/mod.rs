@@ -374,6 +374,9 @@ fn spawn_projector(
                 // serve --lambda: the template's stream function gets the batches, as
                 // Lambda's event source mapping gives them.
                 let poller = poller.with_batch_size(function.function.trigger.batch_size);
+                // An idle stream is read again after the trigger's batching window
+                // (Lambda waits up to that long to fill a batch), at least every 100 ms.
+                let idle = function.function.trigger.batching_window.max(Duration::from_millis(100));
                 let function = Arc::new(function);
                 return tokio::spawn(async move {
                     poller
@@ -382,7 +385,7 @@ fn spawn_projector(
                                 let function = function.clone();
                                 async move { function.project(&records).await }
                             },
-                            Duration::from_millis(500),
+                            idle,
                             stopped(flushing),
                         )
                         .await;
