@@ -217,6 +217,22 @@ fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<Arc<LambdaRoutes>>> 
     Ok(Some(Arc::new(routes)))
 }
 
+/// `--lambda`'s functions need the tables: one cheap read first, so a DynamoDB Local
+/// that is not running (or has no tables) is one line at start, with what to do.
+async fn check_dynamodb(store: &dynamodb::DynamoDbStore, args: &StoreArgs) -> anyhow::Result<()> {
+    use crate::ports::{EventStore, PageRequest};
+    let probe = crate::domain::ConnectionId::parse("wsledger-start-check").expect("a valid id");
+    let read = tokio::time::timeout(Duration::from_secs(5), store.connection_history(&probe, PageRequest::first(1)));
+    match read.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(super::common::explain(error, args).context(
+            "serve --lambda needs DynamoDB Local with the tables: start it (see README, \"The deployed artifacts on \
+             a laptop\") and run `wsledger migrate --endpoint-url URL`",
+        )),
+        Err(_) => anyhow::bail!("DynamoDB at {} did not answer within 5 s", args.dynamodb_endpoint()),
+    }
+}
+
 /// Without `--artifacts`: builds the bootstraps that are not in `dir` yet with
 /// `cargo lambda build --release`, as `sam build` would, printing a line first.
 fn build_missing_artifacts(app: &template::LambdaApp, dir: &std::path::Path) -> anyhow::Result<()> {
@@ -354,6 +370,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         lambda: lambda.clone(),
     };
     let backend = backend(&args.store).await?;
+    if let (Some(_), Backend::DynamoDb { store, .. }) = (&lambda, &backend) {
+        check_dynamodb(store, &args.store).await?;
+    }
     let max_connections = config.max_connections;
     let server = Server::start(config, backend).await?;
     let address = server.local_addr();

@@ -233,7 +233,7 @@ async fn serve_lambda_runs_the_template_with_the_packaged_bootstraps() {
     serve.stop().await;
 }
 
-/// `@connections` reaches the client; DELETE closes it and `$disconnect` runs in the
+/// `@connections` POST reaches the client, GET describes it, DELETE closes it and `$disconnect` runs in the
 /// handler bootstrap; the idle limit closes with 1001, a 200 KB message with 1009;
 /// shutdown records the rest.
 #[tokio::test]
@@ -255,6 +255,8 @@ async fn serve_lambda_keeps_the_emulators_behaviour() {
         .await
         .unwrap();
     assert_eq!(crate::serve::next_text(&mut kicked).await, json!({ "type": "notice" }));
+    let info = sdk.get_connection().connection_id(&connection_id).send().await.unwrap();
+    assert_eq!(info.identity().and_then(|identity| identity.source_ip()), Some("127.0.0.1"));
     sdk.delete_connection().connection_id(&connection_id).send().await.unwrap();
     assert_eq!(crate::serve::next_close(&mut kicked).await.expect("a close frame").code, CloseCode::Normal);
     let views = serve

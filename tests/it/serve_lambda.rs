@@ -228,19 +228,18 @@ async fn missing_artifacts_are_built_with_cargo_lambda_first() {
     let log = dir.path().join("cargo.log");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let template = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+    let (store, _) = crate::dynamodb_local::fresh_store().await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
         .args(["serve", "--lambda", "--template", template, "--store", "dynamodb"])
-        .args(["--endpoint-url", "http://127.0.0.1:9", "--parameter-overrides", "UserPoolId=us-east-1_Local"])
+        .args(["--parameter-overrides", "UserPoolId=us-east-1_Local"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--stream-checkpoint")
         .arg(dir.path().join("checkpoint.json"))
         .current_dir(dir.path())
+        .envs(crate::dynamodb_local::bootstrap_env(store.tables()))
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
         .env("CARGO_TARGET_DIR", dir.path().join("target"))
         .env("FAKE_CARGO_LOG", &log)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -264,4 +263,19 @@ async fn missing_artifacts_are_built_with_cargo_lambda_first() {
         assert!(dir.path().join("target/lambda").join(binary).join("bootstrap").is_file());
     }
     assert!(seen.contains("listening on"), "serve started with the built artifacts: {seen}");
+
+    // The same, with DynamoDB not running: one line at start that says so.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
+        .args(["serve", "--lambda", "--template", template, "--store", "dynamodb"])
+        .args(["--endpoint-url", "http://127.0.0.1:9", "--parameter-overrides", "UserPoolId=us-east-1_Local"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--artifacts")
+        .arg(dir.path().join("target/lambda"))
+        .envs([("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("unreachable") && stderr.contains("DynamoDB Local"), "{stderr}");
 }
