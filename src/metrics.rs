@@ -39,6 +39,31 @@ pub mod names {
     pub const REFUSED_SOCKETS: &str = "RefusedSockets";
     pub const CORRUPT_VIEWS: &str = "CorruptViews";
     pub const OPEN_CONNECTIONS: &str = "OpenConnections";
+
+    /// The counters and gauges the Lambda functions write (EMF), by name.
+    pub const FUNCTION_METRICS: [&str; 18] = [
+        MESSAGES,
+        REJECTED,
+        EVENTS_APPENDED,
+        DUPLICATE_APPENDS,
+        UNAVAILABLE,
+        CONNECTS_REFUSED,
+        ALLOWED,
+        DENIED,
+        JWKS_FETCHES,
+        JWKS_FETCH_FAILURES,
+        RECORDS,
+        VIEWS_WRITTEN,
+        POISON_RECORDS,
+        FAILED_RECORDS,
+        PROJECTION_LAG_MS,
+        SUSPECTS,
+        GONE,
+        ALIVE,
+    ];
+
+    /// The dimensions besides `FunctionName` that counters carry.
+    pub const DIMENSIONS: [&str; 3] = ["Code", "Reason", "Policy"];
 }
 
 /// One counter: a name and at most one dimension (`Code`, `Reason`).

@@ -115,3 +115,54 @@ mod tests {
         assert!(super::lines(&metrics.take(), &target, 0).is_empty());
     }
 }
+
+/// Adds what one EMF line (as [`lines`] writes them) says to `metrics`: its
+/// counters by their dimension (`FunctionName` aside), its gauges as observations.
+/// `serve --lambda` reads the functions' output with it, so `GET /metrics` counts
+/// what the functions did. Lines that are not EMF, or names it does not know, are
+/// left alone.
+pub fn ingest(line: &str, metrics: &crate::metrics::Metrics) {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else { return };
+    if !object.contains_key("_aws") {
+        return;
+    }
+    let dimension = names::DIMENSIONS
+        .iter()
+        .find_map(|name| object.get(*name).and_then(Value::as_str).map(|value| (*name, value.to_owned())));
+    for name in names::FUNCTION_METRICS {
+        let Some(value) = object.get(name).and_then(Value::as_f64) else { continue };
+        if name == names::PROJECTION_LAG_MS {
+            metrics.observe(name, value);
+            continue;
+        }
+        let count = value.max(0.0) as u64;
+        match &dimension {
+            Some((dimension, value)) => metrics.add_by(name, dimension, value, count),
+            None => metrics.add(name, count),
+        }
+    }
+}
+
+#[cfg(test)]
+mod ingest_tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn what_a_function_writes_is_counted_back() {
+        let written = Metrics::new();
+        written.add(names::MESSAGES, 3);
+        written.add_by(names::DENIED, "Reason", "expired", 2);
+        written.observe(names::PROJECTION_LAG_MS, 42.0);
+        let target = EmfTarget { namespace: "wsledger".into(), function_name: "F".into() };
+        let read = Metrics::new();
+        for line in lines(&written.take(), &target, 0) {
+            ingest(&line, &read);
+        }
+        ingest("not json", &read);
+        ingest(r#"{"level":"INFO","Messages":9}"#, &read);
+        assert_eq!(read.total(names::MESSAGES), 3);
+        assert_eq!(read.count_by(names::DENIED, "expired"), 2);
+        assert_eq!(read.gauge(names::PROJECTION_LAG_MS), Some(42.0));
+    }
+}

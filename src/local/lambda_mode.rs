@@ -33,6 +33,8 @@ pub struct LambdaRoutes {
     app: LambdaApp,
     pools: HashMap<String, Arc<FunctionPool>>,
     route_selection: Option<RouteSelection>,
+    /// What the functions count (their EMF output), for `serve`'s `GET /metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The function a table's stream feeds, with its trigger's settings.
@@ -77,6 +79,7 @@ impl LambdaRoutes {
         needed.extend(app.schedules.iter().map(|schedule| schedule.function.as_str()));
         needed.sort_unstable();
         needed.dedup();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut pools = HashMap::new();
         for logical_id in needed {
             let function =
@@ -90,6 +93,7 @@ impl LambdaRoutes {
                 memory_mb: function.memory_mb,
                 idle_stop: IDLE_STOP,
                 logs: logs.clone(),
+                metrics: Some(metrics.clone()),
             };
             pools.insert(logical_id.to_owned(), FunctionPool::new(spec));
         }
@@ -100,7 +104,12 @@ impl LambdaRoutes {
             }
             None => None,
         };
-        Ok(Self { app, pools, route_selection })
+        Ok(Self { app, pools, route_selection, metrics })
+    }
+
+    /// The registry the functions' metrics are counted into; `serve` uses it as its own.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn app(&self) -> &LambdaApp {

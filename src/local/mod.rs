@@ -231,7 +231,9 @@ impl Server {
             Backend::Sqlite(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
             Backend::DynamoDb { store, .. } => (Arc::new(store.clone()), Arc::new(store.clone())),
         };
-        let metrics = Arc::new(Metrics::new());
+        // With --lambda, the functions' metrics (their EMF output) count into the same registry.
+        let metrics =
+            config.lambda.as_ref().map_or_else(|| Arc::new(Metrics::new()), |lambda| lambda.metrics().clone());
         let handler =
             ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler)
                 .with_views(views.clone())

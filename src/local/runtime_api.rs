@@ -59,6 +59,9 @@ pub struct FunctionSpec {
     /// A warm process idle this long is stopped.
     pub idle_stop: Duration,
     pub logs: LogTarget,
+    /// When set, the function's metrics (EMF lines on its standard output) are
+    /// counted here too.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Why an invocation failed.
@@ -398,7 +401,7 @@ impl FunctionPool {
         let pid = child.id().unwrap_or_default();
         for output in [child.stdout.take().map(Output::Out), child.stderr.take().map(Output::Err)].into_iter().flatten()
         {
-            tokio::spawn(forward(output, name.clone(), self.spec.logs.clone()));
+            tokio::spawn(forward(output, name.clone(), self.spec.logs.clone(), self.spec.metrics.clone()));
         }
         let detail = tokio::select! {
             initialized = api.initialized() => initialized.err(),
@@ -425,11 +428,12 @@ enum Output {
     Err(tokio::process::ChildStderr),
 }
 
-/// Copies a process's output, line by line, to where the function's logs go.
-async fn forward(output: Output, name: String, target: LogTarget) {
-    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match output {
-        Output::Out(out) => Box::new(out),
-        Output::Err(err) => Box::new(err),
+/// Copies a process's output, line by line, to where the function's logs go, and
+/// counts the metrics its standard output carries.
+async fn forward(output: Output, name: String, target: LogTarget, metrics: Option<Arc<crate::metrics::Metrics>>) {
+    let (reader, metrics): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, _) = match output {
+        Output::Out(out) => (Box::new(out), metrics),
+        Output::Err(err) => (Box::new(err), None),
     };
     let mut lines = tokio::io::BufReader::new(reader).lines();
     let mut file = match &target {
@@ -447,6 +451,9 @@ async fn forward(output: Output, name: String, target: LogTarget) {
         }
     };
     while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(metrics) = &metrics {
+            crate::adapters::emf::ingest(&line, metrics);
+        }
         match file.as_mut() {
             Some(file) => {
                 let _ = file.write_all(format!("{line}\n").as_bytes()).await;

@@ -85,6 +85,7 @@ async fn the_packaged_handler_runs_in_a_function_pool() {
         memory_mb: 256,
         idle_stop: Duration::from_secs(60),
         logs: LogTarget::Terminal,
+        metrics: None,
     });
     let now = chrono::Utc::now().timestamp_millis();
     let fixture = include_str!("../fixtures/apigw/connect.json");
@@ -230,6 +231,15 @@ async fn serve_lambda_runs_the_template_with_the_packaged_bootstraps() {
     assert_eq!(error["type"], "error", "the handler's error frame, through the route response: {error}");
     client.close(None).await.unwrap();
     serve.views_when(|views| views.first().is_some_and(|view| view.status == ConnectionStatus::Disconnected)).await;
+    // What the functions counted (their EMF lines) is in serve's /metrics.
+    let metrics_url = format!("http://{}/metrics", serve.server.local_addr());
+    let metrics =
+        wsledger_testkit::eventually(std::time::Duration::from_secs(10), "the functions' metrics", || async {
+            let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+            (text.contains("wsledger_messages_total") && text.contains("wsledger_allowed_total")).then_some(text)
+        })
+        .await;
+    assert!(metrics.contains("wsledger_records_total"), "the projector's counters too: {metrics}");
     serve.stop().await;
 }
 

@@ -17,6 +17,7 @@ fn spec(name: &str) -> FunctionSpec {
         memory_mb: 512,
         idle_stop: Duration::from_secs(60),
         logs: LogTarget::Terminal,
+        metrics: None,
     }
 }
 
