@@ -96,9 +96,13 @@ Resources:
 /// `serve` on an embedded store with the template's routes, every function the
 /// echo bootstrap (cargo-lambda's layout: ARTIFACTS/{LogicalId}/bootstrap).
 async fn start() -> (App, Arc<LambdaRoutes>, tempfile::TempDir) {
+    start_with(TEMPLATE, test_config()).await
+}
+
+async fn start_with(template_text: &str, config: ServeConfig) -> (App, Arc<LambdaRoutes>, tempfile::TempDir) {
     let artifacts = tempfile::tempdir().unwrap();
     let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bootstraps/echo.js");
-    for function in ["EchoFunction", "AuthFunction"] {
+    for function in ["EchoFunction", "AuthFunction", "ScheduledFunction"] {
         std::fs::create_dir_all(artifacts.path().join(function)).unwrap();
         std::os::unix::fs::symlink(echo, artifacts.path().join(function).join("bootstrap")).unwrap();
     }
@@ -107,10 +111,10 @@ async fn start() -> (App, Arc<LambdaRoutes>, tempfile::TempDir) {
         region: "us-east-1".into(),
         management_endpoint: "http://127.0.0.1:1/local".into(),
     };
-    let app = template::read(TEMPLATE, &local).unwrap();
+    let app = template::read(template_text, &local).unwrap();
     assert!(app.unsupported.is_empty(), "{:?}", app.unsupported);
     let routes = Arc::new(LambdaRoutes::start(app, artifacts.path(), LogTarget::Terminal).unwrap());
-    let config = ServeConfig { lambda: Some(routes.clone()), ..test_config() };
+    let config = ServeConfig { lambda: Some(routes.clone()), ..config };
     (App::start_config(temp_db(), config).await, routes, artifacts)
 }
 
@@ -278,4 +282,29 @@ async fn missing_artifacts_are_built_with_cargo_lambda_first() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("unreachable") && stderr.contains("DynamoDB Local"), "{stderr}");
+}
+
+/// A function with a schedule is invoked with EventBridge's scheduled event; a
+/// `cron(...)` schedule runs at `serve`'s sweep interval.
+#[tokio::test]
+async fn a_scheduled_function_gets_scheduled_events() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let scheduled = format!(
+        "{}\n  ScheduledFunction:\n    Type: AWS::Serverless::Function\n    Properties:\n      Environment:\n        \
+         Variables:\n          SCHEDULE_LOG: {}\n      Events:\n        Sweep:\n          Type: Schedule\n          \
+         Properties:\n            Schedule: cron(0/5 * * * ? *)\n",
+        TEMPLATE.trim_end(),
+        log.path().display()
+    );
+    let config = ServeConfig { sweep_interval: Duration::from_millis(300), ..test_config() };
+    let (app, routes, _artifacts) = start_with(&scheduled, config).await;
+    let (pools, interval) = routes.scheduled_functions(Duration::from_millis(300));
+    assert_eq!((pools.len(), interval), (1, Duration::from_millis(300)), "cron falls back to the sweep interval");
+    wsledger_testkit::eventually(Duration::from_secs(10), "two scheduled events", || async {
+        let noted = std::fs::read_to_string(log.path()).unwrap_or_default();
+        (noted.lines().filter(|line| line.starts_with("aws.events ")).count() >= 2).then_some(())
+    })
+    .await;
+    routes.stop().await;
+    app.server.shutdown().await;
 }
