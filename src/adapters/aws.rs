@@ -45,17 +45,31 @@ pub enum TrustRoots {
     Amazon,
 }
 
+/// Whether `name` occurs in `der`; compares a window only where its first byte matches.
+fn contains(der: &[u8], name: &[u8]) -> bool {
+    let Some((&first, _)) = name.split_first() else { return true };
+    der.windows(name.len()).any(|window| window[0] == first && window == name)
+}
+
 /// How Amazon Trust Services' roots name themselves.
 const AMAZON_ROOT_NAMES: [&[u8]; 2] = [b"Amazon Root CA ", b"Starfield Services Root Certificate Authority - G2"];
 
 impl TrustRoots {
     /// [`TrustRoots::Amazon`]'s certificates, DER, from Mozilla's root program
     /// (`webpki-root-certs`).
+    /// Chosen once per process (a scan of the 140-odd certificates) and kept.
     pub fn amazon_der() -> impl Iterator<Item = &'static [u8]> {
-        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        static AMAZON: std::sync::OnceLock<Vec<&'static [u8]>> = std::sync::OnceLock::new();
+        AMAZON
+            .get_or_init(|| {
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                    .iter()
+                    .map(|der| der.as_ref())
+                    .filter(|der| AMAZON_ROOT_NAMES.iter().any(|name| contains(der, name)))
+                    .collect()
+            })
             .iter()
-            .map(|der| der.as_ref())
-            .filter(|der| AMAZON_ROOT_NAMES.iter().any(|name| der.windows(name.len()).any(|window| window == *name)))
+            .copied()
     }
 
     /// The same, PEM-encoded, for clients that take PEM.
