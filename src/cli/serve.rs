@@ -233,12 +233,14 @@ async fn check_dynamodb(store: &dynamodb::DynamoDbStore, args: &StoreArgs) -> an
     }
 }
 
-/// Without `--artifacts`: builds the bootstraps that are not in `dir` yet with
-/// `cargo lambda build --release`, as `sam build` would, printing a line first.
+/// Without `--artifacts`: builds the bootstraps of the functions the template
+/// invokes that are not in `dir` yet with `cargo lambda build --release`, as
+/// `sam build` would, printing a line first.
 fn build_missing_artifacts(app: &template::LambdaApp, dir: &std::path::Path) -> anyhow::Result<()> {
     let missing: Vec<&template::Function> = app
-        .functions
-        .values()
+        .invoked_functions()
+        .into_iter()
+        .filter_map(|logical_id| app.functions.get(logical_id))
         .filter(|function| {
             crate::local::lambda_mode::find_bootstrap(dir, &function.logical_id, function.binary.as_deref()).is_err()
         })

@@ -70,18 +70,12 @@ pub fn find_bootstrap(artifacts: &Path, logical_id: &str, binary: Option<&str>) 
 }
 
 impl LambdaRoutes {
-    /// Pools for every function the routes and the authorizer invoke, their
-    /// bootstraps found under `artifacts`.
+    /// Pools for every function the template invokes
+    /// ([`LambdaApp::invoked_functions`]), their bootstraps found under `artifacts`.
     pub fn start(app: LambdaApp, artifacts: &Path, logs: LogTarget) -> Result<Self, String> {
-        let mut needed: Vec<&str> = app.routes.values().map(|route| route.function.as_str()).collect();
-        needed.extend(app.authorizer.as_ref().map(|authorizer| authorizer.function.as_str()));
-        needed.extend(app.streams.iter().map(|stream| stream.function.as_str()));
-        needed.extend(app.schedules.iter().map(|schedule| schedule.function.as_str()));
-        needed.sort_unstable();
-        needed.dedup();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut pools = HashMap::new();
-        for logical_id in needed {
+        for logical_id in app.invoked_functions() {
             let function =
                 app.functions.get(logical_id).ok_or_else(|| format!("{logical_id} is not a function serve can run"))?;
             let bootstrap = find_bootstrap(artifacts, logical_id, function.binary.as_deref())?;

@@ -114,8 +114,10 @@ async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
     headers.insert("Lambda-Runtime-Aws-Request-Id", header(&invocation.request_id));
     headers.insert("Lambda-Runtime-Deadline-Ms", header(&invocation.deadline_ms.to_string()));
     headers.insert("Lambda-Runtime-Invoked-Function-Arn", header(&api.function_arn));
-    let trace = format!("Root=1-{:08x}-{:0>24}", invocation.deadline_ms / 1000, invocation.request_id.replace('-', ""));
-    headers.insert("Lambda-Runtime-Trace-Id", header(&trace[..trace.len().min(43)]));
+    // X-Ray's shape: Root=1-{8 hex: seconds}-{24 hex}, here the request id's last 24 hex digits.
+    let id = invocation.request_id.replace('-', "");
+    let trace = format!("Root=1-{:08x}-{}", invocation.deadline_ms / 1000, &id[id.len().saturating_sub(24)..]);
+    headers.insert("Lambda-Runtime-Trace-Id", header(&trace));
     lock(&api.pending).insert(invocation.request_id, invocation.answer);
     (StatusCode::OK, headers, invocation.event.to_string())
 }
@@ -290,7 +292,7 @@ pub struct FunctionPool {
     spec: FunctionSpec,
     idle: std::sync::Mutex<Vec<Instance>>,
     /// Init failures already reported (each is logged once).
-    reported: std::sync::Mutex<Vec<String>>,
+    reported: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl FunctionPool {
@@ -308,10 +310,6 @@ impl FunctionPool {
             }
         });
         pool
-    }
-
-    pub fn spec(&self) -> &FunctionSpec {
-        &self.spec
     }
 
     /// How many warm processes wait for an invocation.
@@ -413,8 +411,7 @@ impl FunctionPool {
             None => Ok(instance),
             Some(detail) => {
                 instance.stop().await;
-                if !lock(&self.reported).contains(&detail) {
-                    lock(&self.reported).push(detail.clone());
+                if lock(&self.reported).insert(detail.clone()) {
                     tracing::error!(function = %name, %detail, "the function failed its init");
                 }
                 Err(InvokeError::Init { function: name.clone(), detail })

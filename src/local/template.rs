@@ -124,6 +124,20 @@ pub struct LambdaApp {
     pub unsupported: Vec<String>,
 }
 
+impl LambdaApp {
+    /// The logical ids of the functions the API, the stream and the schedules
+    /// invoke: the ones `serve --lambda` runs, once each, in order.
+    pub fn invoked_functions(&self) -> Vec<&str> {
+        let mut invoked: Vec<&str> = self.routes.values().map(|route| route.function.as_str()).collect();
+        invoked.extend(self.authorizer.as_ref().map(|authorizer| authorizer.function.as_str()));
+        invoked.extend(self.streams.iter().map(|stream| stream.function.as_str()));
+        invoked.extend(self.schedules.iter().map(|schedule| schedule.function.as_str()));
+        invoked.sort_unstable();
+        invoked.dedup();
+        invoked
+    }
+}
+
 /// What the local run substitutes for the cloud's values.
 #[derive(Debug, Clone, Default)]
 pub struct LocalValues {
