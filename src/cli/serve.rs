@@ -380,21 +380,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let address = server.local_addr();
     println!("wsledger serve: listening on {address}");
     println!("  store:        {}", args.store.store);
-    match (&lambda, args.auth) {
-        (Some(lambda), _) => {
-            let routes: Vec<String> =
-                lambda.app().routes.iter().map(|(key, route)| format!("{key} -> {}", route.function)).collect();
-            println!("  lambda:       {} ({})", args.lambda.template.display(), routes.join(", "));
-            println!("  connect:      ws://{address}/ (through the template's authorizer, if any)");
-            match lambda.stream_function() {
-                Some(stream) => println!(
-                    "  projector:    {} on the events stream (batches of {}), scheduled functions every {}s",
-                    stream.trigger.function,
-                    stream.trigger.batch_size,
-                    lambda.scheduled_functions(Duration::from_secs(args.sweep_interval.max(1))).1.as_secs()
-                ),
-                None => println!("  projector:    in-process (the template has no DynamoDB stream trigger)"),
-            }
+    // Without an authorizer on $connect in the template, --auth says who connects.
+    let authorizer =
+        lambda.as_ref().and_then(|lambda| lambda.connect_authorizer()).map(|authorizer| &authorizer.function);
+    if let Some(lambda) = &lambda {
+        let routes: Vec<String> =
+            lambda.app().routes.iter().map(|(key, route)| format!("{key} -> {}", route.function)).collect();
+        println!("  lambda:       {} ({})", args.lambda.template.display(), routes.join(", "));
+        match lambda.stream_function() {
+            Some(stream) => println!(
+                "  projector:    {} on the events stream (batches of {}), scheduled functions every {}s",
+                stream.trigger.function,
+                stream.trigger.batch_size,
+                lambda.scheduled_functions(Duration::from_secs(args.sweep_interval.max(1))).1.as_secs()
+            ),
+            None => println!("  projector:    in-process (the template has no DynamoDB stream trigger)"),
+        }
+    }
+    match (authorizer, args.auth) {
+        (Some(function), _) => {
+            println!("  connect:      ws://{address}/ (through the template's authorizer, {function})")
         }
         (None, AuthArg::Dev) => println!("  connect:      ws://{address}/?userId=user123"),
         (None, AuthArg::Jwt) => println!("  connect:      ws://{address}/?token=<Cognito JWT>"),
@@ -412,7 +417,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.write_timeout.max(1),
         args.header_read_timeout.max(1)
     );
-    if args.auth == AuthArg::Dev && lambda.is_none() {
+    if args.auth == AuthArg::Dev && authorizer.is_none() {
         println!("  warning: --auth dev trusts ?userId= without checking it; use it for development only");
     }
     if !address.ip().is_loopback() {

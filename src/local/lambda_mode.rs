@@ -137,6 +137,14 @@ impl LambdaRoutes {
         self.route_selection.as_ref()
     }
 
+    /// The authorizer of `$connect`, when the template has one and `$connect` uses
+    /// it (`AuthorizationType: CUSTOM`). Without it, `serve` learns the user as it
+    /// does without `--lambda` (`--auth`).
+    pub fn connect_authorizer(&self) -> Option<&super::template::Authorizer> {
+        let authorized = self.app.routes.get("$connect").is_some_and(|route| route.authorized);
+        self.app.authorizer.as_ref().filter(|_| authorized)
+    }
+
     /// Runs the template's authorizer for a `$connect` (headers with lower-case
     /// names): the user it admits, or why not.
     pub async fn authorize(
@@ -144,11 +152,8 @@ impl LambdaRoutes {
         headers: &HashMap<String, String>,
         query: &HashMap<String, String>,
         request_context: Value,
-    ) -> Result<Option<UserId>, Refusal> {
-        let Some(authorizer) = &self.app.authorizer else { return Ok(None) };
-        if !self.app.routes.get("$connect").is_some_and(|route| route.authorized) {
-            return Ok(None);
-        }
+    ) -> Result<UserId, Refusal> {
+        let Some(authorizer) = self.connect_authorizer() else { return Err(Refusal::Failed) };
         if !authorizer.identity_sources.iter().all(|source: &IdentitySource| source.present(query, headers)) {
             return Err(Refusal::MissingIdentity);
         }
@@ -179,7 +184,7 @@ impl LambdaRoutes {
         }
         let user = answer["context"]["userId"].as_str().or_else(|| answer["principalId"].as_str());
         match user.map(UserId::parse) {
-            Some(Ok(user_id)) => Ok(Some(user_id)),
+            Some(Ok(user_id)) => Ok(user_id),
             _ => {
                 tracing::warn!("the authorizer allowed a connection without a usable userId or principalId");
                 Err(Refusal::Failed)

@@ -61,7 +61,7 @@ async fn authorize(
     query: &HashMap<String, String>,
 ) -> Result<UserId, StatusCode> {
     if let Some(lambda) = &state.config.lambda
-        && lambda.app().authorizer.is_some()
+        && lambda.connect_authorizer().is_some()
     {
         let lowered: HashMap<String, String> = headers
             .iter()
@@ -75,8 +75,7 @@ async fn authorize(
             "domainName": state.domain_name,
         });
         return match lambda.authorize(&lowered, query, context).await {
-            Ok(Some(user_id)) => Ok(user_id),
-            Ok(None) => Err(StatusCode::UNAUTHORIZED),
+            Ok(user_id) => Ok(user_id),
             Err(Refusal::MissingIdentity) => Err(StatusCode::UNAUTHORIZED),
             Err(Refusal::Denied) => Err(StatusCode::FORBIDDEN),
             Err(Refusal::Failed) => Err(StatusCode::INTERNAL_SERVER_ERROR),

@@ -308,3 +308,20 @@ async fn a_scheduled_function_gets_scheduled_events() {
     routes.stop().await;
     app.server.shutdown().await;
 }
+
+/// A template whose `$connect` uses no authorizer: `serve --auth` says who
+/// connects, as without `--lambda`, and the routes still run as functions.
+#[tokio::test]
+async fn without_an_authorizer_on_connect_serve_auth_decides() {
+    let open = TEMPLATE.replace("      AuthorizationType: CUSTOM\n      AuthorizerId: !Ref Authorizer\n", "");
+    assert_ne!(open, TEMPLATE);
+    let (app, routes, _artifacts) = start_with(&open, test_config()).await;
+    assert!(routes.connect_authorizer().is_none());
+    let url = format!("ws://{}/?userId=user-dev", app.server.local_addr());
+    let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    client.send(Message::Text(r#"{"action":"sendmessage"}"#.into())).await.unwrap();
+    let reply = next_text(&mut client).await;
+    assert_eq!((reply["route"].as_str(), reply["user"].as_str()), (Some("sendmessage"), Some("user-dev")));
+    routes.stop().await;
+    app.server.shutdown().await;
+}
