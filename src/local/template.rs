@@ -258,7 +258,7 @@ pub fn read(yaml: &str, local: &LocalValues) -> Result<LambdaApp, String> {
     for (id, route) in of_type("AWS::ApiGatewayV2::Route") {
         let properties = props(route);
         let key = properties.get("RouteKey").map(|key| resolver.text(key)).transpose()?.unwrap_or_default();
-        let target = properties.get("Target").map(|target| resolver.text_with_refs(target)).transpose()?;
+        let target = properties.get("Target").map(|target| resolver.text(target)).transpose()?;
         let Some(function) = target
             .as_deref()
             .and_then(|target| target.strip_prefix("integrations/"))
@@ -272,7 +272,7 @@ pub fn read(yaml: &str, local: &LocalValues) -> Result<LambdaApp, String> {
         routes.insert(key, Route { function: function.clone(), route_response: false, authorized });
     }
     for (id, response) in of_type("AWS::ApiGatewayV2::RouteResponse") {
-        let route = props(response).get("RouteId").map(|route| resolver.text_with_refs(route)).transpose()?;
+        let route = props(response).get("RouteId").map(|route| resolver.text(route)).transpose()?;
         match route.and_then(|route| route_ids.get(&route)).and_then(|key| routes.get_mut(key)) {
             Some(route) => route.route_response = true,
             None => unsupported.push(format!("route response {id} of a route the emulator does not serve")),
@@ -448,15 +448,11 @@ impl<'a> Resolver<'a> {
         Ok(resolver)
     }
 
-    /// A value as text; `!Ref AWS::NoValue` is an error here.
+    /// A value as text; `!Ref AWS::NoValue` is an error here. `!Ref` and `${...}` of a
+    /// resource that is not a table give its logical id (`Target: integrations/${X}`,
+    /// `RouteId: !Ref X`).
     fn text(&self, value: &Value) -> Result<String, String> {
         self.resolve(value)?.ok_or_else(|| "AWS::NoValue where a value is needed".to_owned())
-    }
-
-    /// Like [`Resolver::text`], with `${Resource}` and `!Ref Resource` of any
-    /// resource giving its logical id (for `Target: integrations/${X}` and `RouteId`).
-    fn text_with_refs(&self, value: &Value) -> Result<String, String> {
-        self.text(value)
     }
 
     /// The logical id of the function an invocation ARN names (`${X.Arn}` in a `!Sub`
@@ -578,10 +574,9 @@ impl<'a> Resolver<'a> {
             let value = match variables.as_ref().and_then(|variables| variables.get(reference.as_str())) {
                 Some(value) => self.text(value)?,
                 None if reference.contains('.') => self.attribute(&reference),
-                None => self.text(&Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
-                    tag: serde_yaml::value::Tag::new("!Ref"),
-                    value: Value::String(reference.clone()),
-                })))?,
+                None => self
+                    .reference(&reference)?
+                    .ok_or_else(|| format!("${{{reference}}}: AWS::NoValue where a value is needed"))?,
             };
             out = out.replace(&format!("${{{reference}}}"), &value);
         }
