@@ -8,7 +8,10 @@
 //! 127.0.0.3, ...) so the client never runs out of ephemeral ports, then runs ping
 //! round trips over 200 of them for 5 seconds. The count is capped by this
 //! process's file-descriptor limit (one descriptor per client socket), and the
-//! bench says so when it caps. Under `cargo test` it does the same with 100
+//! bench says so when it caps. The servers alternate for `WSLEDGER_BENCH_ROUNDS`
+//! rounds (default 2), each in a fresh process. Beside the round trips per second
+//! (bounded by the client, which shares the machine's cores), it reports the
+//! server's CPU time per round trip, which the client does not bound. Under `cargo test` it does the same with 100
 //! connections and no reference, to keep the harness working.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -37,6 +40,18 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .unwrap_or(0)
+}
+
+/// The process's user plus system CPU time so far (`/proc/PID/stat`, clock ticks).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after it start past the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&index| fields.get(index)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -77,6 +92,8 @@ struct Figures {
     loaded_kib: u64,
     per_connection: f64,
     round_trips_per_second: f64,
+    /// The server's CPU time (user + system) per round trip while pinging.
+    cpu_per_round_trip: Duration,
     p50: Duration,
     p99: Duration,
 }
@@ -105,6 +122,7 @@ async fn measure(
 
     let mut clients = clients;
     let pinging: Vec<_> = clients.drain(..pingers.min(connections)).collect();
+    let cpu_before = cpu_time(pid);
     let deadline = Instant::now() + ping_for;
     let tasks: Vec<_> = pinging
         .into_iter()
@@ -134,6 +152,7 @@ async fn measure(
         latencies.append(&mut measured);
         pinged.push(client);
     }
+    let cpu_used = cpu_time(pid).saturating_sub(cpu_before);
     latencies.sort();
     assert!(!latencies.is_empty(), "no ping was answered");
     drop(pinged);
@@ -144,6 +163,7 @@ async fn measure(
         loaded_kib,
         per_connection,
         round_trips_per_second: latencies.len() as f64 / ping_for.as_secs_f64(),
+        cpu_per_round_trip: cpu_used / latencies.len().max(1) as u32,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
     }
@@ -158,6 +178,7 @@ fn print(name: &str, connections: usize, figures: &Figures) {
     );
     println!("  RSS per connection:    {:.0} bytes", figures.per_connection);
     println!("  ping round trips:      {:.0} per second", figures.round_trips_per_second);
+    println!("  server CPU per round trip: {:.1} µs (user + system)", figures.cpu_per_round_trip.as_secs_f64() * 1e6);
     println!(
         "  round trip p50 / p99:  {:.2} ms / {:.2} ms",
         figures.p50.as_secs_f64() * 1e3,
@@ -199,55 +220,71 @@ fn main() {
              (RLIMIT_NOFILE hard limit), one per client socket"
         );
     }
+    let rounds: usize = if benchmarking {
+        std::env::var("WSLEDGER_BENCH_ROUNDS").ok().and_then(|count| count.parse().ok()).unwrap_or(2).max(1)
+    } else {
+        1
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("bench.db");
-        let port = free_port();
-        let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store", &format!("sqlite:{}", db.display())])
-            .args(["--sweep-interval", "3600"])
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("wsledger serve starts");
-        wait_for_banner(&mut server, "warning: --auth dev").await;
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let pid = server.id().unwrap();
-        let wsledger = measure(address, "/?userId=bench-user", pid, connections, pingers, ping_for).await;
-        // SAFETY: SIGINT to the child we started.
-        unsafe { libc::kill(pid as i32, libc::SIGINT) };
-        let _ = tokio::time::timeout(Duration::from_secs(60), server.wait()).await;
-        println!("release binaries, clients in this process, 2 worker threads");
-        print("wsledger serve --store sqlite", connections, &wsledger);
-
-        if !benchmarking {
-            return;
+        println!("release binaries, clients in this process, 2 worker threads; {rounds} rounds, the servers alternating");
+        for round in 1..=rounds {
+            let wsledger = measure_wsledger(connections, pingers, ping_for).await;
+            print(&format!("round {round}: wsledger serve --store sqlite"), connections, &wsledger);
+            if !benchmarking {
+                return;
+            }
+            let reference = measure_node(connections, pingers, ping_for).await;
+            print(&format!("round {round}: bare Node.js {} with ws (the reference)", node_version()), connections, &reference);
+            println!(
+                "round {round}: wsledger / Node: {:.2}x the memory per connection, {:.2}x the ping round trips, {:.2}x the server CPU per round trip",
+                wsledger.per_connection / reference.per_connection,
+                wsledger.round_trips_per_second / reference.round_trips_per_second,
+                wsledger.cpu_per_round_trip.as_secs_f64() / reference.cpu_per_round_trip.as_secs_f64().max(1e-9)
+            );
         }
-        let tools = std::env::var("WSLEDGER_TOOLS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/wsledger/tools"));
-        let port = free_port();
-        let mut node = tokio::process::Command::new("node")
-            .args(["-e", NODE_SERVER, &port.to_string()])
-            .env("NODE_PATH", tools.join("node_modules"))
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts (scripts/test installs the ws package)");
-        wait_for_banner(&mut node, "listening").await;
-        let pid = node.id().unwrap();
-        let reference =
-            measure(SocketAddr::from(([127, 0, 0, 1], port)), "/", pid, connections, pingers, ping_for).await;
-        let _ = node.kill().await;
-        print(&format!("bare Node.js {} with ws (the reference)", node_version()), connections, &reference);
-        println!(
-            "wsledger / Node: {:.2}x the memory per connection, {:.2}x the ping round trips",
-            wsledger.per_connection / reference.per_connection,
-            wsledger.round_trips_per_second / reference.round_trips_per_second
-        );
     });
+}
+
+async fn measure_wsledger(connections: usize, pingers: usize, ping_for: Duration) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    let port = free_port();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store", &format!("sqlite:{}", db.display())])
+        .args(["--sweep-interval", "3600"])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wsledger serve starts");
+    wait_for_banner(&mut server, "warning: --auth dev").await;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let pid = server.id().unwrap();
+    let figures = measure(address, "/?userId=bench-user", pid, connections, pingers, ping_for).await;
+    // SAFETY: SIGINT to the child we started.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let _ = tokio::time::timeout(Duration::from_secs(60), server.wait()).await;
+    figures
+}
+
+async fn measure_node(connections: usize, pingers: usize, ping_for: Duration) -> Figures {
+    let tools = std::env::var("WSLEDGER_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/wsledger/tools"));
+    let port = free_port();
+    let mut node = tokio::process::Command::new("node")
+        .args(["-e", NODE_SERVER, &port.to_string()])
+        .env("NODE_PATH", tools.join("node_modules"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts (scripts/test installs the ws package)");
+    wait_for_banner(&mut node, "listening").await;
+    let pid = node.id().unwrap();
+    let figures = measure(SocketAddr::from(([127, 0, 0, 1], port)), "/", pid, connections, pingers, ping_for).await;
+    let _ = node.kill().await;
+    figures
 }
 
 fn node_version() -> String {

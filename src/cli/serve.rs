@@ -10,7 +10,6 @@ use clap::{Args, ValueEnum};
 use super::common::{OpenStore, StoreArg, StoreArgs, retention_days};
 use crate::adapters::dynamodb;
 use crate::auth::{AuthConfig, JwksSource, JwtVerifier};
-use crate::local::apigw_event::RouteSelection;
 use crate::local::lambda_mode::LambdaRoutes;
 use crate::local::runtime_api::LogTarget;
 use crate::local::template;
@@ -47,13 +46,6 @@ pub struct ServeArgs {
     /// With --auth jwt: the signing keys from a file instead.
     #[arg(long, env = "JWKS_FILE")]
     jwks_file: Option<String>,
-    /// A route selection expression such as '$request.body.action'; messages whose
-    /// value names a --route go to that route, the rest to $default.
-    #[arg(long, value_name = "EXPRESSION")]
-    route_selection: Option<String>,
-    /// A route key besides $default (repeatable).
-    #[arg(long = "route", value_name = "KEY")]
-    routes: Vec<String>,
     /// The stage name in events and in `@connections` URLs.
     #[arg(long, default_value = "local")]
     stage: String,
@@ -328,12 +320,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             AuthMode::Jwt(Arc::new(verifier))
         }
     };
-    let route_selection = args
-        .route_selection
-        .as_deref()
-        .map(|expression| RouteSelection::parse(expression, args.routes.clone()))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
     let mut handler = crate::settings::handler_config().map_err(anyhow::Error::msg)?;
     let policies = &mut handler.policies;
     policies.max_connections_per_user = args.max_connections_per_user.unwrap_or(policies.max_connections_per_user);
@@ -347,7 +333,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         listen: args.listen,
         auth,
-        route_selection,
         limits: Limits {
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             max_duration: Duration::from_secs(args.max_duration.max(1)),

@@ -9,7 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{ConnectionId, Timestamp, UserId};
+use crate::handler::{RequestMeta, Route};
 
 /// An id in API Gateway's format: 11 random bytes in base64, 16 characters ending
 /// in `=` (like `L0SM9cOFvHcCIhw=`).
@@ -18,7 +19,15 @@ pub fn new_id() -> String {
     BASE64.encode(&random[5..16])
 }
 
-/// What every event of one connection shares.
+/// What every event of the emulated API shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    pub domain_name: String,
+    pub stage: String,
+    pub api_id: String,
+}
+
+/// What every event of one connection shares (the API's part shared by all of them).
 #[derive(Debug, Clone)]
 pub struct ConnectionContext {
     pub connection_id: String,
@@ -26,9 +35,7 @@ pub struct ConnectionContext {
     pub source_ip: String,
     pub user_agent: Option<String>,
     pub user_id: UserId,
-    pub domain_name: String,
-    pub stage: String,
-    pub api_id: String,
+    pub api: std::sync::Arc<Api>,
 }
 
 impl ConnectionContext {
@@ -54,14 +61,14 @@ impl ConnectionContext {
             "extendedRequestId": request_id,
             "requestTime": at.as_datetime().format("%d/%b/%Y:%H:%M:%S %z").to_string(),
             "messageDirection": "IN",
-            "stage": self.stage,
+            "stage": self.api.stage,
             "connectedAt": self.connected_at.epoch_millis(),
             "requestTimeEpoch": at.epoch_millis(),
             "identity": identity,
             "requestId": request_id,
-            "domainName": self.domain_name,
+            "domainName": self.api.domain_name,
             "connectionId": self.connection_id,
-            "apiId": self.api_id,
+            "apiId": self.api.api_id,
         });
         match context {
             Value::Object(map) => map,
@@ -129,6 +136,31 @@ impl ConnectionContext {
         }))
     }
 
+    /// The handler's request for a message: what `request_of` reads from
+    /// [`Self::message`]'s event, without building the event (over a kilobyte of
+    /// JSON, built and parsed again for every frame). `serve`'s own handler takes
+    /// this; `--lambda` sends the event. A binary frame's bytes are read as UTF-8,
+    /// as the handler reads a base64 body. `None` when the connection id is not one.
+    pub fn message_request(
+        &self,
+        body: MessageBody,
+        request_id: String,
+        at: Timestamp,
+    ) -> Option<(RequestMeta, Route)> {
+        let body = match body {
+            MessageBody::Text(text) => text,
+            MessageBody::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        let meta = RequestMeta {
+            connection_id: ConnectionId::parse(&self.connection_id).ok()?,
+            request_id,
+            request_time: at,
+            connected_at: self.connected_at,
+            user_id: Some(self.user_id.clone()),
+        };
+        Some((meta, Route::Message { body }))
+    }
+
     /// `$disconnect`, with the close status and reason.
     pub fn disconnect(
         &self,
@@ -141,11 +173,28 @@ impl ConnectionContext {
         context.insert("disconnectStatusCode".into(), json!(status_code));
         context.insert("disconnectReason".into(), json!(reason));
         Self::event(json!({
-            "headers": { "Host": self.domain_name },
-            "multiValueHeaders": { "Host": [self.domain_name] },
+            "headers": { "Host": self.api.domain_name },
+            "multiValueHeaders": { "Host": [self.api.domain_name] },
             "requestContext": context,
             "isBase64Encoded": false,
         }))
+    }
+}
+
+/// A message frame's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageBody {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl MessageBody {
+    /// The event's `body` and `isBase64Encoded`, as API Gateway sends a frame.
+    pub fn event_body(&self) -> (std::borrow::Cow<'_, str>, bool) {
+        match self {
+            MessageBody::Text(text) => (text.as_str().into(), false),
+            MessageBody::Binary(bytes) => (BASE64.encode(bytes).into(), true),
+        }
     }
 }
 
@@ -212,9 +261,11 @@ mod tests {
             source_ip: "127.0.0.1".into(),
             user_agent: Some("test".into()),
             user_id: UserId::parse("user123").unwrap(),
-            domain_name: "127.0.0.1:8080".into(),
-            stage: "local".into(),
-            api_id: "wsledger".into(),
+            api: std::sync::Arc::new(Api {
+                domain_name: "127.0.0.1:8080".into(),
+                stage: "local".into(),
+                api_id: "wsledger".into(),
+            }),
         };
         let at = Timestamp::from_epoch_millis(1_764_000_000_500);
         let message = context.message("$default", r#"{"type":"ping"}"#, false, "req", "msg", at);
@@ -224,5 +275,43 @@ mod tests {
         let disconnect = context.disconnect(1001, "Going away", "req2", at);
         assert_eq!(disconnect.request_context.disconnect_status_code, Some(1001));
         assert_eq!(disconnect.request_context.message_id, None);
+    }
+
+    /// serve's own handler skips the event; what it gets must be what the Lambda
+    /// translation reads from the event, for text and binary frames alike.
+    #[test]
+    fn a_message_request_is_what_the_lambda_reads_from_the_event() {
+        let context = ConnectionContext {
+            connection_id: "L0SM9cOFvHcCIhw=".into(),
+            connected_at: Timestamp::from_epoch_millis(1_764_000_000_000),
+            source_ip: "127.0.0.1".into(),
+            user_agent: None,
+            user_id: UserId::parse("user123").unwrap(),
+            api: std::sync::Arc::new(Api {
+                domain_name: "127.0.0.1:8080".into(),
+                stage: "local".into(),
+                api_id: "wsledger".into(),
+            }),
+        };
+        let at = Timestamp::from_epoch_millis(1_764_000_000_500);
+        let bodies = [
+            MessageBody::Text(r#"{"type":"ping"}"#.into()),
+            MessageBody::Text(String::new()),
+            MessageBody::Binary(br#"{"type":"ping"}"#.to_vec()),
+            MessageBody::Binary(vec![0xff, 0xfe, b'{']),
+        ];
+        for body in bodies {
+            let (text, is_base64) = body.event_body();
+            let event = context.message("$default", &text, is_base64, "req", "msg", at);
+            let (lambda_meta, lambda_route) =
+                crate::lambda::connection_handler::request_of(&event, "fallback").unwrap();
+            let (meta, route) = context.message_request(body.clone(), "req".into(), at).unwrap();
+            assert_eq!(route, lambda_route, "{body:?}");
+            assert_eq!(meta.connection_id, lambda_meta.connection_id);
+            assert_eq!(meta.request_id, lambda_meta.request_id);
+            assert_eq!(meta.request_time, lambda_meta.request_time);
+            assert_eq!(meta.connected_at, lambda_meta.connected_at);
+            assert_eq!(meta.user_id, lambda_meta.user_id);
+        }
     }
 }

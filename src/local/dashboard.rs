@@ -136,7 +136,7 @@ pub(super) async fn page(state: &AppState, headers: &HeaderMap, query: &HashMap<
         Some(_) => refuse(),
         None => (
             StatusCode::UPGRADE_REQUIRED,
-            format!("wsledger: connect with a WebSocket client to ws://{}/?userId=...", state.domain_name),
+            format!("wsledger: connect with a WebSocket client to ws://{}/?userId=...", state.api.domain_name),
         )
             .into_response(),
     }

@@ -40,7 +40,6 @@ use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerCon
 use crate::metrics::Metrics;
 use crate::ports::{EventStore, ViewStore};
 use crate::sweep::{SweepConfig, sweep};
-use apigw_event::RouteSelection;
 use registry::Registry;
 
 /// API Gateway's limits, configurable for tests.
@@ -83,7 +82,6 @@ pub enum Backend {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub auth: AuthMode,
-    pub route_selection: Option<RouteSelection>,
     pub limits: Limits,
     pub stage: String,
     pub handler: HandlerConfig,
@@ -118,7 +116,6 @@ impl Default for ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth: AuthMode::Dev,
-            route_selection: None,
             limits: Limits::default(),
             stage: "local".into(),
             handler: HandlerConfig::default(),
@@ -150,7 +147,8 @@ pub(crate) struct AppState {
     pub dashboard: Option<Arc<dashboard::Dashboard>>,
     pub registry: Arc<Registry>,
     pub config: ServeConfig,
-    pub domain_name: String,
+    /// The API every connection's events name (domain, stage, id).
+    pub api: Arc<apigw_event::Api>,
     pub shutdown: watch::Receiver<bool>,
     pub active: AtomicUsize,
     pub drained: Notify,
@@ -253,7 +251,11 @@ impl Server {
             views: views.clone(),
             dashboard,
             registry: registry.clone(),
-            domain_name: local_addr.to_string(),
+            api: Arc::new(apigw_event::Api {
+                domain_name: local_addr.to_string(),
+                stage: config.stage.clone(),
+                api_id: "wsledger-local".into(),
+            }),
             config: config.clone(),
             shutdown: shutdown.clone(),
             active: AtomicUsize::new(0),

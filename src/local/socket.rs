@@ -11,13 +11,11 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, reject
 use axum::extract::{ConnectInfo, Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{SinkExt, StreamExt};
 
 use super::AppState;
 use super::AuthMode;
-use super::apigw_event::{ConnectionContext, new_id};
+use super::apigw_event::{ConnectionContext, MessageBody, new_id};
 use super::http::ResetOnClose;
 use super::lambda_mode::Refusal;
 use super::registry::{CloseRequest, LiveConnection, Outbox};
@@ -70,9 +68,9 @@ async fn authorize(
         let context = serde_json::json!({
             "routeKey": "$connect",
             "eventType": "CONNECT",
-            "stage": state.config.stage,
-            "apiId": "wsledger-local",
-            "domainName": state.domain_name,
+            "stage": state.api.stage,
+            "apiId": state.api.api_id,
+            "domainName": state.api.domain_name,
         });
         return match lambda.authorize(&lowered, query, context).await {
             Ok(user_id) => Ok(user_id),
@@ -125,9 +123,7 @@ pub(super) async fn entry(
         source_ip: peer.ip().to_string(),
         user_agent: headers.get("user-agent").and_then(|value| value.to_str().ok()).map(str::to_owned),
         user_id,
-        domain_name: state.domain_name.clone(),
-        stage: state.config.stage.clone(),
-        api_id: "wsledger-local".into(),
+        api: state.api.clone(),
     };
     // $connect completes before the upgrade is accepted; a refusal refuses the handshake.
     let connect = context.connect(&headers, &query, &new_id(), context.connected_at);
@@ -154,6 +150,33 @@ pub(super) async fn entry(
         .on_upgrade(move |socket| {
             run_connection(state, context, socket, reset.map(|reset| reset.0).unwrap_or_default())
         })
+}
+
+/// One message frame through the handler: `serve`'s own, given the request
+/// directly, or with `--lambda` the function of the route the selection expression
+/// picks, given API Gateway's event.
+async fn handle_message(
+    state: &AppState,
+    context: &ConnectionContext,
+    body: MessageBody,
+    at: Timestamp,
+) -> HandlerResponse {
+    if let Some(lambda) = &state.config.lambda {
+        let (text, is_base64) = body.event_body();
+        let route_key =
+            lambda.route_selection().map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&text));
+        let event = context.message(&route_key, &text, is_base64, &new_id(), &new_id(), at);
+        return lambda.handle(&event).await;
+    }
+    // Without --lambda every message goes to the one handler, as the template's
+    // only route, `$default`, sends it.
+    match context.message_request(body, new_id(), at) {
+        Some((meta, route)) => state.handler.handle(&meta, route).await,
+        None => {
+            tracing::error!(connection_id = %context.connection_id, "the emulator built an invalid connection id");
+            HandlerResponse { status: 500, body: None }
+        }
+    }
 }
 
 async fn disconnect(state: &AppState, context: &ConnectionContext, code: u16, reason: &str, at: Timestamp) {
@@ -315,11 +338,15 @@ async fn converse(
 ) -> Ending {
     let limits = state.config.limits;
     let write_timeout = state.config.write_timeout;
-    let idle = tokio::time::sleep(limits.idle_timeout);
-    let too_old = tokio::time::sleep(limits.max_duration);
+    // API Gateway ends a connection idle for the idle timeout or older than the
+    // maximum duration, the same way (1001, "Going away"): one timer, set to
+    // whichever comes first, costs an idle connection one timer entry, not two.
+    let too_old_at = tokio::time::Instant::now() + limits.max_duration;
+    let going_away_at = move |now: tokio::time::Instant| (now + limits.idle_timeout).min(too_old_at);
+    let going_away = tokio::time::sleep_until(going_away_at(tokio::time::Instant::now()));
     let shutdown = super::stopped(state.shutdown.clone());
     let closing = live.outbox.close_requested();
-    tokio::pin!(idle, too_old, shutdown, closing);
+    tokio::pin!(going_away, shutdown, closing);
     loop {
         let ready = writer.is_ready();
         tokio::select! {
@@ -328,8 +355,7 @@ async fn converse(
             CloseRequest { code, reason } = &mut closing => {
                 return Ending::Server { code, frame_reason: String::new(), recorded_reason: reason };
             }
-            _ = &mut too_old => return Ending::going_away("Going away"),
-            _ = &mut idle => return Ending::going_away("Going away"),
+            _ = &mut going_away => return Ending::going_away("Going away"),
             written = writer.progress() => match written {
                 Ok(()) => {}
                 Err(Some(_)) => return Ending::abnormal(),
@@ -341,9 +367,9 @@ async fn converse(
             // Read only when the last frame has left: a client that does not read
             // is not read from either (and the write deadline ends it).
             frame = stream.next(), if ready => {
-                let (body, is_base64) = match frame {
-                    Some(Ok(Message::Text(text))) => (text.to_string(), false),
-                    Some(Ok(Message::Binary(bytes))) => (BASE64.encode(&bytes), true),
+                let body = match frame {
+                    Some(Ok(Message::Text(text))) => MessageBody::Text(text.to_string()),
+                    Some(Ok(Message::Binary(bytes))) => MessageBody::Binary(bytes.into()),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(frame))) => {
                         let (code, reason) = frame.map_or((1005, String::new()), |frame| (frame.code, frame.reason.to_string()));
@@ -363,20 +389,10 @@ async fn converse(
                     None => return Ending::abnormal(),
                 };
                 let now = request_time(live);
-                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
-                // Boxed, the event with it: both exist only while a message is
-                // handled, so an idle connection's task stays small (the event is
-                // over a kilobyte).
-                let response = Box::pin(async {
-                    let selection = match &state.config.lambda {
-                        Some(lambda) => lambda.route_selection(),
-                        None => state.config.route_selection.as_ref(),
-                    };
-                    let route_key = selection.map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&body));
-                    let event = context.message(&route_key, &body, is_base64, &new_id(), &new_id(), now);
-                    run_handler(state, &event).await
-                })
-                .await;
+                going_away.as_mut().reset(going_away_at(tokio::time::Instant::now()));
+                // Boxed: the message's work exists only while it is handled, so an
+                // idle connection's task stays small.
+                let response = Box::pin(handle_message(state, context, body, now)).await;
                 if let Some(reply) = response.body {
                     writer.start(Message::Text(reply.into()), write_timeout);
                 }
