@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use axum::body::Bytes;
 use tokio::sync::Notify;
 
+use super::apigw_event::ConnectionContext;
 use crate::domain::{ConnectionId, Timestamp};
 use crate::ports::{ConnectionGateway, GatewayConnection, GatewayError};
 use crate::sync::lock;
@@ -114,13 +115,13 @@ impl Outbox {
     }
 }
 
+/// A connection as `@connections` sees it: its outbox, its last request, and what
+/// its events share (who, from where, since when), shared with its task.
 #[derive(Debug)]
 pub struct LiveConnection {
     pub outbox: Outbox,
-    pub connected_at: Timestamp,
     pub last_active_at: AtomicI64,
-    pub source_ip: String,
-    pub user_agent: Option<String>,
+    pub context: Arc<ConnectionContext>,
 }
 
 /// The reason recorded when `DELETE @connections/{id}` closes a connection.
@@ -161,10 +162,10 @@ impl Registry {
     pub fn info(&self, connection_id: &str) -> Result<GatewayConnection, GatewayError> {
         let connection = self.find(connection_id).ok_or(GatewayError::Gone)?;
         Ok(GatewayConnection {
-            connected_at: Some(connection.connected_at),
+            connected_at: Some(connection.context.connected_at),
             last_active_at: Some(Timestamp::from_epoch_millis(connection.last_active_at.load(Ordering::Relaxed))),
-            source_ip: Some(connection.source_ip.clone()),
-            user_agent: connection.user_agent.clone(),
+            source_ip: Some(connection.context.source_ip.clone()),
+            user_agent: connection.context.user_agent.clone(),
         })
     }
 
@@ -196,12 +197,22 @@ mod tests {
     use super::*;
 
     fn live(queue: usize) -> Arc<LiveConnection> {
-        let connection = LiveConnection {
-            outbox: Outbox::new(queue),
+        let context = ConnectionContext {
+            connection_id: "c".into(),
             connected_at: Timestamp::from_epoch_millis(0),
-            last_active_at: AtomicI64::new(0),
             source_ip: "127.0.0.1".into(),
             user_agent: None,
+            user_id: crate::domain::UserId::parse("u").unwrap(),
+            api: Arc::new(super::super::apigw_event::Api {
+                domain_name: "127.0.0.1:8080".into(),
+                stage: "local".into(),
+                api_id: "wsledger-local".into(),
+            }),
+        };
+        let connection = LiveConnection {
+            outbox: Outbox::new(queue),
+            last_active_at: AtomicI64::new(0),
+            context: Arc::new(context),
         };
         Arc::new(connection)
     }

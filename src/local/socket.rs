@@ -117,14 +117,14 @@ pub(super) async fn entry(
         Ok(user_id) => user_id,
         Err(status) => return status.into_response(),
     };
-    let context = ConnectionContext {
+    let context = Arc::new(ConnectionContext {
         connection_id: new_id(),
         connected_at: Timestamp::now(),
         source_ip: peer.ip().to_string(),
         user_agent: headers.get("user-agent").and_then(|value| value.to_str().ok()).map(str::to_owned),
         user_id,
         api: state.api.clone(),
-    };
+    });
     // $connect completes before the upgrade is accepted; a refusal refuses the handshake.
     let connect = context.connect(&headers, &query, &new_id(), context.connected_at);
     let response = run_handler(&state, &connect).await;
@@ -133,6 +133,8 @@ pub(super) async fn entry(
         return status.into_response();
     }
     let limits = state.config.limits;
+    // Both callbacks live as long as the connection (axum keeps the failure callback
+    // beside the connection's task), so they share the context instead of copying it.
     let failed_state = state.clone();
     let failed_context = context.clone();
     upgrade
@@ -147,8 +149,10 @@ pub(super) async fn entry(
             let context = failed_context.clone();
             tokio::spawn(async move { disconnect(&state, &context, 1006, "Upgrade failed", Timestamp::now()).await });
         })
+        // The socket boxed: an `async fn` keeps its arguments for its whole life, and
+        // the WebSocket (several hundred bytes) is moved out at once by `split()`.
         .on_upgrade(move |socket| {
-            run_connection(state, context, socket, reset.map(|reset| reset.0).unwrap_or_default())
+            run_connection(state, context, Box::new(socket), reset.map(|reset| reset.0).unwrap_or_default())
         })
 }
 
@@ -300,18 +304,21 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a frame already on its way may take to finish when the connection ends.
 const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
-async fn run_connection(state: Arc<AppState>, context: ConnectionContext, socket: WebSocket, reset: ResetOnClose) {
+async fn run_connection(
+    state: Arc<AppState>,
+    context: Arc<ConnectionContext>,
+    socket: Box<WebSocket>,
+    reset: ResetOnClose,
+) {
     state.active.fetch_add(1, Ordering::SeqCst);
     let live = Arc::new(LiveConnection {
         outbox: Outbox::new(OUTBOUND_QUEUE),
-        connected_at: context.connected_at,
         last_active_at: AtomicI64::new(context.connected_at.epoch_millis()),
-        source_ip: context.source_ip.clone(),
-        user_agent: context.user_agent.clone(),
+        context: context.clone(),
     });
     state.registry.insert(&context.connection_id, live.clone());
 
-    let (sink, stream) = socket.split();
+    let (sink, stream) = (*socket).split();
     let mut writer = Writer::Ready(sink);
     let ending = converse(&state, &context, &live, &mut writer, stream).await;
 
