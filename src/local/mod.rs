@@ -322,15 +322,25 @@ impl Server {
         let _ = self.flush.send(true);
         let mut projector = self.projector;
         if tokio::time::timeout(FLUSH_TIMEOUT, &mut projector).await.is_err() {
-            tracing::warn!("projections not flushed within {FLUSH_TIMEOUT:?}; `wsledger rebuild` repairs them");
-            projector.abort();
+            tracing::warn!(
+                "projections not flushed within {FLUSH_TIMEOUT:?}; the next start projects the rest from its checkpoint"
+            );
+            stop_task(projector).await;
         }
         for mut task in self.tasks {
             if tokio::time::timeout(HTTP_GRACE, &mut task).await.is_err() {
-                task.abort();
+                stop_task(task).await;
             }
         }
     }
+}
+
+/// Aborts `task` and waits (briefly) until it is gone, so it is not polled again
+/// while the runtime shuts down: its store calls would then fail one by one with
+/// "cancelled" and log errors for work that is only postponed (a checkpoint keeps it).
+async fn stop_task(task: tokio::task::JoinHandle<()>) {
+    task.abort();
+    let _ = tokio::time::timeout(Duration::from_millis(200), task).await;
 }
 
 fn spawn_http(
