@@ -69,11 +69,50 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Starts DynamoDB Local from a thread that lives as long as the test process, with
-/// a parent-death signal, so the JVM dies with the tests however they end.
+/// How many ports DynamoDB Local is tried on: the port is free when picked, but the
+/// JVM binds it a second later, and another test may have taken it by then.
+const START_ATTEMPTS: usize = 3;
+
+/// Starts DynamoDB Local (see [`start_on`]), on another free port when the one
+/// picked was taken before the JVM bound it.
 fn start() -> String {
     let dir = jar_dir();
-    let port = free_port();
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        match start_on(&dir, free_port()) {
+            Ok(endpoint) => return endpoint,
+            Err(Start::PortTaken(message)) => failures.push(message),
+            Err(Start::Failed(message)) => panic!("{message}: {HOW_TO_FIX}"),
+        }
+    }
+    panic!("DynamoDB Local found each port taken ({}): {HOW_TO_FIX}", failures.join("; "))
+}
+
+enum Start {
+    /// Something else listens on the port, or the JVM could not bind it.
+    PortTaken(String),
+    Failed(String),
+}
+
+/// Whether the server at `address` is DynamoDB Local (Jetty answering as AWS).
+fn is_dynamodb_local(address: SocketAddr) -> bool {
+    use std::io::Write;
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 512];
+    let read = stream.read(&mut head).unwrap_or(0);
+    let head = String::from_utf8_lossy(&head[..read]);
+    head.contains("Jetty") && head.contains("x-amzn-RequestId")
+}
+
+/// Starts DynamoDB Local on `port` from a thread that lives as long as the test
+/// process, with a parent-death signal, so the JVM dies with the tests however
+/// they end.
+fn start_on(dir: &std::path::Path, port: u16) -> Result<String, Start> {
+    let dir = dir.to_owned();
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
         .name("dynamodb-local".into())
@@ -117,14 +156,18 @@ fn start() -> String {
         })
         .expect("a thread for DynamoDB Local");
     if let Ok(Err(message)) = receiver.recv() {
-        panic!("{message}: {HOW_TO_FIX}");
+        return Err(Start::Failed(message));
     }
     // From here on, a message means the JVM has exited.
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
         if let Ok(Err(message)) = receiver.try_recv() {
-            panic!("{message}: {HOW_TO_FIX}");
+            return Err(if message.contains("Address already in use") || message.contains("BindException") {
+                Start::PortTaken(message)
+            } else {
+                Start::Failed(message)
+            });
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -132,7 +175,10 @@ fn start() -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    format!("http://{address}")
+    if !is_dynamodb_local(address) {
+        return Err(Start::PortTaken(format!("{address} answers, but not as DynamoDB Local")));
+    }
+    Ok(format!("http://{address}"))
 }
 
 /// A client of the shared DynamoDB Local that counts its requests.
