@@ -9,7 +9,10 @@ use wsledger::lambda::{self, authorizer};
 use wsledger::metrics::Metrics;
 use wsledger::settings;
 
-#[tokio::main]
+// One thread: Lambda gives a function one invocation at a time (and at most a vCPU
+// or two), so worker threads add nothing but their start-up and a hand-off between
+// threads on every request, a few milliseconds of every cold start (BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let mut init = lambda::InitPhases::start();
     lambda::init_tracing();

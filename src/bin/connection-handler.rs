@@ -7,9 +7,13 @@ use wsledger::adapters::dynamodb::{self, DynamoDbStore};
 use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText};
 use wsledger::lambda::{self, connection_handler};
 use wsledger::metrics::Metrics;
+use wsledger::ports::{EventStore, PageRequest};
 use wsledger::settings;
 
-#[tokio::main]
+// One thread: Lambda gives a function one invocation at a time (and at most a vCPU
+// or two), so worker threads add nothing but their start-up and a hand-off between
+// threads on every request, a few milliseconds of every cold start (BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let mut init = lambda::InitPhases::start();
     lambda::init_tracing();
@@ -19,7 +23,7 @@ async fn main() -> Result<(), Error> {
     let store =
         DynamoDbStore::new(dynamodb::client(None, settings::lambda_aws_policy()).await, settings::table_names());
     init.mark("sdk_config");
-    lambda::warm_up(&store).await;
+    lambda::warm_up(store.connection_history(&lambda::warm_up_probe(), PageRequest::first(1))).await;
     init.mark("warm_up");
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
     let store = Arc::new(store);

@@ -7,11 +7,14 @@ use wsledger::adapters::apigw::ManagementApiGateway;
 use wsledger::adapters::dynamodb::{self, DynamoDbStore};
 use wsledger::lambda::{self, projector};
 use wsledger::metrics::Metrics;
-use wsledger::ports::ConnectionGateway;
+use wsledger::ports::{ConnectionGateway, ViewStore};
 use wsledger::settings;
 use wsledger::sweep::SweepConfig;
 
-#[tokio::main]
+// One thread: Lambda gives a function one invocation at a time (and at most a vCPU
+// or two), so worker threads add nothing but their start-up and a hand-off between
+// threads on every request, a few milliseconds of every cold start (BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let mut init = lambda::InitPhases::start();
     lambda::init_tracing();
@@ -21,7 +24,7 @@ async fn main() -> Result<(), Error> {
     init.mark("settings");
     let store = DynamoDbStore::new(dynamodb::client(None, policy).await, settings::table_names());
     init.mark("sdk_config");
-    lambda::warm_up(&store).await;
+    lambda::warm_up(store.get(&lambda::warm_up_probe())).await;
     init.mark("warm_up");
     let endpoint = settings::management_endpoint(settings::websocket_api_endpoint().as_deref());
     let gateway = match endpoint {
