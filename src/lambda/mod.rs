@@ -128,8 +128,8 @@ pub fn warm_up_probe() -> crate::domain::ConnectionId {
 /// first request does not pay for it: `request` is a cheap read about
 /// [`warm_up_probe`] that the function's role allows anyway (the handler: a Query
 /// of the events table; the projector: a GetItem of the views table, which DynamoDB
-/// Local answers in about 60 % of a Query's time; in AWS either opens the
-/// connection the same way). A failure or a stall (bounded by [`WARM_UP_TIMEOUT`])
+/// Local answers faster than a Query; in AWS either opens the connection the same
+/// way). A failure or a stall (bounded by [`WARM_UP_TIMEOUT`])
 /// is logged, not fatal.
 pub async fn warm_up<T>(request: impl Future<Output = Result<T, crate::ports::StoreError>>) {
     match tokio::time::timeout(WARM_UP_TIMEOUT, request).await {
