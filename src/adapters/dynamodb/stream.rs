@@ -136,9 +136,6 @@ impl StreamPoller {
         }
     }
 
-    /// Keeps the shards' positions in `path` between runs, so a restart goes on where
-    /// the last run stopped instead of reading every shard from `TRIM_HORIZON` again
-    /// (a checkpoint of another stream, as after the table was recreated, is ignored).
     /// At most `records` records per batch (GetRecords' `Limit`; Lambda's
     /// `BatchSize`), 1 to 1,000.
     pub fn with_batch_size(mut self, records: usize) -> Self {
@@ -146,6 +143,9 @@ impl StreamPoller {
         self
     }
 
+    /// Keeps the shards' positions in `path` between runs, so a restart goes on where
+    /// the last run stopped instead of reading every shard from `TRIM_HORIZON` again
+    /// (a checkpoint of another stream, as after the table was recreated, is ignored).
     pub fn with_checkpoint(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.checkpoint = Some(path.into());
         self
