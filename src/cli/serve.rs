@@ -182,7 +182,7 @@ fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<Arc<LambdaRoutes>>> 
         let environment = &mut function.environment;
         environment.entry("AWS_ENDPOINT_URL_DYNAMODB".into()).or_insert_with(|| dynamodb.clone());
         environment.entry(crate::adapters::apigw::ENDPOINT_ENV.into()).or_insert_with(|| endpoint.clone());
-        environment.entry("AWS_REGION".into()).or_insert_with(|| local.region.clone());
+        environment.entry("AWS_REGION".into()).or_insert_with(|| app.region.clone());
         for (name, fallback) in [("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")] {
             let value = crate::settings::aws_credential(name).unwrap_or_else(|| fallback.to_owned());
             environment.entry(name.into()).or_insert(value);

@@ -438,7 +438,7 @@ fn spawn_sweep(
     if let Some(lambda) = &config.lambda {
         let (pools, every) = lambda.scheduled_functions(interval);
         if !pools.is_empty() {
-            (scheduled, interval) = (Some(pools), every);
+            (scheduled, interval) = (Some((pools, lambda.app().region.clone())), every);
         }
     }
     tokio::spawn(async move {
@@ -449,10 +449,10 @@ fn spawn_sweep(
                 _ = tokio::time::sleep(interval) => {}
                 _ = &mut stop => return,
             }
-            if let Some(scheduled) = &scheduled {
+            if let Some((scheduled, region)) = &scheduled {
                 // serve --lambda: the template's scheduled functions sweep, as EventBridge invokes them.
                 for pool in scheduled {
-                    let invoked = pool.invoke(lambda_mode::scheduled_event("us-east-1"));
+                    let invoked = pool.invoke(lambda_mode::scheduled_event(region));
                     tokio::select! {
                         result = invoked => if let Err(error) = result {
                             tracing::warn!(%error, "the scheduled function failed");

@@ -122,6 +122,9 @@ pub struct LambdaApp {
     pub schedules: Vec<ScheduleTrigger>,
     /// What the template asks for that the emulator does not do, one entry each.
     pub unsupported: Vec<String>,
+    /// The region the local run stands in (`AWS::Region`, the functions'
+    /// `AWS_REGION`, scheduled events' `region`).
+    pub region: String,
 }
 
 impl LambdaApp {
@@ -380,7 +383,16 @@ pub fn read(yaml: &str, local: &LocalValues) -> Result<LambdaApp, String> {
             unsupported.push(format!("route {key}: its function {} does not run locally", route.function));
         }
     }
-    Ok(LambdaApp { route_selection, routes, authorizer, functions, streams, schedules, unsupported })
+    Ok(LambdaApp {
+        route_selection,
+        routes,
+        authorizer,
+        functions,
+        streams,
+        schedules,
+        unsupported,
+        region: local.region.clone(),
+    })
 }
 
 /// Resolves intrinsic functions for a local run.

@@ -108,7 +108,7 @@ async fn start_with(template_text: &str, config: ServeConfig) -> (App, Arc<Lambd
     }
     let local = template::LocalValues {
         parameters: HashMap::new(),
-        region: "us-east-1".into(),
+        region: "eu-west-1".into(),
         management_endpoint: "http://127.0.0.1:1/local".into(),
     };
     let app = template::read(template_text, &local).unwrap();
@@ -300,9 +300,10 @@ async fn a_scheduled_function_gets_scheduled_events() {
     let (app, routes, _artifacts) = start_with(&scheduled, config).await;
     let (pools, interval) = routes.scheduled_functions(Duration::from_millis(300));
     assert_eq!((pools.len(), interval), (1, Duration::from_millis(300)), "cron falls back to the sweep interval");
+    // The events name the local run's region, as the functions' AWS_REGION does.
     wsledger_testkit::eventually(Duration::from_secs(10), "two scheduled events", || async {
         let noted = std::fs::read_to_string(log.path()).unwrap_or_default();
-        (noted.lines().filter(|line| line.starts_with("aws.events ")).count() >= 2).then_some(())
+        (noted.lines().filter(|line| line.starts_with("aws.events eu-west-1 ")).count() >= 2).then_some(())
     })
     .await;
     routes.stop().await;
