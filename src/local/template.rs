@@ -494,21 +494,13 @@ impl<'a> Resolver<'a> {
                     "!GetAtt" => Ok(Some(self.attribute(tagged.value.as_str().unwrap_or_default()))),
                     "!Sub" => self.substitute(&tagged.value).map(Some),
                     "!If" => {
-                        let arms = tagged
-                            .value
-                            .as_sequence()
-                            .filter(|arms| arms.len() == 3)
-                            .ok_or("!If takes three values")?;
+                        let arms = arguments(&tagged.value, 3, "!If takes three values")?;
                         let name = arms[0].as_str().unwrap_or_default();
                         let condition = self.conditions.get(name).ok_or_else(|| format!("no condition {name}"))?;
                         if self.condition(condition)? { self.resolve(&arms[1]) } else { self.resolve(&arms[2]) }
                     }
                     "!Join" => {
-                        let parts = tagged
-                            .value
-                            .as_sequence()
-                            .filter(|parts| parts.len() == 2)
-                            .ok_or("!Join takes two values")?;
+                        let parts = arguments(&tagged.value, 2, "!Join takes two values")?;
                         let separator = parts[0].as_str().unwrap_or_default();
                         let mut joined = Vec::new();
                         for part in parts[1].as_sequence().into_iter().flatten() {
@@ -525,7 +517,7 @@ impl<'a> Resolver<'a> {
 
     fn condition(&self, value: &Value) -> Result<bool, String> {
         let Value::Tagged(tagged) = value else { return Err("a condition must be !Equals, !Not, !And or !Or".into()) };
-        let operands = tagged.value.as_sequence().cloned().unwrap_or_default();
+        let operands = tagged.value.as_sequence().map(Vec::as_slice).unwrap_or_default();
         match tagged.tag.to_string().as_str() {
             "!Equals" if operands.len() == 2 => Ok(self.resolve(&operands[0])? == self.resolve(&operands[1])?),
             "!Not" if operands.len() == 1 => Ok(!self.condition(&operands[0])?),
@@ -597,6 +589,12 @@ impl<'a> Resolver<'a> {
 }
 
 /// The `${...}` references of a `!Sub` string (not `${!Literal}`).
+/// The arguments of an intrinsic function that takes exactly `count` of them
+/// (`wrong`: the error otherwise).
+fn arguments<'v>(value: &'v Value, count: usize, wrong: &str) -> Result<&'v [Value], String> {
+    value.as_sequence().map(Vec::as_slice).filter(|arguments| arguments.len() == count).ok_or_else(|| wrong.to_owned())
+}
+
 fn references(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = text;
