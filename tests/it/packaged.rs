@@ -258,15 +258,7 @@ async fn serve_lambda_keeps_the_emulators_behaviour() {
     let views = serve.views_when(|views| views.len() == 1).await;
     let connection_id = views[0].connection_id.to_string();
     let sdk = crate::serve::management_client(&format!("http://{}/local", serve.server.local_addr()));
-    sdk.post_to_connection()
-        .connection_id(&connection_id)
-        .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(r#"{"type":"notice"}"#))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(crate::serve::next_text(&mut kicked).await, json!({ "type": "notice" }));
-    let info = sdk.get_connection().connection_id(&connection_id).send().await.unwrap();
-    assert_eq!(info.identity().and_then(|identity| identity.source_ip()), Some("127.0.0.1"));
+    crate::serve::post_notice_and_get(&sdk, &connection_id, &mut kicked).await;
     sdk.delete_connection().connection_id(&connection_id).send().await.unwrap();
     assert_eq!(crate::serve::next_close(&mut kicked).await.expect("a close frame").code, CloseCode::Normal);
     let views = serve

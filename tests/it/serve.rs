@@ -152,6 +152,25 @@ pub fn management_client(endpoint: &str) -> aws_sdk_apigatewaymanagement::Client
     aws_sdk_apigatewaymanagement::Client::from_conf(config)
 }
 
+/// Posts a notice to `connection_id` through the SDK, checks that `client` gets it,
+/// and returns what `GetConnection` says (its source address checked: loopback).
+pub async fn post_notice_and_get(
+    sdk: &aws_sdk_apigatewaymanagement::Client,
+    connection_id: &str,
+    client: &mut Client,
+) -> aws_sdk_apigatewaymanagement::operation::get_connection::GetConnectionOutput {
+    sdk.post_to_connection()
+        .connection_id(connection_id)
+        .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(r#"{"type":"notice"}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next_text(client).await, json!({"type": "notice"}));
+    let info = sdk.get_connection().connection_id(connection_id).send().await.unwrap();
+    assert_eq!(info.identity().and_then(|identity| identity.source_ip()), Some("127.0.0.1"));
+    info
+}
+
 fn is_gone<E: aws_sdk_apigatewaymanagement::error::ProvideErrorMetadata>(error: &E) -> bool {
     error.code() == Some("GoneException")
 }
@@ -164,16 +183,7 @@ async fn the_management_api_posts_gets_and_deletes_with_the_rust_sdk() {
     let connection_id = views[0].connection_id.to_string();
     for endpoint in [format!("http://{}", app.server.local_addr()), format!("http://{}/local", app.server.local_addr())]
     {
-        let sdk = management_client(&endpoint);
-        sdk.post_to_connection()
-            .connection_id(&connection_id)
-            .data(aws_sdk_apigatewaymanagement::primitives::Blob::new(r#"{"type":"notice"}"#))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(next_text(&mut client).await, json!({"type": "notice"}));
-        let info = sdk.get_connection().connection_id(&connection_id).send().await.unwrap();
-        assert_eq!(info.identity().and_then(|identity| identity.source_ip()), Some("127.0.0.1"));
+        let info = post_notice_and_get(&management_client(&endpoint), &connection_id, &mut client).await;
         assert_eq!(info.identity().and_then(|identity| identity.user_agent()), Some("wsledger-test/1.0"));
         assert!(info.connected_at().is_some() && info.last_active_at().is_some());
     }
