@@ -231,6 +231,23 @@ impl RouteSelection {
     }
 }
 
+/// A connection's context for unit tests: user `user123` from 127.0.0.1.
+#[cfg(test)]
+pub(crate) fn test_context(user_agent: Option<&str>) -> ConnectionContext {
+    ConnectionContext {
+        connection_id: "L0SM9cOFvHcCIhw=".into(),
+        connected_at: Timestamp::from_epoch_millis(1_764_000_000_000),
+        source_ip: "127.0.0.1".into(),
+        user_agent: user_agent.map(str::to_owned),
+        user_id: UserId::parse("user123").unwrap(),
+        api: std::sync::Arc::new(Api {
+            domain_name: "127.0.0.1:8080".into(),
+            stage: "local".into(),
+            api_id: "wsledger".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,24 +270,9 @@ mod tests {
         assert!(RouteSelection::parse("$request.header.x", vec![]).is_err());
     }
 
-    fn context(user_agent: Option<&str>) -> ConnectionContext {
-        ConnectionContext {
-            connection_id: "L0SM9cOFvHcCIhw=".into(),
-            connected_at: Timestamp::from_epoch_millis(1_764_000_000_000),
-            source_ip: "127.0.0.1".into(),
-            user_agent: user_agent.map(str::to_owned),
-            user_id: UserId::parse("user123").unwrap(),
-            api: std::sync::Arc::new(Api {
-                domain_name: "127.0.0.1:8080".into(),
-                stage: "local".into(),
-                api_id: "wsledger".into(),
-            }),
-        }
-    }
-
     #[test]
     fn events_carry_what_api_gateway_sends() {
-        let context = context(Some("test"));
+        let context = test_context(Some("test"));
         let at = Timestamp::from_epoch_millis(1_764_000_000_500);
         let message = context.message("$default", r#"{"type":"ping"}"#, false, "req", "msg", at);
         assert_eq!(message.request_context.message_id.as_deref(), Some("msg"));
@@ -285,7 +287,7 @@ mod tests {
     /// translation reads from the event, for text and binary frames alike.
     #[test]
     fn a_message_request_is_what_the_lambda_reads_from_the_event() {
-        let context = context(None);
+        let context = test_context(None);
         let at = Timestamp::from_epoch_millis(1_764_000_000_500);
         let bodies = [
             MessageBody::Text(r#"{"type":"ping"}"#.into()),

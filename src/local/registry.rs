@@ -197,23 +197,8 @@ mod tests {
     use super::*;
 
     fn live(queue: usize) -> Arc<LiveConnection> {
-        let context = ConnectionContext {
-            connection_id: "c".into(),
-            connected_at: Timestamp::from_epoch_millis(0),
-            source_ip: "127.0.0.1".into(),
-            user_agent: None,
-            user_id: crate::domain::UserId::parse("u").unwrap(),
-            api: Arc::new(super::super::apigw_event::Api {
-                domain_name: "127.0.0.1:8080".into(),
-                stage: "local".into(),
-                api_id: "wsledger-local".into(),
-            }),
-        };
-        let connection = LiveConnection {
-            outbox: Outbox::new(queue),
-            last_active_at: AtomicI64::new(0),
-            context: Arc::new(context),
-        };
+        let context = Arc::new(super::super::apigw_event::test_context(None));
+        let connection = LiveConnection { outbox: Outbox::new(queue), last_active_at: AtomicI64::new(0), context };
         Arc::new(connection)
     }
 
