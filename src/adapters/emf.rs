@@ -78,6 +78,33 @@ pub fn lines(delta: &Delta, target: &EmfTarget, timestamp_millis: i64) -> Vec<St
         .collect()
 }
 
+/// Adds what one EMF line (as [`lines`] writes them) says to `metrics`: its
+/// counters by their dimension (`FunctionName` aside), its gauges as observations.
+/// `serve --lambda` reads the functions' output with it, so `GET /metrics` counts
+/// what the functions did. Lines that are not EMF, or names it does not know, are
+/// left alone.
+pub fn ingest(line: &str, metrics: &crate::metrics::Metrics) {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else { return };
+    if !object.contains_key("_aws") {
+        return;
+    }
+    let dimension = names::DIMENSIONS
+        .iter()
+        .find_map(|name| object.get(*name).and_then(Value::as_str).map(|value| (*name, value.to_owned())));
+    for name in names::FUNCTION_METRICS {
+        let Some(value) = object.get(name).and_then(Value::as_f64) else { continue };
+        if name == names::PROJECTION_LAG_MS {
+            metrics.observe(name, value);
+            continue;
+        }
+        let count = value.max(0.0) as u64;
+        match &dimension {
+            Some((dimension, value)) => metrics.add_by(name, dimension, value, count),
+            None => metrics.add(name, count),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,39 +141,6 @@ mod tests {
         assert_eq!((by_code["Code"].as_str(), by_code["Rejected"].as_f64()), (Some("invalid_json"), Some(2.0)));
         assert!(super::lines(&metrics.take(), &target, 0).is_empty());
     }
-}
-
-/// Adds what one EMF line (as [`lines`] writes them) says to `metrics`: its
-/// counters by their dimension (`FunctionName` aside), its gauges as observations.
-/// `serve --lambda` reads the functions' output with it, so `GET /metrics` counts
-/// what the functions did. Lines that are not EMF, or names it does not know, are
-/// left alone.
-pub fn ingest(line: &str, metrics: &crate::metrics::Metrics) {
-    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else { return };
-    if !object.contains_key("_aws") {
-        return;
-    }
-    let dimension = names::DIMENSIONS
-        .iter()
-        .find_map(|name| object.get(*name).and_then(Value::as_str).map(|value| (*name, value.to_owned())));
-    for name in names::FUNCTION_METRICS {
-        let Some(value) = object.get(name).and_then(Value::as_f64) else { continue };
-        if name == names::PROJECTION_LAG_MS {
-            metrics.observe(name, value);
-            continue;
-        }
-        let count = value.max(0.0) as u64;
-        match &dimension {
-            Some((dimension, value)) => metrics.add_by(name, dimension, value, count),
-            None => metrics.add(name, count),
-        }
-    }
-}
-
-#[cfg(test)]
-mod ingest_tests {
-    use super::*;
-    use crate::metrics::Metrics;
 
     #[test]
     fn what_a_function_writes_is_counted_back() {
