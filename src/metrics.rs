@@ -29,6 +29,9 @@ pub mod names {
     pub const VIEWS_WRITTEN: &str = "ViewsWritten";
     pub const POISON_RECORDS: &str = "PoisonRecords";
     pub const FAILED_RECORDS: &str = "FailedRecords";
+    /// Projections that had to read a connection's whole history (a view without
+    /// the usage walk, or an event older than the walk's tail).
+    pub const HISTORY_READS: &str = "HistoryReads";
     /// The largest `now - at` of a batch's events, in milliseconds.
     pub const PROJECTION_LAG_MS: &str = "ProjectionLagMs";
     // sweep
@@ -41,7 +44,7 @@ pub mod names {
     pub const OPEN_CONNECTIONS: &str = "OpenConnections";
 
     /// The counters and gauges the Lambda functions write (EMF), by name.
-    pub const FUNCTION_METRICS: [&str; 18] = [
+    pub const FUNCTION_METRICS: [&str; 19] = [
         MESSAGES,
         REJECTED,
         EVENTS_APPENDED,
@@ -56,6 +59,7 @@ pub mod names {
         VIEWS_WRITTEN,
         POISON_RECORDS,
         FAILED_RECORDS,
+        HISTORY_READS,
         PROJECTION_LAG_MS,
         SUSPECTS,
         GONE,

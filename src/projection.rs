@@ -1,10 +1,11 @@
 //! Folding events into stored views: one read and one conditional write per
-//! connection, retried when a concurrent writer wins.
+//! connection, retried when a concurrent writer wins; the connection's history is
+//! read only when the view cannot say where its usage stands.
 
 use std::collections::HashSet;
 
-use crate::domain::usage::ConnectionUsage;
-use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
+use crate::domain::usage::{ConnectionUsage, UsageFold};
+use crate::domain::{ConnectionEvent, ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::ports::{EventStore, PageRequest, StoreError, ViewStore};
 
 /// How often a write that lost to a concurrent writer is tried again.
@@ -19,9 +20,16 @@ pub enum ProjectionOutcome {
     Unchanged,
 }
 
-/// Folds `events`, all of one connection, into its stored view, with the
-/// connection's usage computed again from its whole history in `ledger` (one more
-/// read: a sum over stream records would count repeated records twice).
+/// Folds `events`, all of one connection, into its stored view, usage included.
+///
+/// Usage is not a sum over stream records (a repeated record would count twice):
+/// the view carries where the usage walk of its history stands (a
+/// [`UsageFold`]), and the batch's events are added to it. That costs one read of
+/// the view and one write, whatever the length of the history. Only when the walk
+/// cannot go on from the view (a view without it, a missing view and no
+/// `Connected` in the batch, an event older than the walk's tail, a voice event
+/// after the connection's end) is the connection's whole history read and walked
+/// again: [`ProjectionOutcome`] says when.
 ///
 /// Convergent and idempotent: the stored view is re-read and re-folded on every
 /// conflict, so whatever the order of events and of concurrent projectors, the
@@ -31,12 +39,15 @@ pub async fn project_connection(
     views: &dyn ViewStore,
     ledger: &dyn EventStore,
     events: &[EventEnvelope],
-) -> Result<ProjectionOutcome, StoreError> {
-    let Some(first) = events.first() else { return Ok(ProjectionOutcome::Unchanged) };
+) -> Result<Projected, StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(Projected { outcome: ProjectionOutcome::Unchanged, history_reads: 0 });
+    };
+    let batch: Vec<&EventEnvelope> = events.iter().collect();
     let mut attempt = 0;
+    let mut history_reads = 0;
     loop {
         let stored = views.get(&first.connection_id).await?;
-        let history = full_history(ledger, &first.connection_id).await?;
         let mut view = match &stored {
             Some(stored) => stored.view.clone(),
             None => ConnectionInfo::from_event(first),
@@ -44,13 +55,59 @@ pub async fn project_connection(
         for event in events {
             view.apply(event);
         }
-        // The batch's own events count even if the ledger's read missed them.
-        let mut seen = history;
-        seen.extend(events.iter().cloned());
-        view.usage = ConnectionUsage::newest(view.usage.take(), ConnectionUsage::of(&seen));
+        let (usage, fold) = match incremental_usage(stored.as_ref().map(|stored| &stored.view), &view, &batch) {
+            Some(walked) => walked,
+            None => {
+                history_reads += 1;
+                let mut seen = full_history(ledger, &first.connection_id).await?;
+                // The batch's own events count even if the ledger's read missed them.
+                seen.extend(events.iter().cloned());
+                usage_of_history(&seen)
+            }
+        };
+        view.usage = ConnectionUsage::newest(view.usage.take(), usage);
+        view.usage_fold = fold;
         if let Some(outcome) = write_if_changed(views, stored.as_ref(), &view, &mut attempt).await? {
-            return Ok(outcome);
+            return Ok(Projected { outcome, history_reads });
         }
+    }
+}
+
+/// What [`project_connection`] did, and how many times it read the connection's
+/// whole history (0 unless the usage walk could not go on from the view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projected {
+    pub outcome: ProjectionOutcome,
+    pub history_reads: u32,
+}
+
+/// The usage of `view` (the stored view with `batch` folded in) from the usage walk
+/// stored on `stored`, or from nothing for a new connection whose batch opens it;
+/// `None` when the whole history must be walked.
+fn incremental_usage(
+    stored: Option<&ConnectionInfo>,
+    view: &ConnectionInfo,
+    batch: &[&EventEnvelope],
+) -> Option<(Option<ConnectionUsage>, Option<UsageFold>)> {
+    let mut fold = match stored {
+        Some(stored) => stored.usage_fold.clone()?,
+        // A connection's first event is its `Connected`; a batch without it, for a
+        // view not written yet, may follow events that were never projected.
+        None if batch.iter().any(|event| matches!(event.event, ConnectionEvent::Connected { .. })) => {
+            UsageFold::new(view.created_at)
+        }
+        None => return None,
+    };
+    fold.advance(view, batch).ok()?;
+    let usage = fold.usage(view)?;
+    Some((Some(usage), Some(fold)))
+}
+
+/// The usage of a whole history and the walk that continues from it.
+fn usage_of_history(history: &[EventEnvelope]) -> (Option<ConnectionUsage>, Option<UsageFold>) {
+    match ConnectionInfo::fold(history) {
+        Some(folded) => (folded.usage, folded.usage_fold),
+        None => (None, None),
     }
 }
 

@@ -2,7 +2,7 @@
 //! embedded store's change feed) into the views.
 //!
 //! One read and one conditional write per connection per batch, whatever the
-//! number of its events. Records of one connection may come in any order and more
+//! number of its events and the length of its history. Records of one connection may come in any order and more
 //! than once; the fold makes that harmless. When a connection's view cannot be
 //! written, the batch reports the earliest record of that connection, so the
 //! source retries from there (everything after it is reprocessed, idempotently).
@@ -15,7 +15,7 @@ use crate::domain::{ConnectionId, EventEnvelope, Timestamp};
 use crate::metrics::{Metrics, names};
 pub use crate::ports::{Change, ChangeRecord};
 use crate::ports::{EventStore, ViewStore};
-use crate::projection::{ProjectionOutcome, project_connection};
+use crate::projection::{Projected, ProjectionOutcome, project_connection};
 
 /// How many connections of one batch are projected at once.
 const CONCURRENCY: usize = 8;
@@ -36,6 +36,9 @@ pub struct BatchOutcome {
     pub failed_records: usize,
     pub ignored: usize,
     pub poison: usize,
+    /// Whole-history reads (see [`project_connection`]): 0 for a batch of events
+    /// that come after what the views have folded.
+    pub history_reads: usize,
 }
 
 /// Projects one batch.
@@ -65,7 +68,7 @@ pub async fn project_batch(views: &dyn ViewStore, ledger: &dyn EventStore, recor
     }
     outcome.connections = order.len();
 
-    let results: Vec<(usize, usize, Result<ProjectionOutcome, crate::ports::StoreError>)> = stream::iter(order)
+    let results: Vec<(usize, usize, Result<Projected, crate::ports::StoreError>)> = stream::iter(order)
         .map(|connection_id| {
             let (first_index, events) = groups.remove(&connection_id).unwrap_or_default();
             async move { (first_index, events.len(), project_connection(views, ledger, &events).await) }
@@ -77,8 +80,13 @@ pub async fn project_batch(views: &dyn ViewStore, ledger: &dyn EventStore, recor
     let mut earliest_failure: Option<usize> = None;
     for (first_index, record_count, result) in results {
         match result {
-            Ok(ProjectionOutcome::Written { .. }) => outcome.written += 1,
-            Ok(ProjectionOutcome::Unchanged) => outcome.unchanged += 1,
+            Ok(projected) => {
+                outcome.history_reads += projected.history_reads as usize;
+                match projected.outcome {
+                    ProjectionOutcome::Written { .. } => outcome.written += 1,
+                    ProjectionOutcome::Unchanged => outcome.unchanged += 1,
+                }
+            }
             Err(error) => {
                 tracing::error!(record_id = %records[first_index].record_id, error = %crate::report::chain(&error), "writing a view failed");
                 outcome.failed += 1;
@@ -103,6 +111,7 @@ pub fn count_batch(metrics: &Metrics, records: &[ChangeRecord], outcome: &BatchO
     metrics.add(names::VIEWS_WRITTEN, outcome.written as u64);
     metrics.add(names::POISON_RECORDS, outcome.poison as u64);
     metrics.add(names::FAILED_RECORDS, outcome.failed_records as u64);
+    metrics.add(names::HISTORY_READS, outcome.history_reads as u64);
     let lag = records
         .iter()
         .filter_map(|record| match &record.change {

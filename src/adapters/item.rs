@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::usage::{ConnectionUsage, Figures};
+use crate::domain::usage::{ConnectionUsage, Effect, Figures, UsageEvent, UsageFold, Walked};
 use crate::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
     EventKind, GoneObservation, Timestamp, UserId,
@@ -205,7 +205,146 @@ pub struct ViewItem {
     /// What the connection used, per UTC day (`wsledger usage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageItem>,
+    /// Where the usage walk stands (bookkeeping of the projection, not shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_fold: Option<UsageFoldItem>,
     pub version: u64,
+}
+
+/// A [`UsageFold`] as stored: times in epoch milliseconds, only what is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageFoldItem {
+    pub start: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+    pub events: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub days: BTreeMap<String, WalkedDayItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_voice_session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_voice_since: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_voice_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<UsageEventItem>,
+}
+
+/// What the walk summed on one day (voice time of closed sessions only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkedDayItem {
+    pub messages: u64,
+    pub voice_sessions: u64,
+    pub voice_ms: u64,
+}
+
+/// One event of the fold's tail: its id, time and what it does to usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageEventItem {
+    pub id: String,
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_ended: Option<String>,
+}
+
+impl From<&UsageFold> for UsageFoldItem {
+    fn from(fold: &UsageFold) -> Self {
+        let days = fold
+            .base
+            .days
+            .iter()
+            .map(|(day, figures)| {
+                let item = WalkedDayItem {
+                    messages: figures.messages,
+                    voice_sessions: figures.voice_sessions,
+                    voice_ms: figures.voice_ms,
+                };
+                (day.format("%Y-%m-%d").to_string(), item)
+            })
+            .collect();
+        let tail = fold
+            .tail
+            .iter()
+            .map(|event| {
+                let mut item = UsageEventItem {
+                    id: event.event_id.to_string(),
+                    at: event.at,
+                    messages: None,
+                    voice_started: None,
+                    voice_ended: None,
+                };
+                match &event.effect {
+                    Effect::Messages(count) => item.messages = Some(*count),
+                    Effect::VoiceStarted(session_id) => item.voice_started = Some(session_id.clone()),
+                    Effect::VoiceEnded(session_id) => item.voice_ended = Some(session_id.clone()),
+                    Effect::Nothing => {}
+                }
+                item
+            })
+            .collect();
+        UsageFoldItem {
+            start: fold.start.epoch_millis(),
+            through: fold.through.map(|id| id.to_string()),
+            events: fold.base.events,
+            days,
+            open_voice_session_id: fold.base.open_voice.as_ref().map(|(session_id, _)| session_id.clone()),
+            open_voice_since: fold.base.open_voice.as_ref().map(|(_, since)| *since),
+            latest_voice_at: fold.base.latest_voice_at,
+            tail,
+        }
+    }
+}
+
+impl TryFrom<UsageFoldItem> for UsageFold {
+    type Error = StoreError;
+
+    fn try_from(item: UsageFoldItem) -> Result<Self, StoreError> {
+        let mut days = BTreeMap::new();
+        for (day, walked) in item.days {
+            let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .map_err(|error| corrupt(format!("usageFold day {day:?}: {error}")))?;
+            let figures = Figures {
+                messages: walked.messages,
+                voice_sessions: walked.voice_sessions,
+                voice_ms: walked.voice_ms,
+                ..Figures::default()
+            };
+            days.insert(day, figures);
+        }
+        let mut tail = Vec::with_capacity(item.tail.len());
+        for event in item.tail {
+            let effect = match (event.messages, event.voice_started, event.voice_ended) {
+                (Some(count), None, None) => Effect::Messages(count),
+                (None, Some(session_id), None) => Effect::VoiceStarted(session_id),
+                (None, None, Some(session_id)) => Effect::VoiceEnded(session_id),
+                (None, None, None) => Effect::Nothing,
+                _ => return Err(corrupt(format!("usageFold tail event {} has more than one effect", event.id))),
+            };
+            let event_id = EventId::parse(&event.id).map_err(corrupt)?;
+            tail.push(UsageEvent { event_id, at: event.at, effect });
+        }
+        if !tail.is_sorted_by_key(|event| event.event_id) {
+            return Err(corrupt("usageFold tail is not in event id order"));
+        }
+        let open_voice = match (item.open_voice_session_id, item.open_voice_since) {
+            (Some(session_id), Some(since)) => Some((session_id, since)),
+            (None, None) => None,
+            _ => return Err(corrupt("usageFold open voice session without its start")),
+        };
+        Ok(UsageFold {
+            start: Timestamp::from_epoch_millis(item.start),
+            through: item.through.map(|id| EventId::parse(&id).map_err(corrupt)).transpose()?,
+            base: Walked { events: item.events, days, open_voice, latest_voice_at: item.latest_voice_at },
+            tail,
+        })
+    }
 }
 
 /// A connection's usage as stored: per UTC day (`YYYY-MM-DD`), and the number of
@@ -276,6 +415,7 @@ impl ViewItem {
         let mut value = serde_json::to_value(ViewItem::new(view, 0)).unwrap_or_default();
         if let Some(object) = value.as_object_mut() {
             object.remove("version");
+            object.remove("usageFold");
         }
         value
     }
@@ -312,6 +452,7 @@ impl ViewItem {
             voice_state_session_id: view.voice_state.as_ref().map(|(session_id, _)| session_id.clone()),
             voice_state_audio_format: view.voice_state.as_ref().map(|(_, audio_format)| audio_format.clone()),
             usage: view.usage.as_ref().map(UsageItem::from),
+            usage_fold: view.usage_fold.as_ref().map(UsageFoldItem::from),
             version,
         }
     }
@@ -390,6 +531,7 @@ impl TryFrom<ViewItem> for VersionedView {
             alive_at,
             voice_state,
             usage: item.usage.map(ConnectionUsage::try_from).transpose()?,
+            usage_fold: item.usage_fold.map(UsageFold::try_from).transpose()?,
         };
         upgrade_gone(&mut view);
         Ok(VersionedView { view, version: item.version })

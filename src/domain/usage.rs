@@ -21,6 +21,10 @@ use std::ops::AddAssign;
 
 use chrono::NaiveDate;
 
+mod fold;
+
+pub use fold::{Effect, NeedsHistory, TAIL_LENGTH, UsageEvent, UsageFold, Walked};
+
 use super::event::{ConnectionEvent, EventEnvelope};
 use super::ids::EventId;
 use super::view::ConnectionInfo;
@@ -134,15 +138,8 @@ impl ConnectionUsage {
         self.days.entry(day_of(epoch_millis)).or_default()
     }
 
-    /// Adds the span `[from, to)` to each day it covers, by its time in that day.
     fn spread(&mut self, from: i64, to: i64, add: impl Fn(&mut Figures, u64)) {
-        let mut cursor = from;
-        while cursor < to {
-            let day_end = (cursor.div_euclid(DAY_MS) + 1) * DAY_MS;
-            let until = to.min(day_end);
-            add(self.day(cursor), (until - cursor) as u64);
-            cursor = until;
-        }
+        spread(&mut self.days, from, to, add);
     }
 
     /// All days together.
@@ -162,6 +159,18 @@ impl ConnectionUsage {
             (stored, None) => stored,
             (_, computed) => computed,
         }
+    }
+}
+
+/// Adds the span `[from, to)` (epoch milliseconds) to each day it covers, by its
+/// time in that day.
+fn spread(days: &mut BTreeMap<NaiveDate, Figures>, from: i64, to: i64, add: impl Fn(&mut Figures, u64)) {
+    let mut cursor = from;
+    while cursor < to {
+        let day_end = (cursor.div_euclid(DAY_MS) + 1) * DAY_MS;
+        let until = to.min(day_end);
+        add(days.entry(day_of(cursor)).or_default(), (until - cursor) as u64);
+        cursor = until;
     }
 }
 

@@ -12,7 +12,7 @@ use chrono::TimeDelta;
 use super::event::{ConnectionEvent, DisconnectReason, EventEnvelope};
 use super::ids::{ConnectionId, EventId, UserId};
 use super::time::Timestamp;
-use super::usage::ConnectionUsage;
+use super::usage::{ConnectionUsage, UsageFold};
 
 /// API Gateway closes a connection that has been idle this long.
 pub const IDLE_TIMEOUT: TimeDelta = TimeDelta::minutes(10);
@@ -88,6 +88,9 @@ pub struct ConnectionInfo {
     /// What the connection used, computed from its whole history (see
     /// [`ConnectionUsage`]); [`ConnectionInfo::fold`] computes it, `apply` leaves it.
     pub usage: Option<ConnectionUsage>,
+    /// Where the usage walk stands, so that the next events are added to it without
+    /// reading the history again (see [`UsageFold`]); set with `usage`.
+    pub usage_fold: Option<UsageFold>,
     /// Where `session_id` came from: the latest event that named a session.
     pub session_event_id: Option<EventId>,
     /// Where the voice fields came from: the latest voice event.
@@ -136,6 +139,7 @@ impl ConnectionInfo {
             alive_at: None,
             voice_state: None,
             usage: None,
+            usage_fold: None,
             session_event_id: None,
             voice_event_id: None,
         };
@@ -150,6 +154,7 @@ impl ConnectionInfo {
         let events: Vec<&EventEnvelope> = events.into_iter().collect();
         let mut connection_info = Self::fold_without_usage(events.iter().copied())?;
         connection_info.usage = Some(ConnectionUsage::of_folded(&connection_info, &events));
+        connection_info.usage_fold = Some(UsageFold::of_history(&connection_info, &events));
         Some(connection_info)
     }
 

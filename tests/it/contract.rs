@@ -197,7 +197,7 @@ pub async fn concurrent_projectors_converge<S: ViewStore + EventStore>(store: S)
     // overwritten by another's, some event would be missing from the view.
     let stored = store.get(&events[0].connection_id).await.unwrap().unwrap();
     assert_eq!(stored.view, expected);
-    assert_eq!(project_connection(store, store, &events).await.unwrap(), ProjectionOutcome::Unchanged);
+    assert_eq!(project_connection(store, store, &events).await.unwrap().outcome, ProjectionOutcome::Unchanged);
 }
 
 /// Runs futures concurrently on the current task (no spawning: stores are borrowed).

@@ -182,3 +182,161 @@ proptest! {
         }
     }
 }
+
+/// Longer histories than the fold's tail, so that its base is walked too.
+fn long_history() -> impl Strategy<Value = Vec<EventEnvelope>> {
+    prop::collection::vec((arbitrary_event(), 0i64..(3 * 60), 0i64..3), 1..(3 * TAIL_LENGTH)).prop_map(|specs| {
+        let mut history: Vec<EventEnvelope> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (payload, minute, millis))| {
+                event(&format!("r{index}"), LATE + minute * MINUTE + millis, payload)
+            })
+            .collect();
+        history.insert(0, event("open", LATE, connected()));
+        history
+    })
+}
+
+/// The order a stream delivers `history` in: sorted by event id with `swaps`
+/// neighbours exchanged (late events), or shuffled; with repeats.
+fn delivery(history: &[EventEnvelope], shuffle: bool, swaps: &[usize], repeats: &[usize]) -> Vec<EventEnvelope> {
+    let mut delivered = history.to_vec();
+    delivered.sort_by_key(|event| event.event_id);
+    for &repeat in repeats {
+        if let Some(event) = history.get(repeat % history.len()).cloned() {
+            let position = repeat.wrapping_mul(7) % (delivered.len() + 1);
+            delivered.insert(position, event);
+        }
+    }
+    for (step, &swap) in swaps.iter().enumerate() {
+        let len = delivered.len();
+        let (a, b) = if shuffle {
+            (swap % len, (swap / 3).wrapping_add(step) % len)
+        } else {
+            (swap % len, (swap % len + 1) % len)
+        };
+        delivered.swap(a, b);
+    }
+    delivered
+}
+
+/// What a projector keeps of one connection: its view (with the usage walk), and
+/// the events that view has folded.
+struct Projected {
+    view: Option<ConnectionInfo>,
+    viewed: Vec<EventEnvelope>,
+    history_reads: usize,
+}
+
+impl Projected {
+    /// Projects `batch` as `projection::project_connection` does: from the walk on
+    /// the view when it can go on, else from the whole `ledger`.
+    fn project(&mut self, batch: &[EventEnvelope], ledger: &[EventEnvelope]) -> Option<ConnectionUsage> {
+        let refs: Vec<&EventEnvelope> = batch.iter().collect();
+        let mut view = self.view.clone().unwrap_or_else(|| ConnectionInfo::from_event(&batch[0]));
+        for event in batch {
+            view.apply(event);
+        }
+        self.viewed.extend(batch.iter().cloned());
+        let fold = match &self.view {
+            Some(stored) => stored.usage_fold.clone(),
+            None if batch.iter().any(|event| matches!(event.event, ConnectionEvent::Connected { .. })) => {
+                Some(UsageFold::new(view.created_at))
+            }
+            None => None,
+        };
+        let walked = fold.and_then(|mut fold| {
+            fold.advance(&view, &refs).ok()?;
+            Some((fold.usage(&view)?, fold))
+        });
+        let walked_on = walked.is_some();
+        match walked {
+            Some((usage, fold)) => {
+                view.usage = Some(usage);
+                view.usage_fold = Some(fold);
+            }
+            None => {
+                self.history_reads += 1;
+                let mut seen = ledger.to_vec();
+                seen.extend(batch.iter().cloned());
+                let full = ConnectionInfo::fold(&seen).unwrap();
+                view.usage = full.usage;
+                view.usage_fold = full.usage_fold;
+            }
+        }
+        self.view = Some(view);
+        let usage = self.view.as_ref().and_then(|view| view.usage.clone());
+        // Until a history read, the walk has seen exactly what the view has.
+        if walked_on && self.history_reads == 0 { usage } else { ConnectionUsage::of(&self.viewed) }
+    }
+}
+
+#[test]
+fn an_in_order_stream_never_reads_the_history_and_a_late_event_in_the_tail_neither() {
+    let mut history = vec![event("c", LATE, connected())];
+    for index in 0..200 {
+        let payload = match index % 4 {
+            0 => start(if index % 8 == 0 { "v1" } else { "v2" }),
+            2 => end(if index % 8 == 2 { "v1" } else { "v2" }),
+            _ => activity(index as u64),
+        };
+        history.push(event(&format!("r{index}"), LATE + index * 20_000, payload));
+    }
+    let mut projected = Projected { view: None, viewed: Vec::new(), history_reads: 0 };
+    let mut delivered = history.clone();
+    delivered.swap(100, 103);
+    for batch in delivered.chunks(3) {
+        projected.project(batch, &history);
+    }
+    // A redelivery of the latest batch.
+    projected.project(&delivered[delivered.len() - 3..], &history);
+    assert_eq!(projected.history_reads, 0);
+    assert_eq!(projected.view.unwrap().usage, ConnectionUsage::of(&history));
+}
+
+#[test]
+fn an_event_older_than_the_tail_is_answered_from_the_history() {
+    let history: Vec<EventEnvelope> = std::iter::once(event("c", LATE, connected()))
+        .chain((0..40).map(|index| event(&format!("a{index}"), LATE + index * MINUTE, activity(1))))
+        .collect();
+    let mut projected = Projected { view: None, viewed: Vec::new(), history_reads: 0 };
+    let (late, rest): (Vec<_>, Vec<_>) = history.iter().cloned().partition(|event| event.request_id == "a3");
+    for batch in rest.chunks(4) {
+        projected.project(batch, &history);
+    }
+    assert_eq!(projected.history_reads, 0);
+    projected.project(&late, &history);
+    assert_eq!(projected.history_reads, 1);
+    assert_eq!(projected.view.unwrap().usage, ConnectionUsage::of(&history));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// The whole-history computation is the oracle of the walk on the view.
+    #[test]
+    fn the_walk_on_the_view_gives_what_the_whole_history_gives(
+        history in long_history(),
+        shuffle in any::<bool>(),
+        swaps in prop::collection::vec(any::<usize>(), 0..6),
+        repeats in prop::collection::vec(any::<usize>(), 0..10),
+        batch_sizes in prop::collection::vec(1usize..8, 1..20),
+    ) {
+        let delivered = delivery(&history, shuffle, &swaps, &repeats);
+        let mut projected = Projected { view: None, viewed: Vec::new(), history_reads: 0 };
+        let mut rest = delivered.as_slice();
+        let mut sizes = batch_sizes.iter().cycle();
+        while !rest.is_empty() {
+            let size = (*sizes.next().unwrap()).min(rest.len());
+            let (batch, after) = rest.split_at(size);
+            let usage = projected.project(batch, &history);
+            // Before any history read, every step equals the oracle of what was seen.
+            if projected.history_reads == 0 {
+                prop_assert_eq!(usage, ConnectionUsage::of(&projected.viewed));
+            }
+            rest = after;
+        }
+        prop_assert_eq!(projected.view.unwrap().usage, ConnectionUsage::of(&history));
+    }
+}
