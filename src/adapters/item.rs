@@ -240,18 +240,46 @@ pub struct WalkedDayItem {
     pub voice_ms: u64,
 }
 
-/// One event of the fold's tail: its id, time and what it does to usage.
+/// One event of the fold's tail, in one string (a view is read whole by every
+/// projection, so it is kept small): `"<eventId> <at, epoch ms> <effect>"`, where
+/// the effect is `m<messages>`, `s<voice session started>`, `e<voice session
+/// ended>` or `-`. The session id is the rest of the string, whatever it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageEventItem {
-    pub id: String,
-    pub at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub voice_started: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub voice_ended: Option<String>,
+#[serde(transparent)]
+pub struct UsageEventItem(pub String);
+
+impl From<&UsageEvent> for UsageEventItem {
+    fn from(event: &UsageEvent) -> Self {
+        let effect = match &event.effect {
+            Effect::Messages(count) => format!("m{count}"),
+            Effect::VoiceStarted(session_id) => format!("s{session_id}"),
+            Effect::VoiceEnded(session_id) => format!("e{session_id}"),
+            Effect::Nothing => "-".to_owned(),
+        };
+        UsageEventItem(format!("{} {} {effect}", event.event_id, event.at))
+    }
+}
+
+impl TryFrom<UsageEventItem> for UsageEvent {
+    type Error = StoreError;
+
+    fn try_from(item: UsageEventItem) -> Result<Self, StoreError> {
+        let bad = || corrupt(format!("usageFold tail event {:?}", item.0));
+        let mut parts = item.0.splitn(3, ' ');
+        let (Some(event_id), Some(at), Some(effect)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let event_id = EventId::parse(event_id).map_err(|_| bad())?;
+        let at = at.parse::<i64>().map_err(|_| bad())?;
+        let effect = match effect.split_at_checked(1) {
+            Some(("m", count)) => Effect::Messages(count.parse().map_err(|_| bad())?),
+            Some(("s", session_id)) => Effect::VoiceStarted(session_id.to_owned()),
+            Some(("e", session_id)) => Effect::VoiceEnded(session_id.to_owned()),
+            Some(("-", "")) => Effect::Nothing,
+            _ => return Err(bad()),
+        };
+        Ok(UsageEvent { event_id, at, effect })
+    }
 }
 
 impl From<&UsageFold> for UsageFoldItem {
@@ -269,26 +297,7 @@ impl From<&UsageFold> for UsageFoldItem {
                 (day.format("%Y-%m-%d").to_string(), item)
             })
             .collect();
-        let tail = fold
-            .tail
-            .iter()
-            .map(|event| {
-                let mut item = UsageEventItem {
-                    id: event.event_id.to_string(),
-                    at: event.at,
-                    messages: None,
-                    voice_started: None,
-                    voice_ended: None,
-                };
-                match &event.effect {
-                    Effect::Messages(count) => item.messages = Some(*count),
-                    Effect::VoiceStarted(session_id) => item.voice_started = Some(session_id.clone()),
-                    Effect::VoiceEnded(session_id) => item.voice_ended = Some(session_id.clone()),
-                    Effect::Nothing => {}
-                }
-                item
-            })
-            .collect();
+        let tail = fold.tail.iter().map(UsageEventItem::from).collect();
         UsageFoldItem {
             start: fold.start.epoch_millis(),
             through: fold.through.map(|id| id.to_string()),
@@ -318,18 +327,7 @@ impl TryFrom<UsageFoldItem> for UsageFold {
             };
             days.insert(day, figures);
         }
-        let mut tail = Vec::with_capacity(item.tail.len());
-        for event in item.tail {
-            let effect = match (event.messages, event.voice_started, event.voice_ended) {
-                (Some(count), None, None) => Effect::Messages(count),
-                (None, Some(session_id), None) => Effect::VoiceStarted(session_id),
-                (None, None, Some(session_id)) => Effect::VoiceEnded(session_id),
-                (None, None, None) => Effect::Nothing,
-                _ => return Err(corrupt(format!("usageFold tail event {} has more than one effect", event.id))),
-            };
-            let event_id = EventId::parse(&event.id).map_err(corrupt)?;
-            tail.push(UsageEvent { event_id, at: event.at, effect });
-        }
+        let tail = item.tail.into_iter().map(UsageEvent::try_from).collect::<Result<Vec<_>, _>>()?;
         if !tail.is_sorted_by_key(|event| event.event_id) {
             return Err(corrupt("usageFold tail is not in event id order"));
         }

@@ -1,9 +1,11 @@
 //! Usage: what a connection used, per UTC day, as a pure function of its history.
 //!
-//! A sum is not idempotent, so usage is never accumulated from stream records:
-//! it is computed again from the connection's whole history (its distinct events,
-//! in any order) whenever the history changes. Repeated or reordered records then
-//! cannot count twice, and the stored figures always equal a recomputation.
+//! A sum is not idempotent, so usage is never a plain sum of stream records:
+//! [`ConnectionUsage::of`] computes it from the connection's whole history (its
+//! distinct events, in any order), and [`UsageFold`] walks on from where the view
+//! left it, knowing which events it has walked (a watermark and a tail), so that a
+//! repeated or reordered record never counts twice and the stored figures always
+//! equal a recomputation.
 //!
 //! - `connections`: 1, on the day the connection opened;
 //! - `connectedMs`: from its opening to its end (a terminal disconnect, or a gone

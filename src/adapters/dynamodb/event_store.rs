@@ -43,7 +43,9 @@ async fn collect(query: QueryFluentBuilder, limit: usize) -> Result<(Vec<EventEn
     let mut events = Vec::new();
     let mut start_key = None;
     loop {
-        let wanted = (limit + 1 - events.len()).min(1_000) as i32;
+        // No extra request to learn whether more follow: DynamoDB's
+        // LastEvaluatedKey says so (at worst the next page is empty).
+        let wanted = (limit - events.len()).min(1_000) as i32;
         let output = query
             .clone()
             .set_exclusive_start_key(start_key.take())
@@ -53,13 +55,11 @@ async fn collect(query: QueryFluentBuilder, limit: usize) -> Result<(Vec<EventEn
             .map_err(|error| store_error("Query", error))?;
         events.extend(unexpired(output.items, now)?);
         match output.last_evaluated_key {
-            Some(key) if events.len() <= limit => start_key = Some(key),
-            _ => break,
+            Some(key) if events.len() < limit => start_key = Some(key),
+            Some(_) => return Ok((events, true)),
+            None => return Ok((events, false)),
         }
     }
-    let more = events.len() > limit;
-    events.truncate(limit);
-    Ok((events, more))
 }
 
 fn page(events: Vec<EventEnvelope>, more: bool) -> Page<EventEnvelope> {
