@@ -10,13 +10,19 @@ use std::sync::Mutex;
 use chrono::TimeDelta;
 
 use crate::domain::ConnectionStatus;
+use crate::domain::lease::{LimitReached, UserLeases, lease_until};
 use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage, parse_client_message};
 use crate::domain::{
     ConnectionEvent, ConnectionId, DisconnectReason, EventEnvelope, MAX_CONNECTION_DURATION, Timestamp, UserId,
 };
 use crate::metrics::{Metrics, names};
 use crate::policy::{Limiter, Policies, Verdict};
-use crate::ports::{AppendOutcome, EventStore, PageRequest, StoreError, TextResponder, ViewStore, VoicePipeline};
+use crate::ports::{
+    AppendOutcome, EventStore, LeaseStore, PageRequest, StoreError, TextResponder, ViewStore, VoicePipeline,
+};
+
+/// How often a lease write that lost to a concurrent one is tried again.
+const MAX_LEASE_CONFLICTS: u32 = 8;
 
 /// Settings of the handler, from the environment in Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +236,8 @@ pub struct ConnectionHandler {
     events: Arc<dyn EventStore>,
     /// For the policies that look at a user's connections.
     views: Option<Arc<dyn ViewStore>>,
+    /// For `MAX_CONNECTIONS_PER_USER`: the users' connection leases.
+    leases: Option<Arc<dyn LeaseStore>>,
     limiter: Mutex<Limiter>,
     voice: Arc<dyn VoicePipeline>,
     text: Arc<dyn TextResponder>,
@@ -248,6 +256,7 @@ impl ConnectionHandler {
         Self {
             events,
             views: None,
+            leases: None,
             limiter: Mutex::new(Limiter::new(config.policies)),
             voice,
             text,
@@ -268,6 +277,14 @@ impl ConnectionHandler {
     /// (without them those two policies cannot be enforced, and are not).
     pub fn with_views(mut self, views: Arc<dyn ViewStore>) -> Self {
         self.views = Some(views);
+        self
+    }
+
+    /// The leases that make `MAX_CONNECTIONS_PER_USER` exact under a burst (see
+    /// `domain::lease`). Without them the limit counts the user's views, which lag
+    /// the ledger by the projection.
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseStore>) -> Self {
+        self.leases = Some(leases);
         self
     }
 
@@ -335,9 +352,12 @@ impl ConnectionHandler {
             return Response::status(401);
         };
         let event = self.envelope(meta, user_id.clone(), ConnectionEvent::Connected { ip_address, user_agent });
-        let refusal = match self.connection_limit(meta, &user_id).await {
+        let refusal = match self.take_lease(meta, &user_id).await {
             Ok(refusal) => refusal,
-            Err(_) => return Response::status(500),
+            Err(error) => {
+                tracing::error!(error = %crate::report::chain(&error), "reading the user's connections failed");
+                return Response::status(500);
+            }
         };
         let appended = match &refusal {
             None => self.append(&event).await,
@@ -350,7 +370,7 @@ impl ConnectionHandler {
                     message_count: 0,
                 };
                 match self.append(&event).await {
-                    Ok(()) => self.append(&self.envelope(meta, user_id, refused)).await,
+                    Ok(()) => self.append(&self.envelope(meta, user_id.clone(), refused)).await,
                     Err(error) => Err(error),
                 }
             }
@@ -363,8 +383,84 @@ impl ConnectionHandler {
                 Response::status(429)
             }
             // Refuse the connection rather than let it live untracked.
-            (Err(_), _) => Response::status(500),
+            (Err(_), refusal) => {
+                if refusal.is_none() {
+                    self.release_lease(meta, &user_id).await;
+                }
+                Response::status(500)
+            }
         }
+    }
+
+    /// `MAX_CONNECTIONS_PER_USER` with leases: takes a slot for this connection in
+    /// the user's leases (one read, one conditional write; read again when a
+    /// concurrent `$connect` wrote first), or says why not. Without a lease store,
+    /// counts the user's views ([`Self::connection_limit`]).
+    async fn take_lease(&self, meta: &RequestMeta, user_id: &UserId) -> Result<Option<String>, StoreError> {
+        let max = self.config.policies.max_connections_per_user;
+        let Some(store) = self.leases.as_ref().filter(|_| max > 0) else {
+            return self.connection_limit(meta, user_id).await;
+        };
+        let until = lease_until(meta.connected_at, meta.request_time, self.config.activity_interval);
+        let mut attempt = 0;
+        loop {
+            let (mut leases, version) = match store.leases(user_id).await? {
+                Some((leases, version)) => (leases, Some(version)),
+                None => (UserLeases::new(user_id.clone()), None),
+            };
+            if let Err(LimitReached { live }) =
+                leases.acquire(&meta.connection_id, meta.request_time, until, max as usize)
+            {
+                return Ok(Some(format!(
+                    "MAX_CONNECTIONS_PER_USER={max}: the user already holds {live} live connection(s)"
+                )));
+            }
+            match store.put_leases(&leases, version).await {
+                Ok(_) => return Ok(None),
+                Err(StoreError::Conflict(_)) if attempt < MAX_LEASE_CONFLICTS => {
+                    attempt += 1;
+                    crate::backoff::pause(attempt).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Changes the user's leases with `change` (which says whether it changed
+    /// anything), read again on a concurrent write. Best effort: a lease left
+    /// behind expires by itself, so a failure is logged, not answered.
+    async fn change_leases(&self, user_id: &UserId, change: impl Fn(&mut UserLeases) -> bool) {
+        let Some(store) = self.leases.as_ref().filter(|_| self.config.policies.max_connections_per_user > 0) else {
+            return;
+        };
+        let mut attempt = 0;
+        loop {
+            let result = match store.leases(user_id).await {
+                Ok(Some((mut leases, version))) => {
+                    if !change(&mut leases) {
+                        return;
+                    }
+                    store.put_leases(&leases, Some(version)).await
+                }
+                Ok(None) => return,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(_) => return,
+                Err(StoreError::Conflict(_)) if attempt < MAX_LEASE_CONFLICTS => {
+                    attempt += 1;
+                    crate::backoff::pause(attempt).await;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %crate::report::chain(&error), "updating the user's connection leases failed (the lease expires by itself)");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn release_lease(&self, meta: &RequestMeta, user_id: &UserId) {
+        self.change_leases(user_id, |leases| leases.release(&meta.connection_id, meta.request_time)).await;
     }
 
     /// `MAX_CONNECTIONS_PER_USER`: why this `$connect` is refused, if it is. Live
@@ -458,7 +554,9 @@ impl ConnectionHandler {
             detail: reason.filter(|reason| !reason.is_empty()),
             message_count: unrecorded_messages,
         };
-        match self.append(&self.envelope(meta, user_id, event)).await {
+        let appended = self.append(&self.envelope(meta, user_id.clone(), event)).await;
+        self.release_lease(meta, &user_id).await;
+        match appended {
             Ok(()) => Response::ok(),
             Err(_) => Response::status(500),
         }
@@ -590,6 +688,9 @@ impl ConnectionHandler {
         let Some(message_count) = due else { return true };
         let event = ConnectionEvent::Activity { session_id: session_id.map(str::to_owned), message_count };
         if self.append(&self.envelope(meta, user_id.clone(), event)).await.is_ok() {
+            // The lease lives on with the connection: renewed as often as Activity is written.
+            let until = lease_until(meta.connected_at, meta.request_time, self.config.activity_interval);
+            self.change_leases(user_id, |leases| leases.renew(&meta.connection_id, meta.request_time, until)).await;
             return true;
         }
         self.activity().undo(&meta.connection_id, previous, message_count);

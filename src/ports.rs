@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 
+use crate::domain::lease::UserLeases;
 use crate::domain::protocol::ServerMessage;
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
@@ -248,6 +249,19 @@ pub struct PortError(pub String);
 
 /// Where audio goes beyond the ledger (a speech pipeline). Each call may return a
 /// frame to send back to the client.
+/// The users' connection leases (`MAX_CONNECTIONS_PER_USER`): one item per user,
+/// written whole with a version, so that concurrent `$connect`s of one user cannot
+/// both take the last slot (see `domain::lease`).
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// The user's leases and their version; `None` when the user has none stored.
+    /// Strongly consistent: it must see the last write.
+    async fn leases(&self, user_id: &UserId) -> Result<Option<(UserLeases, u64)>, StoreError>;
+    /// Writes the user's leases if they are still at `expected_version` (`None`:
+    /// not stored yet); `StoreError::Conflict` otherwise. Returns the new version.
+    async fn put_leases(&self, leases: &UserLeases, expected_version: Option<u64>) -> Result<u64, StoreError>;
+}
+
 #[async_trait]
 pub trait VoicePipeline: Send + Sync {
     async fn start(

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::lease::{Lease, UserLeases};
 use crate::domain::usage::{ConnectionUsage, Effect, Figures, UsageEvent, UsageFold, Walked};
 use crate::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
@@ -533,5 +534,56 @@ impl TryFrom<ViewItem> for VersionedView {
         };
         upgrade_gone(&mut view);
         Ok(VersionedView { view, version: item.version })
+    }
+}
+
+/// A user's connection leases as stored (`domain::lease`): times in epoch
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeasesItem {
+    pub lease_user_id: String,
+    #[serde(default)]
+    pub leases: Vec<LeaseItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseItem {
+    pub connection_id: String,
+    pub live_until: i64,
+}
+
+impl From<&UserLeases> for LeasesItem {
+    fn from(leases: &UserLeases) -> Self {
+        LeasesItem {
+            lease_user_id: leases.user_id.to_string(),
+            leases: leases
+                .leases
+                .iter()
+                .map(|lease| LeaseItem {
+                    connection_id: lease.connection_id.to_string(),
+                    live_until: lease.live_until.epoch_millis(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<LeasesItem> for UserLeases {
+    type Error = StoreError;
+
+    fn try_from(item: LeasesItem) -> Result<Self, StoreError> {
+        let leases = item
+            .leases
+            .into_iter()
+            .map(|lease| {
+                Ok(Lease {
+                    connection_id: ConnectionId::parse(lease.connection_id).map_err(corrupt)?,
+                    live_until: Timestamp::from_epoch_millis(lease.live_until),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(UserLeases { user_id: UserId::parse(item.lease_user_id).map_err(corrupt)?, leases })
     }
 }

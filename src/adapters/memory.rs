@@ -8,15 +8,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
+use crate::domain::lease::UserLeases;
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
-use crate::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+use crate::ports::{
+    AppendOutcome, EventStore, LeaseStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore,
+};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     events: Mutex<BTreeMap<(EventId, ConnectionId), EventEnvelope>>,
     views: Mutex<HashMap<ConnectionId, VersionedView>>,
+    leases: Mutex<HashMap<UserId, (UserLeases, u64)>>,
     appends: AtomicU64,
 }
 
@@ -163,5 +167,26 @@ impl ViewStore for MemoryStore {
         page: PageRequest<ViewCursor>,
     ) -> Result<Page<ConnectionInfo, ViewCursor>, StoreError> {
         self.list_views(page, |view| view.live_until().is_some_and(|live_until| live_until < deadline))
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryStore {
+    async fn leases(&self, user_id: &UserId) -> Result<Option<(UserLeases, u64)>, StoreError> {
+        Ok(self.leases.lock().map_err(poisoned)?.get(user_id).cloned())
+    }
+
+    async fn put_leases(&self, leases: &UserLeases, expected_version: Option<u64>) -> Result<u64, StoreError> {
+        let mut stored = self.leases.lock().map_err(poisoned)?;
+        let stored_version = stored.get(&leases.user_id).map(|(_, version)| *version);
+        if stored_version != expected_version {
+            return Err(StoreError::Conflict(
+                format!("leases of {} are at version {stored_version:?}, not {expected_version:?}", leases.user_id)
+                    .into(),
+            ));
+        }
+        let version = expected_version.map_or(1, |version| version + 1);
+        stored.insert(leases.user_id.clone(), (leases.clone(), version));
+        Ok(version)
     }
 }

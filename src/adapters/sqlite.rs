@@ -15,18 +15,20 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use crate::adapters::item::{EventItem, ViewItem, corrupt};
+use crate::adapters::item::{EventItem, LeasesItem, ViewItem, corrupt};
+use crate::domain::lease::UserLeases;
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
 use crate::ports::{
-    AppendOutcome, Cause, EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore,
+    AppendOutcome, Cause, EventStore, LeaseStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore,
 };
 use crate::ports::{Change, ChangeRecord};
 use crate::sync::lock;
 
 /// The migrations of `migrations/sqlite`, in order.
-const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: [&str; 2] =
+    [include_str!("../../migrations/sqlite/0001_init.sql"), include_str!("../../migrations/sqlite/0002_leases.sql")];
 
 fn sql_error(error: rusqlite::Error) -> StoreError {
     match &error {
@@ -560,5 +562,56 @@ impl ViewStore for SqliteStore {
             )
         })
         .await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
+    async fn leases(&self, user_id: &UserId) -> Result<Option<(UserLeases, u64)>, StoreError> {
+        let id = user_id.to_string();
+        let row: Option<(i64, String)> = self
+            .with(move |connection| {
+                connection
+                    .query_row("SELECT version, item FROM leases WHERE user_id = ?1", params![id], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()
+                    .map_err(sql_error)
+            })
+            .await?;
+        row.map(|(version, json)| {
+            let item: LeasesItem =
+                serde_json::from_str(&json).map_err(|error| corrupt(format!("leases item: {error}")))?;
+            Ok((UserLeases::try_from(item)?, version as u64))
+        })
+        .transpose()
+    }
+
+    async fn put_leases(&self, leases: &UserLeases, expected_version: Option<u64>) -> Result<u64, StoreError> {
+        let version = expected_version.map_or(1, |version| version + 1);
+        let json = encode(&LeasesItem::from(leases))?;
+        let user_id = leases.user_id.to_string();
+        let id = user_id.clone();
+        let changed = self
+            .with(move |connection| {
+                let result = match expected_version {
+                    None => connection.execute(
+                        "INSERT INTO leases (user_id, version, item) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                        params![id, version as i64, json],
+                    ),
+                    Some(expected) => connection.execute(
+                        "UPDATE leases SET version = ?2, item = ?3 WHERE user_id = ?1 AND version = ?4",
+                        params![id, version as i64, json, expected as i64],
+                    ),
+                };
+                result.map_err(sql_error)
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::Conflict(
+                format!("leases of {user_id} are not at version {expected_version:?}").into(),
+            ));
+        }
+        Ok(version)
     }
 }

@@ -28,7 +28,8 @@ async fn main() -> Result<(), Error> {
     let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
     let store = Arc::new(store);
     let handler = ConnectionHandler::new(store.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config)
-        .with_views(store)
+        .with_views(store.clone())
+        .with_leases(store)
         .with_metrics(metrics.metrics().clone());
     let (handler, metrics) = (&handler, &metrics);
     init.done();

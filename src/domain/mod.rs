@@ -6,6 +6,7 @@
 
 mod event;
 mod ids;
+pub mod lease;
 pub mod protocol;
 mod time;
 pub mod usage;

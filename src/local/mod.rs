@@ -38,7 +38,7 @@ use crate::auth::JwtVerifier;
 use crate::domain::Timestamp;
 use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
 use crate::metrics::Metrics;
-use crate::ports::{EventStore, ViewStore};
+use crate::ports::{EventStore, LeaseStore, ViewStore};
 use crate::sweep::{SweepConfig, sweep};
 use registry::Registry;
 
@@ -225,9 +225,11 @@ impl Server {
         let local_addr = listener.local_addr().map_err(listen_error)?;
         let (stop, shutdown) = watch::channel(false);
         let (flush, flushing) = watch::channel(false);
-        let (events, views): (Arc<dyn EventStore>, Arc<dyn ViewStore>) = match &backend {
-            Backend::Sqlite(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
-            Backend::DynamoDb { store, .. } => (Arc::new(store.clone()), Arc::new(store.clone())),
+        let (events, views, leases): (Arc<dyn EventStore>, Arc<dyn ViewStore>, Arc<dyn LeaseStore>) = match &backend {
+            Backend::Sqlite(store) => (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone())),
+            Backend::DynamoDb { store, .. } => {
+                (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()))
+            }
         };
         // With --lambda, the functions' metrics (their EMF output) count into the same registry.
         let metrics =
@@ -235,6 +237,7 @@ impl Server {
         let handler =
             ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler)
                 .with_views(views.clone())
+                .with_leases(leases)
                 .with_metrics(metrics.clone());
         let registry = Arc::new(Registry::default());
         let dashboard = config.dashboard.then(|| Arc::new(dashboard::Dashboard::new(config.dashboard_token.clone())));

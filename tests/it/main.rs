@@ -10,6 +10,7 @@ mod dashboard;
 mod delivery;
 mod dynamodb;
 mod faults;
+mod limits;
 mod management_api;
 mod memory;
 mod migrate_cli;

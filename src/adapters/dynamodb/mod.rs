@@ -5,6 +5,7 @@
 mod error;
 mod event_store;
 mod items;
+mod lease_store;
 mod metrics;
 pub mod migrate;
 pub mod stream;
