@@ -47,6 +47,20 @@ pub(crate) fn event_from_item(item: Item) -> Result<EventEnvelope, StoreError> {
     EventEnvelope::try_from(item)
 }
 
+/// A PutItem that succeeds only over the item at `expected_version`, or where there
+/// is no item yet (`None`): the optimistic write of views and leases.
+pub(crate) fn put_if_version(
+    request: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
+    expected_version: Option<u64>,
+) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+    match expected_version {
+        None => request.condition_expression("attribute_not_exists(connectionId)"),
+        Some(expected) => request
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string())),
+    }
+}
+
 pub(crate) fn view_to_item(view: &ConnectionInfo, version: u64) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(ViewItem::new(view, version))
         .map_err(|error| StoreError::Other(Cause::caused_by("encoding a view item", error)))?;

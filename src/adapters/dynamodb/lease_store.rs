@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::DynamoDbStore;
 use super::error::store_error;
-use super::items::Item;
+use super::items::{Item, put_if_version};
 use crate::adapters::item::{LeasesItem, corrupt};
 use crate::domain::UserId;
 use crate::domain::lease::UserLeases;
@@ -50,13 +50,7 @@ impl LeaseStore for DynamoDbStore {
         item.insert("connectionId".into(), AttributeValue::S(lease_key(&leases.user_id)));
         item.insert("version".into(), AttributeValue::N(version.to_string()));
         let request = self.client.put_item().table_name(&self.tables.connections).set_item(Some(item));
-        let request = match expected_version {
-            None => request.condition_expression("attribute_not_exists(connectionId)"),
-            Some(expected) => request
-                .condition_expression("version = :expected")
-                .expression_attribute_values(":expected", AttributeValue::N(expected.to_string())),
-        };
-        request.send().await.map_err(|error| store_error("PutItem", error))?;
+        put_if_version(request, expected_version).send().await.map_err(|error| store_error("PutItem", error))?;
         Ok(version)
     }
 }

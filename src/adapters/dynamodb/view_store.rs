@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
 use super::error::store_error;
-use super::items::{Item, LIVE_SHARDS, view_from_item, view_to_item};
+use super::items::{Item, LIVE_SHARDS, put_if_version, view_from_item, view_to_item};
 use super::{DynamoDbStore, LIVE_INDEX, USER_CONNECTIONS_INDEX};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, Timestamp, UserId};
 use crate::ports::{Cause, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
@@ -73,13 +73,7 @@ impl ViewStore for DynamoDbStore {
         let version = expected_version.map_or(1, |version| version + 1);
         let request =
             self.client.put_item().table_name(&self.tables.connections).set_item(Some(view_to_item(view, version)?));
-        let request = match expected_version {
-            None => request.condition_expression("attribute_not_exists(connectionId)"),
-            Some(expected) => request
-                .condition_expression("version = :expected")
-                .expression_attribute_values(":expected", AttributeValue::N(expected.to_string())),
-        };
-        request.send().await.map_err(|error| store_error("PutItem", error))?;
+        put_if_version(request, expected_version).send().await.map_err(|error| store_error("PutItem", error))?;
         Ok(version)
     }
 
