@@ -93,11 +93,14 @@ async fn the_dashboard_works_in_a_real_browser() {
         "{chromium} is missing: scripts/test installs Debian's chromium (apt-get install chromium), or set CHROMIUM"
     );
     let app = server(true, None).await;
-    let screenshot = artifacts().join("dashboard.png");
+    let output_dir = artifacts();
+    for width in [390, 800, 1280] {
+        let _ = std::fs::remove_file(output_dir.join(format!("dashboard-{width}.png")));
+    }
     let output = tokio::process::Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.js"))
         .arg(format!("http://{}/", app.local_addr()))
-        .arg(&screenshot)
+        .arg(&output_dir)
         .env("NODE_PATH", &modules)
         .env("CHROMIUM", &chromium)
         .output()
@@ -109,6 +112,9 @@ async fn the_dashboard_works_in_a_real_browser() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(screenshot.is_file(), "the screenshot is saved at {}", screenshot.display());
+    for width in [390, 800, 1280] {
+        let screenshot = output_dir.join(format!("dashboard-{width}.png"));
+        assert!(screenshot.is_file(), "the screenshot is saved at {}", screenshot.display());
+    }
     app.shutdown().await;
 }
