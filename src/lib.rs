@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod policy;
 pub mod ports;
+pub mod private_files;
 pub mod projection;
 pub mod projector;
 pub mod report;

@@ -123,6 +123,23 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and applies its migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        // The ledger holds every user's ids, addresses and user agents: the file is
+        // created 0600 (SQLite gives its WAL and shared-memory files the same mode).
+        let unavailable = |error: std::io::Error| {
+            StoreError::Unavailable(Cause::caused_by(format!("opening {}", path.display()), error))
+        };
+        crate::private_files::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(unavailable)?;
+        for file in [path.clone(), sqlite_sibling(&path, "-wal"), sqlite_sibling(&path, "-shm")] {
+            if file.exists() {
+                crate::private_files::restrict(&file).map_err(unavailable)?;
+            }
+        }
         let mut connection = Connection::open(&path)
             .map_err(|error| StoreError::Unavailable(Cause::caused_by(format!("opening {}", path.display()), error)))?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(sql_error)?;
@@ -322,6 +339,13 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// SQLite's file beside the database: `-wal` or `-shm` appended to its name.
+fn sqlite_sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {

@@ -135,10 +135,19 @@ pub struct LambdaArgs {
     /// Write each function's output to DIR/{LogicalId}.log instead of the terminal.
     #[arg(long, value_name = "DIR", requires = "lambda")]
     lambda_logs: Option<std::path::PathBuf>,
+    /// At most this many invocations of each function at once; past it an
+    /// invocation is throttled (the client sees API Gateway's "Internal server error").
+    #[arg(long, value_name = "N", default_value_t = crate::local::runtime_api::DEFAULT_MAX_CONCURRENCY,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000), requires = "lambda")]
+    lambda_max_concurrency: usize,
+    /// Let a function's AWS_ENDPOINT_URL* name a host off this machine (its requests
+    /// are signed with the functions' local credentials, never serve's).
+    #[arg(long, requires = "lambda")]
+    allow_remote_endpoints: bool,
 }
 
 /// The template's routes, with pools for their functions, for `--lambda`.
-fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<Arc<LambdaRoutes>>> {
+fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<(Arc<LambdaRoutes>, crate::local::exposure::SigningKey)>> {
     let lambda = &args.lambda;
     if !lambda.lambda {
         return Ok(None);
@@ -177,16 +186,10 @@ fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<Arc<LambdaRoutes>>> 
         let json = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         template::apply_env_vars(&mut app, &json).map_err(anyhow::Error::msg)?;
     }
-    // What Lambda's environment gives a function, pointed at this machine.
-    for function in app.functions.values_mut() {
-        let environment = &mut function.environment;
-        environment.entry("AWS_ENDPOINT_URL_DYNAMODB".into()).or_insert_with(|| dynamodb.clone());
-        environment.entry(crate::adapters::apigw::ENDPOINT_ENV.into()).or_insert_with(|| endpoint.clone());
-        environment.entry("AWS_REGION".into()).or_insert_with(|| app.region.clone());
-        for (name, fallback) in [("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")] {
-            let value = crate::settings::aws_credential(name).unwrap_or_else(|| fallback.to_owned());
-            environment.entry(name.into()).or_insert(value);
-        }
+    let key_id = crate::settings::aws_credential("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "local".to_owned());
+    let credentials = crate::local::lambda_mode::prepare_functions(&mut app, &dynamodb, &endpoint, key_id);
+    if !lambda.allow_remote_endpoints {
+        crate::local::lambda_mode::refuse_remote_endpoints(&app).map_err(anyhow::Error::msg)?;
     }
     if !app.unsupported.is_empty() {
         println!("  warning: serve --lambda does not emulate: {}", app.unsupported.join("; "));
@@ -205,8 +208,9 @@ fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<Arc<LambdaRoutes>>> 
     if lambda.artifacts.is_none() {
         build_missing_artifacts(&app, &artifacts)?;
     }
-    let routes = LambdaRoutes::start(app, &artifacts, logs).map_err(anyhow::Error::msg)?;
-    Ok(Some(Arc::new(routes)))
+    let routes =
+        LambdaRoutes::start(app, &artifacts, logs, lambda.lambda_max_concurrency).map_err(anyhow::Error::msg)?;
+    Ok(Some((Arc::new(routes), credentials)))
 }
 
 /// `--lambda`'s functions need the tables: one cheap read first, so a DynamoDB Local
@@ -328,7 +332,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.max_ledger_events_per_minute.unwrap_or(policies.max_ledger_events_per_minute);
     policies.max_voice_seconds_per_day = args.max_voice_seconds_per_day.unwrap_or(policies.max_voice_seconds_per_day);
     let management_token = management_token(&args).map_err(anyhow::Error::msg)?;
-    let lambda = lambda_routes(&args)?;
+    let (lambda, function_credentials) = match lambda_routes(&args)? {
+        Some((routes, credentials)) => (Some(routes), vec![credentials]),
+        None => (None, Vec::new()),
+    };
     let fd_limit = crate::local::raise_fd_limit();
     let config = ServeConfig {
         listen: args.listen,
@@ -345,6 +352,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dashboard: !args.no_dashboard,
         dashboard_token: args.dashboard_token.clone(),
         management_token: management_token.clone(),
+        function_credentials,
         allowed_hosts: args.allowed_hosts.clone(),
         write_timeout: Duration::from_secs(args.write_timeout.max(1)),
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),

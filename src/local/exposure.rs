@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{OriginalUri, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::http::LocalAddr;
+use super::sigv4::{self, Authorization, SignedRequest};
 use crate::auth::token_from;
 
 /// Whether a request with this `Host` may read or act through the HTTP API: a
@@ -54,9 +55,9 @@ pub fn token_matches(expected: &str, presented: Option<&str>) -> bool {
     presented.is_some_and(|presented| bool::from(expected.as_bytes().ct_eq(presented.as_bytes())))
 }
 
-/// The token a request presents: `?token=`, `Authorization: Bearer ...`, or, for
-/// the AWS SDKs, which sign requests, the access key id of a SigV4
-/// `Authorization` header (set `AWS_ACCESS_KEY_ID` to the token).
+/// The token a request presents: `?token=`, `Authorization: Bearer ...`, or the
+/// access key id of a SigV4 `Authorization` header (whose signature
+/// [`require_management_token`] verifies).
 pub fn presented_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     if let Some(signed) = authorization.and_then(|value| value.strip_prefix("AWS4-HMAC-SHA256 ")) {
@@ -67,9 +68,7 @@ pub fn presented_token(headers: &HeaderMap, query: &HashMap<String, String>) -> 
 }
 
 fn refusal(status: StatusCode, kind: &'static str, message: &'static str) -> Response {
-    let mut response = (status, axum::Json(serde_json::json!({ "message": message }))).into_response();
-    response.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
-    response
+    refused(status, kind, message.to_owned())
 }
 
 /// Middleware of the HTTP API (`/api/*`, `@connections`): the `Host` rule.
@@ -87,27 +86,76 @@ pub(super) async fn require_known_host(State(state): State<Arc<AppState>>, reque
     next.run(request).await
 }
 
-/// Middleware of `@connections`: the management token, when one is configured.
+/// A key id and its secret that `@connections` accepts in a SigV4 signature: the
+/// management token as both, and the functions' own credentials under `--lambda`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub key_id: String,
+    pub secret: String,
+}
+
+/// The largest signed body `@connections` reads to verify a signature (API
+/// Gateway's message limit is 128 KB).
+const MAX_SIGNED_BODY: usize = 256 * 1024;
+
+/// Middleware of `@connections`: the management token, when one is configured. A
+/// SigV4-signed request (the AWS SDKs and CLI) is verified: its key id must be the
+/// token (signed with the token as the secret too) or the functions' key id (signed
+/// with their secret), and its signature must match, within 15 minutes.
 pub(super) async fn require_management_token(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &state.config.management_token {
-        let presented = presented_token(request.headers(), &query);
-        if presented.is_none() {
-            return refusal(
-                StatusCode::UNAUTHORIZED,
-                "UnauthorizedException",
-                "@connections needs the management token",
-            );
+    let Some(expected) = &state.config.management_token else { return next.run(request).await };
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    if let Some(signed) = authorization.and_then(Authorization::parse) {
+        let signed = match signed {
+            Ok(signed) => signed.into_owned(),
+            Err(error) => return refused(StatusCode::FORBIDDEN, "InvalidSignatureException", error.to_string()),
+        };
+        let secret = if token_matches(expected, Some(&signed.key_id)) {
+            expected.clone()
+        } else {
+            match state.config.function_credentials.iter().find(|key| token_matches(&key.key_id, Some(&signed.key_id)))
+            {
+                Some(key) => key.secret.clone(),
+                None => return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token"),
+            }
+        };
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, MAX_SIGNED_BODY).await else {
+            return refusal(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "the body is too large");
+        };
+        let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |uri| uri.0.path());
+        let signed_request = SignedRequest {
+            method: parts.method.as_str(),
+            path,
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            body: &body,
+        };
+        if let Err(error) = sigv4::verify(&signed_request, &signed.borrowed(), &secret, chrono::Utc::now()) {
+            tracing::debug!(%error, "a SigV4 request to @connections was refused");
+            return refused(StatusCode::FORBIDDEN, "InvalidSignatureException", error.to_string());
         }
-        if !token_matches(expected, presented.as_deref()) {
-            return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token");
-        }
+        return next.run(Request::from_parts(parts, axum::body::Body::from(body))).await;
+    }
+    let presented = presented_token(request.headers(), &query);
+    if presented.is_none() {
+        return refusal(StatusCode::UNAUTHORIZED, "UnauthorizedException", "@connections needs the management token");
+    }
+    if !token_matches(expected, presented.as_deref()) {
+        return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token");
     }
     next.run(request).await
+}
+
+fn refused(status: StatusCode, kind: &'static str, message: String) -> Response {
+    let mut response = (status, axum::Json(serde_json::json!({ "message": message }))).into_response();
+    response.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(kind));
+    response
 }
 
 #[cfg(test)]

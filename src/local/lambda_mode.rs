@@ -20,6 +20,7 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use serde_json::{Value, json};
 
 use super::apigw_event::RouteSelection;
+use super::exposure::SigningKey;
 use super::runtime_api::{FunctionPool, FunctionSpec, LogTarget};
 use super::template::{IdentitySource, LambdaApp, StreamTrigger};
 use crate::domain::UserId;
@@ -57,7 +58,19 @@ pub enum Refusal {
 /// Where a function's bootstrap is under `artifacts`: SAM's layout
 /// (`DIR/{LogicalId}/bootstrap`, as `sam build` leaves `.aws-sam/build`) or
 /// cargo-lambda's (`DIR/{binary}/bootstrap`, as `scripts/package` leaves it).
+/// A folder name from the template (a logical id, `BuildProperties.Binary`) must be
+/// one plain name: no `..`, no `/`, not absolute, so a template cannot point
+/// `serve` at a program outside `artifacts`.
 pub fn find_bootstrap(artifacts: &Path, logical_id: &str, binary: Option<&str>) -> Result<PathBuf, String> {
+    for folder in std::iter::once(logical_id).chain(binary) {
+        let mut components = Path::new(folder).components();
+        let plain = matches!((components.next(), components.next()), (Some(std::path::Component::Normal(_)), None));
+        if !plain || folder.contains('/') || folder.contains('\\') {
+            return Err(format!(
+                "{logical_id}: {folder:?} is not a plain folder name under --artifacts (no '..', '/' or absolute paths)"
+            ));
+        }
+    }
     let candidates: Vec<PathBuf> =
         std::iter::once(logical_id).chain(binary).map(|folder| artifacts.join(folder).join("bootstrap")).collect();
     candidates.iter().find(|path| path.is_file()).cloned().ok_or_else(|| {
@@ -71,8 +84,9 @@ pub fn find_bootstrap(artifacts: &Path, logical_id: &str, binary: Option<&str>) 
 
 impl LambdaRoutes {
     /// Pools for every function the template invokes
-    /// ([`LambdaApp::invoked_functions`]), their bootstraps found under `artifacts`.
-    pub fn start(app: LambdaApp, artifacts: &Path, logs: LogTarget) -> Result<Self, String> {
+    /// ([`LambdaApp::invoked_functions`]), their bootstraps found under `artifacts`,
+    /// each running at most `max_concurrency` invocations at once.
+    pub fn start(app: LambdaApp, artifacts: &Path, logs: LogTarget, max_concurrency: usize) -> Result<Self, String> {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut pools = HashMap::new();
         for logical_id in app.invoked_functions() {
@@ -88,6 +102,7 @@ impl LambdaRoutes {
                 idle_stop: IDLE_STOP,
                 logs: logs.clone(),
                 metrics: Some(metrics.clone()),
+                max_concurrency,
             };
             pools.insert(logical_id.to_owned(), FunctionPool::new(spec));
         }
@@ -210,7 +225,19 @@ impl LambdaRoutes {
         };
         match pool.invoke(payload).await {
             Ok(answer) => {
-                let status = answer.get("statusCode").and_then(Value::as_u64).map_or(200, |status| status as u16);
+                let status = match answer.get("statusCode") {
+                    None | Some(Value::Null) => 200,
+                    Some(status) => match status.as_u64().and_then(|status| u16::try_from(status).ok()) {
+                        Some(status) if (100..=599).contains(&status) => status,
+                        _ => {
+                            tracing::warn!(route = %route_key, %status, "the route's function answered a statusCode outside 100-599: a function error");
+                            return Response {
+                                status: 500,
+                                body: message_route.then(|| error_body(event, "Internal server error")),
+                            };
+                        }
+                    },
+                };
                 let body = match answer.get("body") {
                     Some(Value::String(body)) => Some(body.clone()),
                     Some(Value::Null) | None => None,
@@ -310,6 +337,63 @@ pub async fn invoke_with_stream_batch(
     }
 }
 
+/// What Lambda's environment gives every function, pointed at this machine: the
+/// DynamoDB and Management API endpoints (unless the template or `--env-vars` name
+/// their own), the region, and credentials of the functions' own, never `serve`'s:
+/// `key_id` (serve's own key id: DynamoDB Local keeps a database per key id, so the
+/// functions see serve's tables) with a secret made for this run. `@connections`
+/// accepts requests signed with them (see `exposure::require_management_token`).
+pub fn prepare_functions(app: &mut LambdaApp, dynamodb: &str, management: &str, key_id: String) -> SigningKey {
+    let credentials = SigningKey {
+        key_id,
+        secret: format!("wsledger-function-{}", ulid::Ulid::generate().to_string().to_lowercase()),
+    };
+    let region = app.region.clone();
+    for function in app.functions.values_mut() {
+        let environment = &mut function.environment;
+        environment.entry("AWS_ENDPOINT_URL_DYNAMODB".into()).or_insert_with(|| dynamodb.to_owned());
+        environment.entry(crate::adapters::apigw::ENDPOINT_ENV.into()).or_insert_with(|| management.to_owned());
+        environment.entry("AWS_REGION".into()).or_insert_with(|| region.clone());
+        environment.insert("AWS_ACCESS_KEY_ID".into(), credentials.key_id.clone());
+        environment.insert("AWS_SECRET_ACCESS_KEY".into(), credentials.secret.clone());
+        environment.remove("AWS_SESSION_TOKEN");
+    }
+    credentials
+}
+
+/// A function whose template (or `--env-vars`) points an AWS SDK endpoint
+/// (`AWS_ENDPOINT_URL*`) off this machine is refused at start: its requests would
+/// leave with the functions' credentials.
+pub fn refuse_remote_endpoints(app: &LambdaApp) -> Result<(), String> {
+    for (logical_id, function) in &app.functions {
+        for (name, value) in &function.environment {
+            if name.starts_with("AWS_ENDPOINT_URL") && !is_local_url(value) {
+                return Err(format!(
+                    "{logical_id}: {name}={value} is not on this machine; serve --lambda runs functions against local \
+                     endpoints only (pass --allow-remote-endpoints to allow it)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a URL's host is this machine: a loopback name or address, or the
+/// unspecified address (`serve` listening everywhere).
+fn is_local_url(url: &str) -> bool {
+    let Some(rest) = url.split_once("://").map(|(_, rest)| rest) else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
 /// The event a schedule (EventBridge) invokes a function with.
 pub fn scheduled_event(region: &str) -> Value {
     json!({
@@ -323,4 +407,31 @@ pub fn scheduled_event(region: &str) -> Value {
         "resources": [],
         "detail": {}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_machines_urls_are_local() {
+        for url in [
+            "http://127.0.0.1:8000",
+            "http://localhost:8000/",
+            "http://[::1]:8000",
+            "http://0.0.0.0:8080/prod",
+            "http://db.localhost",
+        ] {
+            assert!(is_local_url(url), "{url}");
+        }
+        for url in [
+            "https://dynamodb.us-east-1.amazonaws.com",
+            "http://10.0.0.7:8000",
+            "http://127.0.0.1.evil.test",
+            "http://user@evil.test",
+            "not a url",
+        ] {
+            assert!(!is_local_url(url), "{url}");
+        }
+    }
 }

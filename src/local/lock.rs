@@ -5,7 +5,7 @@
 //! Two emulators on one file would each take the other's live connections for gone
 //! (their registries differ) and record them as disconnected.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ impl ServeLock {
     /// Takes the lock, or says which process holds it.
     pub fn acquire(store: &Path) -> Result<ServeLock, String> {
         let path = Self::path_for(store);
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_files::options()
             .read(true)
             .write(true)
             .create(true)

@@ -16,8 +16,10 @@ pub mod lambda_mode;
 pub mod lock;
 mod management;
 pub mod metrics;
+pub mod peer;
 pub mod registry;
 pub mod runtime_api;
+pub mod sigv4;
 mod socket;
 pub mod template;
 
@@ -94,6 +96,9 @@ pub struct ServeConfig {
     /// When set, `@connections` answers only requests carrying it (`?token=`, a
     /// bearer token, or as the access key id of a SigV4 signature).
     pub management_token: Option<String>,
+    /// With a management token: other keys `@connections` accepts in a verified
+    /// SigV4 signature (the functions' own credentials under `--lambda`).
+    pub function_credentials: Vec<exposure::SigningKey>,
     /// Host names besides loopback ones and the listen address that the HTTP API
     /// answers for (see [`exposure::host_allowed`]).
     pub allowed_hosts: Vec<String>,
@@ -124,6 +129,7 @@ impl Default for ServeConfig {
             dashboard: true,
             dashboard_token: None,
             management_token: None,
+            function_credentials: Vec::new(),
             allowed_hosts: Vec::new(),
             write_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),

@@ -11,14 +11,19 @@
 //! are answered as Lambda answers them. Each process's output goes to the terminal
 //! prefixed with the function's name, or to `DIR/{name}.log`.
 //!
-//! Every instance has a Runtime API of its own on a free loopback port, so a
-//! process can only ever see its own invocations.
+//! Every instance has a Runtime API of its own on a free loopback port, and that
+//! API answers only the process started for it: a connection from any other
+//! process is closed unanswered ([`super::peer`] checks which process holds the
+//! peer socket), a request that carries a browser's headers (`Origin`,
+//! `Sec-Fetch-*`) is refused, request ids are random, and one `next` at a time
+//! may wait. So a process only ever sees its own invocations, and nothing else can
+//! take or answer them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -33,6 +38,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::sync::lock;
+
+/// The largest function response Lambda accepts (synchronous invocations).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 
 /// How long a process's init may take before its invocation fails (Lambda's limit).
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +70,13 @@ pub struct FunctionSpec {
     /// When set, the function's metrics (EMF lines on its standard output) are
     /// counted here too.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// At most this many invocations at once (processes at once); past it an
+    /// invocation is throttled, as Lambda throttles past a function's concurrency.
+    pub max_concurrency: usize,
 }
+
+/// The default of [`FunctionSpec::max_concurrency`] (`--lambda-max-concurrency`).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 10;
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +97,9 @@ pub enum InvokeError {
     /// The process exited during the invocation.
     #[error("{function}: the process exited during the invocation: {detail}")]
     Crashed { function: String, detail: String },
+    /// The function already runs its maximum of invocations at once.
+    #[error("{function}: throttled: {limit} invocations already running (--lambda-max-concurrency)")]
+    Throttled { function: String, limit: usize },
 }
 
 type Outcome = Result<Value, Value>;
@@ -97,6 +114,8 @@ struct Invocation {
 /// The Runtime API of one process.
 struct Api {
     invocations: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    /// Set while a `next` waits: a second one is refused.
+    waiting: std::sync::atomic::AtomicBool,
     pending: std::sync::Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     /// Set once the process asks for its first invocation (its init is over).
     polling: watch::Sender<bool>,
@@ -104,7 +123,20 @@ struct Api {
     function_arn: String,
 }
 
+/// Clears [`Api::waiting`] when the `next` that set it ends, answered or dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    if api.waiting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return (StatusCode::CONFLICT, HeaderMap::new(), "another `next` is already waiting".to_owned());
+    }
+    let _waiting = Waiting(&api.waiting);
     api.polling.send_replace(true);
     let Some(invocation) = api.invocations.lock().await.recv().await else {
         return (StatusCode::GONE, HeaderMap::new(), String::new());
@@ -136,8 +168,20 @@ fn finish(api: &Api, request_id: &str, outcome: Outcome) -> StatusCode {
     }
 }
 
-async fn response(State(api): State<Arc<Api>>, Path(request_id): Path<String>, body: Bytes) -> StatusCode {
-    finish(&api, &request_id, Ok(body_value(&body)))
+/// A function's response: at most [`MAX_RESPONSE_BYTES`]; past it the invocation
+/// fails at once with Lambda's error (it does not wait for the function's timeout).
+async fn response(State(api): State<Arc<Api>>, Path(request_id): Path<String>, body: axum::body::Body) -> StatusCode {
+    match axum::body::to_bytes(body, MAX_RESPONSE_BYTES).await {
+        Ok(body) => finish(&api, &request_id, Ok(body_value(&body))),
+        Err(_) => {
+            let error = serde_json::json!({
+                "errorType": "Function.ResponseSizeTooLarge",
+                "errorMessage": format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+            });
+            finish(&api, &request_id, Err(error));
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+    }
 }
 
 async fn invocation_error(State(api): State<Arc<Api>>, Path(request_id): Path<String>, body: Bytes) -> StatusCode {
@@ -158,7 +202,69 @@ pub struct RuntimeApiServer {
     api: Arc<Api>,
     invocations: mpsc::Sender<Invocation>,
     server: tokio::task::JoinHandle<()>,
-    next_request: AtomicU64,
+    /// The process this API answers (see [`RuntimeApiServer::admit`]).
+    owner: watch::Sender<Option<u32>>,
+}
+
+/// How long a connection waits for [`RuntimeApiServer::admit`] (the process may
+/// connect before its spawner has recorded its pid).
+const ADMIT_WAIT: Duration = Duration::from_secs(5);
+
+/// The listener of one process's Runtime API: connections from any other process
+/// are closed as soon as they are accepted.
+struct OwnedListener {
+    inner: tokio::net::TcpListener,
+    owner: watch::Receiver<Option<u32>>,
+}
+
+impl axum::serve::Listener for OwnedListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let local = self.inner.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!(%error, "accepting a Runtime API connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let owner = tokio::time::timeout(ADMIT_WAIT, self.owner.wait_for(Option::is_some)).await;
+            let Some(pid) = owner.ok().and_then(Result::ok).and_then(|owner| *owner) else { continue };
+            let admitted = tokio::task::spawn_blocking(move || super::peer::held_by(pid, peer, local)).await;
+            if admitted.unwrap_or(false) {
+                return (stream, peer);
+            }
+            tracing::warn!(%peer, pid, "a process other than the function's own reached its Runtime API: refused");
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// Refuses any request that carries a browser's headers: a web page can send a
+/// no-cors GET to a loopback port, a bootstrap never sends these.
+async fn refuse_browsers(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let headers = request.headers();
+    let from_browser =
+        headers.contains_key("origin") || headers.keys().any(|name| name.as_str().starts_with("sec-fetch-"));
+    if from_browser {
+        return (StatusCode::FORBIDDEN, "the Runtime API does not answer browsers").into_response();
+    }
+    next.run(request).await
+}
+
+/// A request id Lambda's way (a UUID), random: nobody can guess the next one.
+fn request_id() -> String {
+    let bits = u128::from(ulid::Ulid::generate()) ^ (u128::from(ulid::Ulid::generate()) << 48);
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// How an invocation ended, as the Runtime API saw it.
@@ -180,6 +286,7 @@ impl RuntimeApiServer {
         let (invocations, receiver) = mpsc::channel(16);
         let api = Arc::new(Api {
             invocations: tokio::sync::Mutex::new(receiver),
+            waiting: std::sync::atomic::AtomicBool::new(false),
             pending: std::sync::Mutex::default(),
             polling: watch::channel(false).0,
             init_error: watch::channel(None).0,
@@ -190,13 +297,23 @@ impl RuntimeApiServer {
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
             .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            .layer(axum::middleware::from_fn(refuse_browsers))
+            // Lambda accepts responses up to 6 MB (`response` enforces it).
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_RESPONSE_BYTES))
             .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
+        let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = inner.local_addr()?;
+        let owner = watch::channel(None).0;
+        let listener = OwnedListener { inner, owner: owner.subscribe() };
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { address, api, invocations, server, next_request: AtomicU64::new(0) })
+        Ok(Self { address, api, invocations, server, owner })
+    }
+
+    /// The process this Runtime API answers: only connections it holds are served.
+    pub fn admit(&self, pid: u32) {
+        self.owner.send_replace(Some(pid));
     }
 
     /// Where the process finds it (`AWS_LAMBDA_RUNTIME_API`).
@@ -225,8 +342,7 @@ impl RuntimeApiServer {
     /// Hands `event` to the process, its deadline `deadline` from now, and waits at
     /// most `wait` for the answer (Lambda: both the function's timeout).
     pub async fn invoke(&self, event: Value, deadline: Duration, wait: Duration) -> RuntimeOutcome {
-        let sequence = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let request_id = format!("{:08x}-0000-4000-8000-{:012x}", self.address.port(), sequence);
+        let request_id = request_id();
         let (answer, answered) = oneshot::channel();
         let deadline_ms =
             crate::domain::Timestamp::now().epoch_millis() + i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX);
@@ -290,6 +406,8 @@ impl Instance {
 /// The processes of one function.
 pub struct FunctionPool {
     spec: FunctionSpec,
+    /// One permit per invocation that may run at once.
+    concurrency: tokio::sync::Semaphore,
     idle: std::sync::Mutex<Vec<Instance>>,
     /// Init failures already reported (each is logged once).
     reported: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -299,7 +417,13 @@ impl FunctionPool {
     /// A pool with no process yet; processes start on demand. Stops idle processes
     /// in the background while the pool lives.
     pub fn new(spec: FunctionSpec) -> Arc<Self> {
-        let pool = Arc::new(Self { spec, idle: std::sync::Mutex::default(), reported: std::sync::Mutex::default() });
+        let concurrency = tokio::sync::Semaphore::new(spec.max_concurrency.max(1));
+        let pool = Arc::new(Self {
+            spec,
+            concurrency,
+            idle: std::sync::Mutex::default(),
+            reported: std::sync::Mutex::default(),
+        });
         let weak = Arc::downgrade(&pool);
         let period = (pool.spec.idle_stop / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         tokio::spawn(async move {
@@ -319,6 +443,11 @@ impl FunctionPool {
 
     /// Runs one invocation of `event` and returns the function's answer.
     pub async fn invoke(&self, event: Value) -> Result<Value, InvokeError> {
+        let Ok(_running) = self.concurrency.try_acquire() else {
+            let limit = self.spec.max_concurrency.max(1);
+            tracing::warn!(function = %self.spec.name, limit, "invocation throttled");
+            return Err(InvokeError::Throttled { function: self.spec.name.clone(), limit });
+        };
         let mut instance = match self.take_idle() {
             Some(instance) => instance,
             None => self.cold_start().await?,
@@ -397,6 +526,7 @@ impl FunctionPool {
         let mut child =
             command.spawn().map_err(|error| start_error(format!("{}: {error}", self.spec.bootstrap.display())))?;
         let pid = child.id().unwrap_or_default();
+        api.admit(pid);
         for output in [child.stdout.take().map(Output::Out), child.stderr.take().map(Output::Err)].into_iter().flatten()
         {
             tokio::spawn(forward(output, name.clone(), self.spec.logs.clone(), self.spec.metrics.clone()));
@@ -437,7 +567,12 @@ async fn forward(output: Output, name: String, target: LogTarget, metrics: Optio
         LogTarget::Terminal => None,
         LogTarget::Dir(dir) => {
             let path = dir.join(format!("{name}.log"));
-            let opened = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await;
+            // 0600, and never through a symbolic link someone left in the folder.
+            let opened = tokio::fs::OpenOptions::from(crate::private_files::options())
+                .create(true)
+                .append(true)
+                .open(&path)
+                .await;
             match opened {
                 Ok(file) => Some(file),
                 Err(error) => {

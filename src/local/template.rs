@@ -404,7 +404,14 @@ struct Resolver<'a> {
     tables: HashMap<String, String>,
     resource_types: HashMap<String, String>,
     api_id: Option<String>,
+    /// The conditions being evaluated, outermost first: a name already here is a cycle.
+    evaluating: std::cell::RefCell<Vec<String>>,
+    /// How deep the intrinsic functions being resolved are nested.
+    depth: std::cell::Cell<usize>,
 }
+
+/// How deep intrinsic functions may nest (CloudFormation's own templates stay far below).
+const MAX_DEPTH: usize = 64;
 
 impl<'a> Resolver<'a> {
     fn new(template: &Value, local: &'a LocalValues) -> Result<Self, String> {
@@ -444,6 +451,8 @@ impl<'a> Resolver<'a> {
             tables: HashMap::new(),
             resource_types: HashMap::new(),
             api_id: None,
+            evaluating: std::cell::RefCell::default(),
+            depth: std::cell::Cell::new(0),
         };
         for (id, resource) in template.get("Resources").and_then(Value::as_mapping).into_iter().flatten() {
             let id = id.as_str().unwrap_or_default().to_owned();
@@ -484,8 +493,38 @@ impl<'a> Resolver<'a> {
         }))
     }
 
+    /// Runs `step` one level deeper, refusing past [`MAX_DEPTH`].
+    fn nested<T>(&self, step: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+        let depth = self.depth.get() + 1;
+        if depth > MAX_DEPTH {
+            return Err(format!("intrinsic functions nested more than {MAX_DEPTH} deep"));
+        }
+        self.depth.set(depth);
+        let result = step();
+        self.depth.set(depth - 1);
+        result
+    }
+
+    /// The condition `name` of the template's Conditions, evaluated; a condition
+    /// that needs itself (directly or through others) is an error naming the cycle.
+    fn named_condition(&self, name: &str) -> Result<bool, String> {
+        let condition = self.conditions.get(name).ok_or_else(|| format!("no condition {name}"))?;
+        if let Some(start) = self.evaluating.borrow().iter().position(|seen| seen == name) {
+            let cycle = self.evaluating.borrow()[start..].join(" -> ");
+            return Err(format!("the Conditions {cycle} -> {name} form a cycle"));
+        }
+        self.evaluating.borrow_mut().push(name.to_owned());
+        let result = self.condition(condition);
+        self.evaluating.borrow_mut().pop();
+        result
+    }
+
     /// A value with its intrinsic functions resolved; `None` for `AWS::NoValue`.
     fn resolve(&self, value: &Value) -> Result<Option<String>, String> {
+        self.nested(|| self.resolve_here(value))
+    }
+
+    fn resolve_here(&self, value: &Value) -> Result<Option<String>, String> {
         match value {
             Value::Tagged(tagged) => {
                 let tag = tagged.tag.to_string();
@@ -496,8 +535,7 @@ impl<'a> Resolver<'a> {
                     "!If" => {
                         let arms = arguments(&tagged.value, 3, "!If takes three values")?;
                         let name = arms[0].as_str().unwrap_or_default();
-                        let condition = self.conditions.get(name).ok_or_else(|| format!("no condition {name}"))?;
-                        if self.condition(condition)? { self.resolve(&arms[1]) } else { self.resolve(&arms[2]) }
+                        if self.named_condition(name)? { self.resolve(&arms[1]) } else { self.resolve(&arms[2]) }
                     }
                     "!Join" => {
                         let parts = arguments(&tagged.value, 2, "!Join takes two values")?;
@@ -516,6 +554,10 @@ impl<'a> Resolver<'a> {
     }
 
     fn condition(&self, value: &Value) -> Result<bool, String> {
+        self.nested(|| self.condition_here(value))
+    }
+
+    fn condition_here(&self, value: &Value) -> Result<bool, String> {
         let Value::Tagged(tagged) = value else { return Err("a condition must be !Equals, !Not, !And or !Or".into()) };
         let operands = tagged.value.as_sequence().map(Vec::as_slice).unwrap_or_default();
         match tagged.tag.to_string().as_str() {
@@ -523,10 +565,7 @@ impl<'a> Resolver<'a> {
             "!Not" if operands.len() == 1 => Ok(!self.condition(&operands[0])?),
             "!And" => operands.iter().try_fold(true, |all, operand| Ok(all && self.condition(operand)?)),
             "!Or" => operands.iter().try_fold(false, |any, operand| Ok(any || self.condition(operand)?)),
-            "!Condition" => {
-                let name = tagged.value.as_str().unwrap_or_default();
-                self.condition(self.conditions.get(name).ok_or_else(|| format!("no condition {name}"))?)
-            }
+            "!Condition" => self.named_condition(tagged.value.as_str().unwrap_or_default()),
             other => Err(format!("the condition function {other} is not supported by serve --lambda")),
         }
     }
@@ -730,5 +769,76 @@ mod tests {
         assert_eq!(app.functions["ProjectorFunction"].environment["RUST_LOG"], "debug");
         assert!(apply_env_vars(&mut app, r#"{"Nope": {}}"#).unwrap_err().contains("Nope"));
         assert!(apply_env_vars(&mut app, "[1]").is_err());
+    }
+
+    /// The template with `conditions` added to its Conditions and the authorizer's
+    /// `USER_POOL_CLIENT_ID` set to `value`.
+    fn with_conditions(conditions: &[(&str, String)], value: &str) -> String {
+        let declared: String = conditions.iter().map(|(name, body)| format!("  {name}: {body}\n")).collect();
+        TEMPLATE.replacen("Conditions:\n", &format!("Conditions:\n{declared}"), 1).replacen(
+            "USER_POOL_CLIENT_ID: !If [HasClientId, !Ref UserPoolClientId, !Ref AWS::NoValue]",
+            &format!("USER_POOL_CLIENT_ID: {value}"),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_cycle_of_conditions_or_nesting_without_end_is_one_clear_error() {
+        let cycle = with_conditions(
+            &[("LoopA", "!Condition LoopB".into()), ("LoopB", "!Not [!Condition LoopA]".into())],
+            "!If [LoopA, yes, no]",
+        );
+        let error = read(&cycle, &local()).unwrap_err();
+        assert!(error.contains("LoopA -> LoopB -> LoopA form a cycle"), "{error}");
+        let itself = with_conditions(&[("Me", "!Condition Me".into())], "!If [Me, yes, no]");
+        assert!(read(&itself, &local()).unwrap_err().contains("Me -> Me form a cycle"));
+        let deep = format!("{}!Equals [a, a]{}", "!Not [".repeat(100), "]".repeat(100));
+        let nested = with_conditions(&[("Deep", deep)], "!If [Deep, yes, no]");
+        let error = read(&nested, &local()).unwrap_err();
+        assert!(error.contains("nested more than 64 deep") || error.contains("not YAML"), "{error}");
+    }
+
+    fn intrinsic() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let condition = prop::sample::select(vec!["C0", "C1", "C2", "HasClientId", "Nope"]);
+        let leaf = prop_oneof![
+            Just("plain".to_owned()),
+            Just("!Ref AWS::Region".to_owned()),
+            Just("!Ref EventsTableName".to_owned()),
+            Just("!Ref NoSuchThing".to_owned()),
+            Just("!Ref AWS::NoValue".to_owned()),
+            Just("!GetAtt EventsTable.Arn".to_owned()),
+            Just("!Sub \"${AWS::Region}-${EventsTable.Arn}-${EventsTableName}\"".to_owned()),
+            Just("!Sub \"${Missing}\"".to_owned()),
+            Just("!Sub [\"${A}\", {A: !Ref AWS::Region}]".to_owned()),
+            condition.clone().prop_map(|name| format!("!Condition {name}")),
+            Just("!Unknown x".to_owned()),
+        ];
+        leaf.prop_recursive(6, 64, 4, move |inner| {
+            prop_oneof![
+                (condition.clone(), inner.clone(), inner.clone())
+                    .prop_map(|(name, a, b)| format!("!If [{name}, {a}, {b}]")),
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|parts| format!("!Join [\"-\", [{}]]", parts.join(", "))),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("!Equals [{a}, {b}]")),
+                inner.clone().prop_map(|a| format!("!Not [{a}]")),
+                prop::collection::vec(inner.clone(), 0..3).prop_map(|parts| format!("!And [{}]", parts.join(", "))),
+                prop::collection::vec(inner, 0..3).prop_map(|parts| format!("!Or [{}]", parts.join(", "))),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Any template of intrinsic functions, with conditions that may name each
+        /// other in cycles, reads to an app or to an error: no panic, no hang.
+        #[test]
+        fn random_intrinsic_functions_never_panic_or_hang(
+            c0 in intrinsic(), c1 in intrinsic(), c2 in intrinsic(), value in intrinsic(),
+        ) {
+            let template = with_conditions(&[("C0", c0), ("C1", c1), ("C2", c2)], &value);
+            let _ = read(&template, &local());
+        }
     }
 }

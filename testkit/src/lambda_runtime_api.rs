@@ -62,12 +62,28 @@ impl RuntimeApi {
 
     /// Starts a Lambda bootstrap against this Runtime API, with `env` added.
     pub fn spawn(&self, binary: &str, env: &[(&str, String)]) -> Child {
-        self.command(binary, env).spawn().expect("the Lambda bootstrap starts")
+        self.admitted(self.command(binary, env).spawn().expect("the Lambda bootstrap starts"))
     }
 
     /// Like [`RuntimeApi::spawn`], with the function's standard output piped to the test.
     pub fn spawn_piped(&self, binary: &str, env: &[(&str, String)]) -> Child {
-        self.command(binary, env).stdout(std::process::Stdio::piped()).spawn().expect("the Lambda bootstrap starts")
+        self.admitted(
+            self.command(binary, env)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("the Lambda bootstrap starts"),
+        )
+    }
+
+    /// Lets `child` (and only it) use this Runtime API.
+    fn admitted(&self, child: Child) -> Child {
+        self.server.admit(child.id().expect("the bootstrap is running"));
+        child
+    }
+
+    /// Where the process finds the Runtime API (`AWS_LAMBDA_RUNTIME_API`).
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.server.address()
     }
 
     fn command(&self, binary: &str, env: &[(&str, String)]) -> Command {

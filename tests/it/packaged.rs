@@ -86,6 +86,7 @@ async fn the_packaged_handler_runs_in_a_function_pool() {
         idle_stop: Duration::from_secs(60),
         logs: LogTarget::Terminal,
         metrics: None,
+        max_concurrency: 10,
     });
     let now = chrono::Utc::now().timestamp_millis();
     let fixture = include_str!("../fixtures/apigw/connect.json");
@@ -109,6 +110,12 @@ struct LambdaServe {
 
 impl LambdaServe {
     async fn start(limits: wsledger::local::Limits) -> Self {
+        Self::start_with(limits, None).await
+    }
+
+    /// With `management_token`, `@connections` needs it, and the functions sign
+    /// their own calls with the credentials `serve` gave them.
+    async fn start_with(limits: wsledger::local::Limits, management_token: Option<&str>) -> Self {
         use std::collections::HashMap;
         use std::sync::Arc;
         use std::time::Duration;
@@ -140,14 +147,23 @@ impl LambdaServe {
             "AuthorizerFunction": { "JWKS_FILE": jwks.path().display().to_string() },
         });
         template::apply_env_vars(&mut app, &env_vars.to_string()).unwrap();
+        let credentials = wsledger::local::lambda_mode::prepare_functions(
+            &mut app,
+            dynamodb_local::endpoint(),
+            &format!("http://127.0.0.1:{port}/local"),
+            dynamodb_local::ACCESS_KEY.to_owned(),
+        );
+        wsledger::local::lambda_mode::refuse_remote_endpoints(&app).unwrap();
         let artifacts = PathBuf::from(bootstrap("connection-handler")).parent().unwrap().parent().unwrap().to_owned();
-        let routes = Arc::new(LambdaRoutes::start(app, &artifacts, LogTarget::Terminal).unwrap());
+        let routes = Arc::new(LambdaRoutes::start(app, &artifacts, LogTarget::Terminal, 10).unwrap());
         let config = ServeConfig {
             listen: ([127, 0, 0, 1], port).into(),
             stage: "local".into(),
             limits,
             sweep_interval: Duration::from_secs(3_600),
             lambda: Some(routes.clone()),
+            management_token: management_token.map(str::to_owned),
+            function_credentials: vec![credentials],
             ..ServeConfig::default()
         };
         let streams = dynamodb_local::streams_client();
@@ -299,5 +315,59 @@ async fn the_seed_readme_client_works_in_lambda_mode() {
     let url = format!("ws://{}/?token={}", serve.server.local_addr(), serve.token());
     assert_eq!(crate::serve::run_seed_client(&url).await, crate::serve::SEED_SESSION);
     serve.views_when(|views| views.first().is_some_and(|view| !view.is_connected())).await;
+    serve.stop().await;
+}
+
+/// With `--management-token`, the functions' own `@connections` calls succeed (they
+/// sign with the credentials `serve` gave them, which it verifies), so the sweep
+/// closes a ghost; a caller with the token as key id but another secret, or any
+/// other key, is refused.
+#[tokio::test]
+async fn the_sweep_works_with_a_management_token() {
+    use std::time::Duration;
+    use wsledger::domain::{ConnectionEvent, ConnectionId, DisconnectReason, EventEnvelope, Timestamp};
+    use wsledger::ports::EventStore;
+
+    let serve = LambdaServe::start_with(wsledger::local::Limits::default(), Some("m4nage")).await;
+    // A ghost: connected three hours ago, its $disconnect never came.
+    let ghost_at = Timestamp::now().minus(chrono::TimeDelta::hours(3));
+    let ghost = EventEnvelope::for_request(
+        ConnectionId::parse("GhostOfLambdaMode=").unwrap(),
+        serve.user(),
+        "ghost",
+        ghost_at,
+        ghost_at,
+        ConnectionEvent::Connected { ip_address: None, user_agent: None },
+    );
+    serve.store.append(&ghost).await.unwrap();
+    serve.views_when(|views| views.iter().any(|view| view.is_connected())).await;
+
+    let (pools, _) = serve.routes.scheduled_functions(Duration::from_secs(60));
+    assert_eq!(pools.len(), 1, "the template schedules the sweep");
+    pools[0].invoke(wsledger::local::lambda_mode::scheduled_event("us-east-1")).await.unwrap();
+    let views =
+        serve.views_when(|views| views.iter().any(|view| view.disconnect_reason == Some(DisconnectReason::Gone))).await;
+    assert_eq!(views.len(), 1);
+
+    let endpoint = format!("http://{}/local", serve.server.local_addr());
+    let client = |key: &str, secret: &str| {
+        let config = aws_sdk_apigatewaymanagement::Config::builder()
+            .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_sdk_apigatewaymanagement::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(key, secret, None, None, "t"))
+            .retry_config(aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_apigatewaymanagement::Client::from_conf(config)
+    };
+    let ask = |client: aws_sdk_apigatewaymanagement::Client| async move {
+        match client.get_connection().connection_id("GhostOfLambdaMode=").send().await {
+            Ok(_) => 200,
+            Err(error) => error.raw_response().map_or(0, |response| response.status().as_u16()),
+        }
+    };
+    assert_eq!(ask(client("m4nage", "m4nage")).await, 410, "the token as key id and secret");
+    assert_eq!(ask(client("m4nage", "zeros")).await, 403, "a signature made with another secret");
+    assert_eq!(ask(client(dynamodb_local::ACCESS_KEY, "zeros")).await, 403, "the functions' key id alone");
     serve.stop().await;
 }

@@ -52,13 +52,13 @@ async fn flood_until_stalled(client: &mut RawClient) -> usize {
 }
 
 /// The Management API client, without the SDK's retries: a 429 must reach the test.
-fn management(address: SocketAddr, access_key: &str) -> aws_sdk_apigatewaymanagement::Client {
+fn management(address: SocketAddr, access_key: &str, secret: &str) -> aws_sdk_apigatewaymanagement::Client {
     let config = aws_sdk_apigatewaymanagement::Config::builder()
         .behavior_version(aws_sdk_apigatewaymanagement::config::BehaviorVersion::latest())
         .endpoint_url(format!("http://{address}"))
         .region(aws_sdk_apigatewaymanagement::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
-            access_key, "secret", None, None, "test",
+            access_key, secret, None, None, "test",
         ))
         .retry_config(aws_sdk_apigatewaymanagement::config::retry::RetryConfig::disabled())
         .build();
@@ -91,7 +91,7 @@ async fn a_client_that_never_reads_is_closed_and_recorded() {
     eprintln!("the client stalled after {sent} messages of 8 KB");
 
     // While it is wedged: posts answer at once, and soon with 429.
-    let sdk = management(address, "local");
+    let sdk = management(address, "local", "local");
     let mut throttled = false;
     for _ in 0..200 {
         let started = Instant::now();
@@ -195,11 +195,24 @@ async fn foreign_hosts_are_refused_and_the_management_token_is_required() {
         403
     );
     assert_eq!(raw_status(address, &post(&at_connections, &address.to_string(), bearer)).await, 200);
-    // The AWS SDKs sign their requests: the token is the access key id.
+    // The AWS SDKs sign their requests: the token is the access key id and the
+    // secret, and the signature is verified.
     let connection_id = views[0].connection_id.to_string();
-    management(address, "s3cret").get_connection().connection_id(&connection_id).send().await.unwrap();
-    let refused = management(address, "local").get_connection().connection_id(&connection_id).send().await;
-    assert_eq!(refused.unwrap_err().raw_response().map(|response| response.status().as_u16()), Some(403));
+    management(address, "s3cret", "s3cret").get_connection().connection_id(&connection_id).send().await.unwrap();
+    for (key, secret) in [("local", "local"), ("s3cret", "local"), ("s3cret", "")] {
+        let refused = management(address, key, secret).get_connection().connection_id(&connection_id).send().await;
+        let status = refused.unwrap_err().raw_response().map(|response| response.status().as_u16());
+        assert_eq!(status, Some(403), "{key}/{secret}");
+    }
+    // A signature of zeros with the token as key id (the key id alone is no credential).
+    let zeros = format!(
+        "Authorization: AWS4-HMAC-SHA256 Credential=s3cret/{}/us-east-1/execute-api/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature={}\r\nX-Amz-Date: {}\r\n",
+        chrono::Utc::now().format("%Y%m%d"),
+        "0".repeat(64),
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
+    assert_eq!(raw_status(address, &post(&at_connections, &address.to_string(), &zeros)).await, 403);
     // The WebSocket endpoint stays open to any origin, as API Gateway's is.
     let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
         "ws://{address}/?userId=user-any-origin"

@@ -113,7 +113,7 @@ async fn start_with(template_text: &str, config: ServeConfig) -> (App, Arc<Lambd
     };
     let app = template::read(template_text, &local).unwrap();
     assert!(app.unsupported.is_empty(), "{:?}", app.unsupported);
-    let routes = Arc::new(LambdaRoutes::start(app, artifacts.path(), LogTarget::Terminal).unwrap());
+    let routes = Arc::new(LambdaRoutes::start(app, artifacts.path(), LogTarget::Terminal, 10).unwrap());
     let config = ServeConfig { lambda: Some(routes.clone()), ..config };
     (App::start_config(temp_db(), config).await, routes, artifacts)
 }
@@ -173,9 +173,20 @@ async fn routes_invoke_their_functions_and_answer_through_their_route_responses(
     client.send(Message::Text(r#"{"action":"sendmessage"}"#.into())).await.unwrap();
     let reply = next_text(&mut client).await;
     assert_ne!(reply["pid"], pid, "the timed-out process was replaced");
+    let pid = reply["pid"].clone();
+
+    // A statusCode outside 100-599 (65736 would wrap to 200 as a u16) is a function error.
+    for status in ["65736", "42", "-1", "\"200\""] {
+        let message = format!(r#"{{"action":"sendmessage","statusCode":{status}}}"#);
+        client.send(Message::Text(message.into())).await.unwrap();
+        let reply = next_text(&mut client).await;
+        assert_eq!(reply["message"], "Internal server error", "{status}: {reply}");
+    }
+    client.send(Message::Text(r#"{"action":"sendmessage"}"#.into())).await.unwrap();
+    let reply = next_text(&mut client).await;
     assert_eq!(
         reply,
-        json!({ "route": "sendmessage", "user": "user-from-token", "greeting": "from-template", "pid": reply["pid"] })
+        json!({ "route": "sendmessage", "user": "user-from-token", "greeting": "from-template", "pid": pid })
     );
     routes.stop().await;
     app.server.shutdown().await;
@@ -207,6 +218,43 @@ async fn the_cli_says_what_lambda_mode_needs() {
     assert!(missing.contains("no bootstrap for") && missing.contains("scripts/package"), "{missing}");
     let unknown = with(&["--parameter-overrides", "Nope=1"]);
     assert!(unknown.contains("Nope"), "{unknown}");
+
+    // Templates that would hang, escape --artifacts, or send requests off this
+    // machine: one line each, a non-zero exit, and quickly.
+    let project = include_str!("../../template.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let variant = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cyclic = variant(
+        "cyclic.yaml",
+        project
+            .replacen("Conditions:\n", "Conditions:\n  LoopA: !Condition LoopB\n  LoopB: !Condition LoopA\n", 1)
+            .replacen("!If [HasClientId,", "!If [LoopA,", 1),
+    );
+    let escaping = variant("escaping.yaml", project.replacen("Binary: authorizer", "Binary: ../../../bin", 1));
+    let remote = variant(
+        "remote.yaml",
+        project.replacen(
+            "MAX_CONNECTIONS_PER_USER: !Ref MaxConnectionsPerUser",
+            "MAX_CONNECTIONS_PER_USER: !Ref MaxConnectionsPerUser\n          AWS_ENDPOINT_URL_DYNAMODB: https://dynamodb.us-east-1.amazonaws.com",
+            1,
+        ),
+    );
+    let overrides = ["--parameter-overrides", "UserPoolId=us-east-1_Local", "--artifacts", "/nonexistent"];
+    for (template, expected) in [
+        (&cyclic, "LoopA -> LoopB -> LoopA form a cycle"),
+        (&escaping, "is not a plain folder name"),
+        (&remote, "is not on this machine"),
+    ] {
+        let started = std::time::Instant::now();
+        let args = ["--lambda", "--template", template, "--store", "dynamodb", "--endpoint-url", "http://127.0.0.1:9"];
+        let stderr = run(&[args.as_slice(), &overrides].concat());
+        assert!(stderr.contains(expected), "{template}: {stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{template}: no hang");
+    }
 }
 
 /// Without `--artifacts` and with no bootstraps built, `serve --lambda` builds them

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use wsledger::adapters::sqlite::SqliteStore;
-use wsledger::domain::{ConnectionId, TimeRange};
+use wsledger::domain::{ConnectionEvent, ConnectionId, EventEnvelope, TimeRange, Timestamp, UserId};
 use wsledger::ports::{AppendOutcome, EventStore, PageRequest, ViewStore};
 use wsledger::projector::Change;
 
@@ -65,4 +65,39 @@ async fn the_change_feed_is_ordered_and_checkpointed() {
     assert_eq!(store.last_sequence().await.unwrap(), 5);
     let views_untouched = store.get(&ConnectionId::parse("conn-feed-0").unwrap()).await.unwrap();
     assert!(views_untouched.is_none(), "the feed only reports; projecting is the consumer's job");
+}
+
+/// The ledger holds every user's ids, addresses and user agents: its files are the
+/// user's alone, whatever the umask, and an existing world-readable one is narrowed.
+#[tokio::test]
+async fn the_ledgers_files_are_created_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let event = EventEnvelope::for_request(
+        ConnectionId::parse("ModeConn0001=").unwrap(),
+        UserId::parse("user-mode").unwrap(),
+        "r1",
+        Timestamp::now(),
+        Timestamp::now(),
+        ConnectionEvent::Connected { ip_address: Some("203.0.113.5".into()), user_agent: None },
+    );
+    store.append(&event).await.unwrap();
+    let wal = dir.path().join("ledger.db-wal");
+    assert!(wal.exists(), "the store runs in WAL mode");
+    for file in [path.clone(), wal, dir.path().join("ledger.db-shm")] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    let lock = wsledger::local::lock::ServeLock::acquire(&path).unwrap();
+    assert_eq!(mode(&wsledger::local::lock::ServeLock::path_for(&path)), 0o600);
+    drop(lock);
+    drop(store);
+
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, "").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    SqliteStore::open(&old).unwrap();
+    assert_eq!(mode(&old), 0o600, "an existing ledger is narrowed");
 }

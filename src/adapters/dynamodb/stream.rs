@@ -169,11 +169,9 @@ impl StreamPoller {
     fn save_checkpoint(&self, stream_arn: &str) {
         let Some(path) = &self.checkpoint else { return };
         let checkpoint = Checkpoint { stream_arn: stream_arn.to_owned(), shards: self.durable.clone() };
-        let temporary = path.with_extension("tmp");
         let written = serde_json::to_vec(&checkpoint)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&temporary, bytes))
-            .and_then(|()| std::fs::rename(&temporary, path));
+            .and_then(|bytes| crate::private_files::replace(path, &bytes));
         if let Err(error) = written {
             tracing::warn!(path = %path.display(), %error, "saving the stream checkpoint failed");
         }
