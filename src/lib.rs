@@ -1,28 +1,19 @@
 //! wsledger: an event-sourced connection ledger for API Gateway WebSocket APIs.
 //!
-//! See ARCHITECTURE.md for the map. In short: [`domain`] is pure (events, the fold),
-//! [`ports`] are the traits the application needs, [`adapters`] implement them, and
-//! the binaries under `src/bin` are thin entry points.
+//! See ARCHITECTURE.md for the map. In short: [`domain`] is pure (events, the fold)
+//! and [`ports`] are the traits the application needs, both in the `wsledger-core`
+//! crate (no I/O in its dependencies); the services, the AWS adapters and the
+//! Lambda bootstraps are in `wsledger-aws`; both are re-exported here. This package
+//! adds the embedded SQLite store, `wsledger serve` ([`local`]) and the CLI
+//! ([`cli`], `src/bin/wsledger.rs`).
 
 pub mod adapters;
-pub mod audit;
-pub mod auth;
-pub mod backoff;
 pub mod cli;
-pub mod delivery;
-pub mod domain;
-pub mod handler;
-pub mod lambda;
 pub mod local;
-pub mod metrics;
-pub mod migrations;
-pub mod policy;
-pub mod ports;
-pub mod private_files;
-pub mod projection;
-pub mod projector;
-pub mod report;
-pub mod settings;
-pub mod sweep;
-mod sync;
-pub mod usage;
+
+use wsledger_aws::sync;
+pub use wsledger_aws::{
+    audit, auth, backoff, delivery, handler, lambda, metrics, migrations, policy, private_files, projection, projector,
+    report, settings, sweep, usage,
+};
+pub use wsledger_core::{domain, ports};

@@ -1,11 +1,7 @@
-//! Adapters: implementations of the ports. Only adapters know item attribute names,
-//! SDK types and wire formats.
+//! Adapters: implementations of the ports. Those that speak to AWS, and the
+//! in-memory store, are `wsledger-aws`'s (re-exported here); the embedded SQLite
+//! store of `wsledger serve` is this package's.
 
-pub mod apigw;
-pub mod aws;
-pub mod dynamodb;
-pub mod emf;
-pub mod faulty;
-pub mod item;
-pub mod memory;
+pub use wsledger_aws::adapters::{apigw, aws, dynamodb, emf, faulty, item, memory};
+
 pub mod sqlite;

@@ -258,6 +258,8 @@ fn build_missing_artifacts(app: &template::LambdaApp, dir: &std::path::Path) -> 
     println!("  building:     {} with cargo lambda (first use; this takes a few minutes)", binaries.join(", "));
     let mut command = std::process::Command::new("cargo");
     command.args(["lambda", "build", "--release", "--lambda-dir"]).arg(dir);
+    // The binaries may be any workspace member's (this project's are wsledger-aws's).
+    command.arg("--workspace");
     for binary in &binaries {
         command.args(["--bin", binary]);
     }

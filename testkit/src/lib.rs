@@ -10,4 +10,4 @@ pub mod dynamodb_local;
 pub mod lambda_runtime_api;
 mod support;
 
-pub use support::eventually;
+pub use support::{bootstrap_bin, eventually};

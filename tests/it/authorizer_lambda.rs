@@ -96,7 +96,7 @@ impl Authorizer {
     async fn start(jwks_env: (&str, String)) -> Self {
         let runtime = RuntimeApi::start().await;
         let process = runtime.spawn(
-            env!("CARGO_BIN_EXE_authorizer"),
+            &wsledger_testkit::bootstrap_bin("authorizer"),
             &[
                 ("USER_POOL_ID", USER_POOL_ID.to_owned()),
                 ("USER_POOL_CLIENT_ID", CLIENT_ID.to_owned()),

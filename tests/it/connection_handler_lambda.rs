@@ -39,7 +39,7 @@ impl Lambda {
         let runtime = RuntimeApi::start().await;
         let TableNames { events, connections } = store.tables().clone();
         let process = runtime.spawn(
-            env!("CARGO_BIN_EXE_connection-handler"),
+            &wsledger_testkit::bootstrap_bin("connection-handler"),
             &[
                 ("EVENTS_TABLE_NAME", events),
                 ("CONNECTIONS_TABLE_NAME", connections),

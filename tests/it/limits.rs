@@ -33,7 +33,7 @@ async fn handler_processes(store: &DynamoDbStore, count: usize) -> Vec<(RuntimeA
     for _ in 0..count {
         let runtime = RuntimeApi::start().await;
         let process = runtime.spawn(
-            env!("CARGO_BIN_EXE_connection-handler"),
+            &wsledger_testkit::bootstrap_bin("connection-handler"),
             &[
                 ("EVENTS_TABLE_NAME", events.clone()),
                 ("CONNECTIONS_TABLE_NAME", connections.clone()),

@@ -122,7 +122,8 @@ fn websocket_event(fixture: &str, connection_id: &str, offset_ms: i64, body: Opt
 async fn the_connection_handler_prints_emf_for_messages_rejections_and_appends() {
     let (store, _) = dynamodb_local::fresh_store().await;
     let runtime = RuntimeApi::start().await;
-    let mut process = runtime.spawn_piped(env!("CARGO_BIN_EXE_connection-handler"), &dynamodb_env(store.tables()));
+    let mut process =
+        runtime.spawn_piped(&wsledger_testkit::bootstrap_bin("connection-handler"), &dynamodb_env(store.tables()));
     let emf = EmfLines::collect(&mut process);
     let connection = "EmfHandler01=";
     for event in [
@@ -161,7 +162,7 @@ async fn the_projector_prints_emf_for_records_views_and_lag() {
     records.push(poison);
 
     let runtime = RuntimeApi::start().await;
-    let mut process = runtime.spawn_piped(env!("CARGO_BIN_EXE_projector"), &dynamodb_env(store.tables()));
+    let mut process = runtime.spawn_piped(&wsledger_testkit::bootstrap_bin("projector"), &dynamodb_env(store.tables()));
     let emf = EmfLines::collect(&mut process);
     let mut batch = Event::default();
     batch.records = records;
@@ -190,7 +191,7 @@ async fn the_authorizer_prints_emf_for_allowed_and_denied_by_reason() {
     let address = serve_jwks(json!({ "keys": [key.jwk.clone()] })).await;
     let runtime = RuntimeApi::start().await;
     let mut process = runtime.spawn_piped(
-        env!("CARGO_BIN_EXE_authorizer"),
+        &wsledger_testkit::bootstrap_bin("authorizer"),
         &[
             ("USER_POOL_ID", USER_POOL_ID.to_owned()),
             ("USER_POOL_CLIENT_ID", CLIENT_ID.to_owned()),

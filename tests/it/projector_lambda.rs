@@ -139,7 +139,7 @@ async fn view(store: &DynamoDbStore, connection: &str) -> Option<ConnectionInfo>
 fn spawn_projector(runtime: &RuntimeApi, store: &DynamoDbStore, extra: &[(&str, String)]) -> tokio::process::Child {
     let mut env = dynamodb_local::bootstrap_env(store.tables());
     env.extend(extra.iter().cloned());
-    runtime.spawn(env!("CARGO_BIN_EXE_projector"), &env)
+    runtime.spawn(&wsledger_testkit::bootstrap_bin("projector"), &env)
 }
 
 #[tokio::test]

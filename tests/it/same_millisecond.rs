@@ -28,7 +28,7 @@ async fn a_session_started_and_ended_in_one_millisecond_through_the_real_bootstr
     let (store, _) = dynamodb_local::fresh_store().await;
     let env = dynamodb_local::bootstrap_env(store.tables());
     let handler_runtime = RuntimeApi::start().await;
-    let _handler = handler_runtime.spawn(env!("CARGO_BIN_EXE_connection-handler"), &env);
+    let _handler = handler_runtime.spawn(&wsledger_testkit::bootstrap_bin("connection-handler"), &env);
     let connect = include_str!("../fixtures/apigw/connect.json");
     let default = include_str!("../fixtures/apigw/default.json");
     let connected_at = Timestamp::now().epoch_millis() - 60_000;
@@ -47,7 +47,7 @@ async fn a_session_started_and_ended_in_one_millisecond_through_the_real_bootstr
 
     let records = crate::projector_lambda::stream_records(&store).await;
     let projector_runtime = RuntimeApi::start().await;
-    let _projector = projector_runtime.spawn(env!("CARGO_BIN_EXE_projector"), &env);
+    let _projector = projector_runtime.spawn(&wsledger_testkit::bootstrap_bin("projector"), &env);
     // Newest first, as a stream may deliver them after a retry.
     let mut batch = Event::default();
     batch.records = records.into_iter().rev().collect();

@@ -76,7 +76,7 @@ async fn the_handler_answers_unavailable_before_its_deadline() {
     let mut env = aws_env(endpoint);
     env.push(("AWS_OPERATION_TIMEOUT_MS", "60000".into()));
     env.push(("AWS_ATTEMPT_TIMEOUT_MS", "60000".into()));
-    let _handler = runtime.spawn(env!("CARGO_BIN_EXE_connection-handler"), &env);
+    let _handler = runtime.spawn(&wsledger_testkit::bootstrap_bin("connection-handler"), &env);
     runtime.initialized().await;
     let started = Instant::now();
     let outcome = runtime.invoke(default_event("StalledConn01=")).await;
@@ -113,7 +113,7 @@ async fn the_projector_reports_the_batch_for_a_retry() {
     env.push(("EVENTS_TABLE_NAME", store.tables().events.clone()));
     env.push(("CONNECTIONS_TABLE_NAME", store.tables().connections.clone()));
     env.push(("AWS_OPERATION_TIMEOUT_MS", "1500".into()));
-    let _projector = runtime.spawn(env!("CARGO_BIN_EXE_projector"), &env);
+    let _projector = runtime.spawn(&wsledger_testkit::bootstrap_bin("projector"), &env);
     let mut batch = Event::default();
     batch.records = records;
     let started = Instant::now();

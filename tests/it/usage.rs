@@ -100,7 +100,7 @@ async fn shuffled_and_duplicated_records_give_the_session_usage_on_both_stores()
     batch.insert(2, records[0].clone());
     batch.extend(records[..3].iter().cloned());
     let runtime = RuntimeApi::start().await;
-    let _projector = runtime.spawn(env!("CARGO_BIN_EXE_projector"), &dynamodb_env(&store));
+    let _projector = runtime.spawn(&wsledger_testkit::bootstrap_bin("projector"), &dynamodb_env(&store));
     for part in [&batch[..3], &batch[3..]] {
         let mut lambda_event = Event::default();
         lambda_event.records = part.to_vec();

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, service_fn};
-use wsledger::adapters::dynamodb::{self, DynamoDbStore};
-use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText};
-use wsledger::lambda::{self, connection_handler};
-use wsledger::metrics::Metrics;
-use wsledger::ports::{EventStore, PageRequest};
-use wsledger::settings;
+use wsledger_aws::adapters::dynamodb::{self, DynamoDbStore};
+use wsledger_aws::handler::{AcknowledgingVoice, ConnectionHandler, EchoText};
+use wsledger_aws::lambda::{self, connection_handler};
+use wsledger_aws::metrics::Metrics;
+use wsledger_aws::ports::{EventStore, PageRequest};
+use wsledger_aws::settings;
 
 // One thread: Lambda gives a function one invocation at a time (and at most a vCPU
 // or two), so worker threads add nothing but their start-up and a hand-off between

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, service_fn};
-use wsledger::adapters::apigw::ManagementApiGateway;
-use wsledger::adapters::dynamodb::{self, DynamoDbStore};
-use wsledger::lambda::{self, projector};
-use wsledger::metrics::Metrics;
-use wsledger::ports::{ConnectionGateway, ViewStore};
-use wsledger::settings;
-use wsledger::sweep::SweepConfig;
+use wsledger_aws::adapters::apigw::ManagementApiGateway;
+use wsledger_aws::adapters::dynamodb::{self, DynamoDbStore};
+use wsledger_aws::lambda::{self, projector};
+use wsledger_aws::metrics::Metrics;
+use wsledger_aws::ports::{ConnectionGateway, ViewStore};
+use wsledger_aws::settings;
+use wsledger_aws::sweep::SweepConfig;
 
 // One thread: Lambda gives a function one invocation at a time (and at most a vCPU
 // or two), so worker threads add nothing but their start-up and a hand-off between

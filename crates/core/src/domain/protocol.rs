@@ -342,5 +342,17 @@ impl Fields<'_> {
     }
 }
 
+/// The seed README's client examples, verbatim: what every test of the protocol
+/// starts from, and what a client of the seed sends.
+pub mod seed {
+    pub const SEED_VOICE_START: &str =
+        r#"{"type":"voice_start","data":{"audioFormat":"webm","sessionId":"voice-session-123"}}"#;
+    pub const SEED_VOICE_DATA: &str =
+        r#"{"type":"voice_data","data":{"audioData":"base64-encoded-audio","sessionId":"voice-session-123"}}"#;
+    pub const SEED_VOICE_END: &str = r#"{"type":"voice_end","data":{"sessionId":"voice-session-123"}}"#;
+    pub const SEED_TEXT: &str =
+        r#"{"type":"text_message","data":{"content":"Hello, AI!","sessionId":"chat-session-123"}}"#;
+}
+
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

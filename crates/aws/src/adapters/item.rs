@@ -92,7 +92,7 @@ impl From<&EventEnvelope> for EventItem {
     }
 }
 
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string().into())
 }
 

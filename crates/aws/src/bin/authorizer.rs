@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, service_fn};
-use wsledger::adapters::aws::TrustRoots;
-use wsledger::auth::{JwksSource, JwtVerifier};
-use wsledger::lambda::{self, authorizer};
-use wsledger::metrics::Metrics;
-use wsledger::settings;
+use wsledger_aws::adapters::aws::TrustRoots;
+use wsledger_aws::auth::{JwksSource, JwtVerifier};
+use wsledger_aws::lambda::{self, authorizer};
+use wsledger_aws::metrics::Metrics;
+use wsledger_aws::settings;
 
 // One thread: Lambda gives a function one invocation at a time (and at most a vCPU
 // or two), so worker threads add nothing but their start-up and a hand-off between

@@ -7,8 +7,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
-const EVENTS_JSON: &str = include_str!("../migrations/dynamodb/events.json");
-const CONNECTIONS_JSON: &str = include_str!("../migrations/dynamodb/connections.json");
+const EVENTS_JSON: &str = include_str!("../../../migrations/dynamodb/events.json");
+const CONNECTIONS_JSON: &str = include_str!("../../../migrations/dynamodb/connections.json");
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]

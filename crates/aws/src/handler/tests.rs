@@ -5,7 +5,7 @@ use crate::adapters::faulty::Faulty;
 use crate::adapters::memory::MemoryStore;
 use crate::domain::EventId;
 use crate::domain::EventKind;
-use crate::domain::protocol::tests::{SEED_TEXT, SEED_VOICE_DATA, SEED_VOICE_END, SEED_VOICE_START};
+use crate::domain::protocol::seed::{SEED_TEXT, SEED_VOICE_DATA, SEED_VOICE_END, SEED_VOICE_START};
 
 const T0: i64 = 1_764_000_000_000;
 

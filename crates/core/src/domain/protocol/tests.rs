@@ -4,14 +4,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::*;
 
-/// The seed README's client examples, verbatim.
-pub(crate) const SEED_VOICE_START: &str =
-    r#"{"type":"voice_start","data":{"audioFormat":"webm","sessionId":"voice-session-123"}}"#;
-pub(crate) const SEED_VOICE_DATA: &str =
-    r#"{"type":"voice_data","data":{"audioData":"base64-encoded-audio","sessionId":"voice-session-123"}}"#;
-pub(crate) const SEED_VOICE_END: &str = r#"{"type":"voice_end","data":{"sessionId":"voice-session-123"}}"#;
-pub(crate) const SEED_TEXT: &str =
-    r#"{"type":"text_message","data":{"content":"Hello, AI!","sessionId":"chat-session-123"}}"#;
+use super::seed::{SEED_TEXT, SEED_VOICE_DATA, SEED_VOICE_END, SEED_VOICE_START};
 
 fn code_of(body: &str) -> ErrorCode {
     parse_client_message(body).expect_err(body).code

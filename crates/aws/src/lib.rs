@@ -1,0 +1,28 @@
+//! wsledger on AWS: the application services over the ports, the adapters that
+//! speak to AWS (DynamoDB, the API Gateway Management API, EMF metrics), the
+//! in-memory store, and the Lambda entry glue of the three bootstraps in `src/bin`.
+//!
+//! The domain and the ports come from `wsledger-core` (re-exported here as
+//! [`domain`] and [`ports`]); the emulator and the CLI live in the root package,
+//! which depends on this one and never the other way round.
+
+pub use wsledger_core::{domain, ports};
+
+pub mod adapters;
+pub mod audit;
+pub mod auth;
+pub mod backoff;
+pub mod delivery;
+pub mod handler;
+pub mod lambda;
+pub mod metrics;
+pub mod migrations;
+pub mod policy;
+pub mod private_files;
+pub mod projection;
+pub mod projector;
+pub mod report;
+pub mod settings;
+pub mod sweep;
+pub mod sync;
+pub mod usage;
