@@ -1,4 +1,4 @@
-//! The stored shape of events and views, with the attribute names of DESIGN.md
+//! The stored shape of events and views, with the attribute names of the contract (docs/contract.md)
 //! (the seed's `ConnectionInfo` names for views). Every store and every JSON output
 //! uses these, so the same traffic reads the same on DynamoDB and on SQLite.
 //! Store-specific attributes (index keys) are added by each adapter.
