@@ -50,7 +50,7 @@ pub struct StoreArgs {
     /// from EVENTS_TABLE_NAME and CONNECTIONS_TABLE_NAME).
     #[arg(long, default_value = "sqlite:./wsledger.db", value_name = "STORE")]
     pub store: StoreArg,
-    /// The DynamoDB endpoint (default: AWS_ENDPOINT_URL_DYNAMODB, else AWS).
+    /// The DynamoDB endpoint (default: AWS_ENDPOINT_URL_DYNAMODB, else AWS_ENDPOINT_URL, else AWS).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 }
@@ -92,11 +92,7 @@ impl StoreArgs {
 
     /// Where DynamoDB is, in words, for error messages.
     pub fn dynamodb_endpoint(&self) -> String {
-        self.endpoint_url
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok())
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .unwrap_or_else(|| "AWS".to_owned())
+        settings::dynamodb_endpoint(self.endpoint_url.as_deref()).unwrap_or_else(|| "AWS".to_owned())
     }
 
     pub async fn open(&self) -> anyhow::Result<OpenStore> {

@@ -299,7 +299,7 @@ async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
     Ok(match store_args.open().await? {
         OpenStore::Sqlite(store) => Backend::Sqlite(store),
         OpenStore::DynamoDb(store) => {
-            let endpoint = store_args.endpoint_url.clone().or_else(crate::settings::dynamodb_endpoint);
+            let endpoint = crate::settings::dynamodb_endpoint(store_args.endpoint_url.as_deref());
             Backend::DynamoDb {
                 store,
                 streams: dynamodb::streams_client(endpoint.as_deref(), crate::settings::aws_policy()).await,

@@ -13,9 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
-use crate::adapters::aws::TrustRoots;
 use crate::domain::UserId;
 use crate::metrics::{Metrics, names};
+use crate::trust_roots::TrustRoots;
 
 /// A JWKS is fetched again for an unknown key id at most this often (key rotation).
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use chrono::TimeDelta;
 
 use crate::domain::ConnectionStatus;
+use crate::domain::decide::{Decision, decide};
 use crate::domain::lease::{LimitReached, UserLeases, lease_until};
 use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage, parse_client_message};
 use crate::domain::{
@@ -46,7 +47,7 @@ impl HandlerConfig {
     /// the policies' variables (`MAX_CONNECTIONS_PER_USER`, ...), as `lookup` finds
     /// them (`settings::handler_config` reads them from the process).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let number = |name: &str| crate::settings::number::<u32>(&lookup, name);
+        let number = |name: &str| crate::setting::number::<u32>(&lookup, name);
         let mut config = Self::default();
         if let Some(seconds) = number("ACTIVITY_INTERVAL_SECS")? {
             config.activity_interval = TimeDelta::seconds(i64::from(seconds));
@@ -568,6 +569,8 @@ impl ConnectionHandler {
         Response::frame(200, &ServerMessage::error(error))
     }
 
+    /// A message: the rate limit, then [`decide`] (pure), then the I/O it asks for in
+    /// order: the user, the policies' checks, the ledger event, activity, the port.
     async fn message(&self, meta: &RequestMeta, body: &str) -> Response {
         self.metrics.message();
         if let Verdict::Limited { log } = self.limiter().message(&meta.connection_id, meta.request_time) {
@@ -579,9 +582,10 @@ impl ConnectionHandler {
             Ok(message) => message,
             Err(error) => return self.reject(&error),
         };
-        if message == ClientMessage::Ping {
+        let decision = decide(&message);
+        if let Some(answer) = &decision.answer_at_once {
             self.record_activity(meta, None).await;
-            return Response::frame(200, &ServerMessage::Pong);
+            return Response::frame(200, answer);
         }
         let user_id = match self.user_of(meta).await {
             Ok(Some(user_id)) => user_id,
@@ -593,35 +597,10 @@ impl ConnectionHandler {
             }
             Err(_) => return self.unavailable_frame(),
         };
-        let is_voice_event = matches!(message, ClientMessage::VoiceStart { .. } | ClientMessage::VoiceEnd { .. });
-        if is_voice_event
-            && let Verdict::Limited { log } = self.limiter().ledger_event(&meta.connection_id, meta.request_time)
-        {
-            let rate = self.config.policies.max_ledger_events_per_minute;
-            let message = format!("more than {rate} voice events per minute (MAX_LEDGER_EVENTS_PER_MINUTE)");
-            return self.limited(ErrorCode::RateLimited, message, log);
+        if let Err(refused) = self.admit(meta, &user_id, &decision).await {
+            return refused;
         }
-        if matches!(message, ClientMessage::VoiceStart { .. }) {
-            match self.voice_quota_exceeded(meta, &user_id).await {
-                Ok(None) => {}
-                Ok(Some(message)) => {
-                    let log = self.limiter().should_log(&meta.connection_id, meta.request_time);
-                    return self.limited(ErrorCode::QuotaExceeded, message, log);
-                }
-                Err(_) => return self.unavailable_frame(),
-            }
-        }
-        let ledger_event = match &message {
-            ClientMessage::VoiceStart { audio_format, session_id } => Some(ConnectionEvent::VoiceStarted {
-                session_id: session_id.clone(),
-                audio_format: audio_format.clone(),
-            }),
-            ClientMessage::VoiceEnd { session_id } => {
-                Some(ConnectionEvent::VoiceEnded { session_id: session_id.clone() })
-            }
-            _ => None,
-        };
-        if let Some(event) = ledger_event
+        if let Some(event) = decision.records
             && self.append(&self.envelope(meta, user_id.clone(), event)).await.is_err()
         {
             return self.unavailable_frame();
@@ -629,7 +608,35 @@ impl ConnectionHandler {
         if !self.record_activity_for(meta, &user_id, message.session_id()).await {
             return self.unavailable_frame();
         }
-        let reply = match &message {
+        self.reply(meta, &message).await
+    }
+
+    /// The policies a decided message must pass: the ledger-event rate and the
+    /// daily voice quota. `Err` is the refusal to send.
+    async fn admit(&self, meta: &RequestMeta, user_id: &UserId, decision: &Decision) -> Result<(), Response> {
+        if decision.limited_as_ledger_event
+            && let Verdict::Limited { log } = self.limiter().ledger_event(&meta.connection_id, meta.request_time)
+        {
+            let rate = self.config.policies.max_ledger_events_per_minute;
+            let message = format!("more than {rate} voice events per minute (MAX_LEDGER_EVENTS_PER_MINUTE)");
+            return Err(self.limited(ErrorCode::RateLimited, message, log));
+        }
+        if decision.needs_voice_quota {
+            match self.voice_quota_exceeded(meta, user_id).await {
+                Ok(None) => {}
+                Ok(Some(message)) => {
+                    let log = self.limiter().should_log(&meta.connection_id, meta.request_time);
+                    return Err(self.limited(ErrorCode::QuotaExceeded, message, log));
+                }
+                Err(_) => return Err(self.unavailable_frame()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The port's answer to an admitted message.
+    async fn reply(&self, meta: &RequestMeta, message: &ClientMessage) -> Response {
+        let reply = match message {
             ClientMessage::VoiceStart { audio_format, session_id } => {
                 self.voice.start(&meta.connection_id, session_id, audio_format).await
             }

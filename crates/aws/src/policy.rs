@@ -39,7 +39,7 @@ impl Default for Policies {
 impl Policies {
     /// The defaults, overridden by the variables of the same names as `lookup` finds them.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let number = |name: &str| crate::settings::number::<u64>(&lookup, name);
+        let number = |name: &str| crate::setting::number::<u64>(&lookup, name);
         let small = |name: &str, value: u64| u32::try_from(value).map_err(|_| format!("{name}={value} is too large"));
         let mut policies = Self::default();
         if let Some(value) = number("MAX_CONNECTIONS_PER_USER")? {

@@ -9,19 +9,7 @@ use crate::adapters::dynamodb::TableNames;
 use crate::auth::AuthConfig;
 use crate::handler::HandlerConfig;
 
-/// A whole number of 0 or more from `lookup(name)`: `None` when unset or blank, an
-/// error naming the variable when it is not a number. Every setting parses its
-/// numbers with this.
-pub fn number<T: std::str::FromStr>(lookup: impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>, String> {
-    match lookup(name) {
-        Some(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse::<T>()
-            .map(Some)
-            .map_err(|_| format!("{name}={value:?} is not a whole number of 0 or more")),
-        _ => Ok(None),
-    }
-}
+pub use crate::setting::number;
 
 /// A variable of the process environment (`None` when unset).
 pub fn lookup(name: &str) -> Option<String> {
@@ -108,15 +96,22 @@ pub fn management_endpoint(fallback: Option<&str>) -> Option<String> {
         .or_else(|| fallback.map(str::to_owned))
 }
 
+/// The DynamoDB endpoint, by the AWS SDK's own rule: `explicit` (a flag) when
+/// given, else `AWS_ENDPOINT_URL_DYNAMODB`, else `AWS_ENDPOINT_URL`; `None` is AWS's.
+/// The one rule for every entry point (the bootstraps' SDK client applies the same
+/// variables itself; the Streams client, another service to the SDK, is pointed at
+/// this explicitly).
+pub fn dynamodb_endpoint(explicit: Option<&str>) -> Option<String> {
+    explicit
+        .map(str::to_owned)
+        .or_else(|| lookup("AWS_ENDPOINT_URL_DYNAMODB"))
+        .or_else(|| lookup("AWS_ENDPOINT_URL"))
+        .filter(|value| !value.trim().is_empty())
+}
+
 /// `WEBSOCKET_API_ENDPOINT`.
 pub fn websocket_api_endpoint() -> Option<String> {
     lookup("WEBSOCKET_API_ENDPOINT").filter(|value| !value.is_empty())
-}
-
-/// `AWS_ENDPOINT_URL_DYNAMODB` (the SDK reads it for DynamoDB; the Streams client,
-/// another service to the SDK, is pointed at it explicitly).
-pub fn dynamodb_endpoint() -> Option<String> {
-    lookup("AWS_ENDPOINT_URL_DYNAMODB").filter(|value| !value.is_empty())
 }
 
 /// `AWS_REGION` (else `AWS_DEFAULT_REGION`).

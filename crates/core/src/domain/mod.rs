@@ -4,6 +4,7 @@
 //! on history that was already stored. Validation happens when values are made
 //! (`parse`), so a value that exists is valid.
 
+pub mod decide;
 mod event;
 mod ids;
 pub mod lease;
