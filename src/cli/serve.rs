@@ -309,30 +309,7 @@ async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let auth = match args.auth {
-        AuthArg::Dev => AuthMode::Dev,
-        AuthArg::Jwt => {
-            let user_pool_id =
-                args.user_pool_id.as_deref().context("--auth jwt needs --user-pool-id or USER_POOL_ID")?;
-            let mut config = AuthConfig::cognito(user_pool_id, args.client_id.clone()).map_err(anyhow::Error::msg)?;
-            if let Some(url) = &args.jwks_url {
-                config.jwks = JwksSource::Url(url.clone());
-            }
-            if let Some(file) = &args.jwks_file {
-                config.jwks = JwksSource::File(file.into());
-            }
-            let verifier = JwtVerifier::new(config);
-            verifier.warm_up().await.context("loading the signing keys")?;
-            AuthMode::Jwt(Arc::new(verifier))
-        }
-    };
-    let mut handler = crate::settings::handler_config().map_err(anyhow::Error::msg)?;
-    let policies = &mut handler.policies;
-    policies.max_connections_per_user = args.max_connections_per_user.unwrap_or(policies.max_connections_per_user);
-    policies.max_messages_per_second = args.max_messages_per_second.unwrap_or(policies.max_messages_per_second);
-    policies.max_ledger_events_per_minute =
-        args.max_ledger_events_per_minute.unwrap_or(policies.max_ledger_events_per_minute);
-    policies.max_voice_seconds_per_day = args.max_voice_seconds_per_day.unwrap_or(policies.max_voice_seconds_per_day);
+    let auth = auth_mode(&args).await?;
     let management_token = management_token(&args).map_err(anyhow::Error::msg)?;
     let (lambda, function_credentials) = match lambda_routes(&args)? {
         Some((routes, credentials)) => (Some(routes), vec![credentials]),
@@ -348,7 +325,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Limits::default()
         },
         stage: args.stage.clone(),
-        handler,
+        handler: handler_config(&args)?,
         sweep: SweepConfig { retention_days: retention_days()?, ..SweepConfig::default() },
         sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
         dashboard: !args.no_dashboard,
@@ -372,25 +349,72 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let max_connections = config.max_connections;
     let server = Server::start(config, backend).await?;
-    let address = server.local_addr();
+    print_banner(&args, server.local_addr(), lambda.as_deref(), max_connections, management_token.is_some());
+    shutdown_signal().await;
+    let open = server.open_connections();
+    println!("wsledger serve: shutting down, closing {open} connection(s) (Ctrl-C again to exit at once)");
+    // A second Ctrl-C ends the process now, as people expect of a dev server.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("wsledger serve: interrupted again; exiting without waiting");
+        std::process::exit(130);
+    });
+    server.shutdown().await;
+    if let Some(lambda) = &lambda {
+        lambda.stop().await;
+    }
+    println!("wsledger serve: stopped");
+    Ok(())
+}
+
+/// `--auth`: dev (trust `?userId=`) or Cognito JWTs, whose keys are loaded now.
+async fn auth_mode(args: &ServeArgs) -> anyhow::Result<AuthMode> {
+    match args.auth {
+        AuthArg::Dev => Ok(AuthMode::Dev),
+        AuthArg::Jwt => {
+            let user_pool_id =
+                args.user_pool_id.as_deref().context("--auth jwt needs --user-pool-id or USER_POOL_ID")?;
+            let mut config = AuthConfig::cognito(user_pool_id, args.client_id.clone()).map_err(anyhow::Error::msg)?;
+            if let Some(url) = &args.jwks_url {
+                config.jwks = JwksSource::Url(url.clone());
+            }
+            if let Some(file) = &args.jwks_file {
+                config.jwks = JwksSource::File(file.into());
+            }
+            let verifier = JwtVerifier::new(config);
+            verifier.warm_up().await.context("loading the signing keys")?;
+            Ok(AuthMode::Jwt(Arc::new(verifier)))
+        }
+    }
+}
+
+/// The handler's configuration from the environment, as the Lambda reads it, with
+/// the policy flags over it.
+fn handler_config(args: &ServeArgs) -> anyhow::Result<crate::handler::HandlerConfig> {
+    let mut handler = crate::settings::handler_config().map_err(anyhow::Error::msg)?;
+    let policies = &mut handler.policies;
+    policies.max_connections_per_user = args.max_connections_per_user.unwrap_or(policies.max_connections_per_user);
+    policies.max_messages_per_second = args.max_messages_per_second.unwrap_or(policies.max_messages_per_second);
+    policies.max_ledger_events_per_minute =
+        args.max_ledger_events_per_minute.unwrap_or(policies.max_ledger_events_per_minute);
+    policies.max_voice_seconds_per_day = args.max_voice_seconds_per_day.unwrap_or(policies.max_voice_seconds_per_day);
+    Ok(handler)
+}
+
+/// What `serve` prints once it listens: where to connect, what runs, and warnings.
+fn print_banner(
+    args: &ServeArgs,
+    address: std::net::SocketAddr,
+    lambda: Option<&LambdaRoutes>,
+    max_connections: usize,
+    has_management_token: bool,
+) {
     println!("wsledger serve: listening on {address}");
     println!("  store:        {}", args.store.store);
     // Without an authorizer on $connect in the template, --auth says who connects.
-    let authorizer =
-        lambda.as_ref().and_then(|lambda| lambda.connect_authorizer()).map(|authorizer| &authorizer.function);
-    if let Some(lambda) = &lambda {
-        let routes: Vec<String> =
-            lambda.app().routes.iter().map(|(key, route)| format!("{key} -> {}", route.function)).collect();
-        println!("  lambda:       {} ({})", args.lambda.template.display(), routes.join(", "));
-        match lambda.stream_function() {
-            Some(stream) => println!(
-                "  projector:    {} on the events stream (batches of {}), scheduled functions every {}s",
-                stream.trigger.function,
-                stream.trigger.batch_size,
-                lambda.scheduled_functions(Duration::from_secs(args.sweep_interval.max(1))).1.as_secs()
-            ),
-            None => println!("  projector:    in-process (the template has no DynamoDB stream trigger)"),
-        }
+    let authorizer = lambda.and_then(|lambda| lambda.connect_authorizer()).map(|authorizer| &authorizer.function);
+    if let Some(lambda) = lambda {
+        print_lambda(args, lambda);
     }
     match (authorizer, args.auth) {
         (Some(function), _) => {
@@ -417,7 +441,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if !address.ip().is_loopback() {
         println!("  warning: listening beyond this machine ({address}); anyone who can reach it can connect");
-        if management_token.is_none() {
+        if !has_management_token {
             println!(
                 "  warning: --insecure-management: anyone who can reach {address} can post to and close connections"
             );
@@ -429,21 +453,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    shutdown_signal().await;
-    let open = server.open_connections();
-    println!("wsledger serve: shutting down, closing {open} connection(s) (Ctrl-C again to exit at once)");
-    // A second Ctrl-C ends the process now, as people expect of a dev server.
-    tokio::spawn(async {
-        shutdown_signal().await;
-        eprintln!("wsledger serve: interrupted again; exiting without waiting");
-        std::process::exit(130);
-    });
-    server.shutdown().await;
-    if let Some(lambda) = &lambda {
-        lambda.stop().await;
+}
+
+/// `--lambda`'s lines of the banner: the template's routes and what projects.
+fn print_lambda(args: &ServeArgs, lambda: &LambdaRoutes) {
+    let routes: Vec<String> =
+        lambda.app().routes.iter().map(|(key, route)| format!("{key} -> {}", route.function)).collect();
+    println!("  lambda:       {} ({})", args.lambda.template.display(), routes.join(", "));
+    match lambda.stream_function() {
+        Some(stream) => println!(
+            "  projector:    {} on the events stream (batches of {}), scheduled functions every {}s",
+            stream.trigger.function,
+            stream.trigger.batch_size,
+            lambda.scheduled_functions(Duration::from_secs(args.sweep_interval.max(1))).1.as_secs()
+        ),
+        None => println!("  projector:    in-process (the template has no DynamoDB stream trigger)"),
     }
-    println!("wsledger serve: stopped");
-    Ok(())
 }
 
 async fn shutdown_signal() {
