@@ -10,9 +10,9 @@ use clap::{Args, ValueEnum};
 use super::common::{OpenStore, StoreArg, StoreArgs, retention_days};
 use crate::adapters::dynamodb;
 use crate::auth::{AuthConfig, JwksSource, JwtVerifier};
-use crate::local::lambda_mode::LambdaRoutes;
-use crate::local::runtime_api::LogTarget;
-use crate::local::template;
+use crate::local::lambda::routes::LambdaRoutes;
+use crate::local::lambda::runtime_api::LogTarget;
+use crate::local::lambda::template;
 use crate::local::{AuthMode, Backend, Limits, ServeConfig, Server};
 use crate::sweep::SweepConfig;
 
@@ -137,7 +137,7 @@ pub struct LambdaArgs {
     lambda_logs: Option<std::path::PathBuf>,
     /// At most this many invocations of each function at once; past it an
     /// invocation is throttled (the client sees API Gateway's "Internal server error").
-    #[arg(long, value_name = "N", default_value_t = crate::local::runtime_api::DEFAULT_MAX_CONCURRENCY,
+    #[arg(long, value_name = "N", default_value_t = crate::local::lambda::runtime_api::DEFAULT_MAX_CONCURRENCY,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000), requires = "lambda")]
     lambda_max_concurrency: usize,
     /// Let a function's AWS_ENDPOINT_URL* name a host off this machine (its requests
@@ -147,7 +147,9 @@ pub struct LambdaArgs {
 }
 
 /// The template's routes, with pools for their functions, for `--lambda`.
-fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<(Arc<LambdaRoutes>, crate::local::exposure::SigningKey)>> {
+fn lambda_routes(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<(Arc<LambdaRoutes>, crate::local::gateway::exposure::SigningKey)>> {
     let lambda = &args.lambda;
     if !lambda.lambda {
         return Ok(None);
@@ -187,9 +189,9 @@ fn lambda_routes(args: &ServeArgs) -> anyhow::Result<Option<(Arc<LambdaRoutes>, 
         template::apply_env_vars(&mut app, &json).map_err(anyhow::Error::msg)?;
     }
     let key_id = crate::settings::aws_credential("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "local".to_owned());
-    let credentials = crate::local::lambda_mode::prepare_functions(&mut app, &dynamodb, &endpoint, key_id);
+    let credentials = crate::local::lambda::routes::prepare_functions(&mut app, &dynamodb, &endpoint, key_id);
     if !lambda.allow_remote_endpoints {
-        crate::local::lambda_mode::refuse_remote_endpoints(&app).map_err(anyhow::Error::msg)?;
+        crate::local::lambda::routes::refuse_remote_endpoints(&app).map_err(anyhow::Error::msg)?;
     }
     if !app.unsupported.is_empty() {
         println!("  warning: serve --lambda does not emulate: {}", app.unsupported.join("; "));
@@ -238,7 +240,7 @@ fn build_missing_artifacts(app: &template::LambdaApp, dir: &std::path::Path) -> 
         .into_iter()
         .filter_map(|logical_id| app.functions.get(logical_id))
         .filter(|function| {
-            crate::local::lambda_mode::find_bootstrap(dir, &function.logical_id, function.binary.as_deref()).is_err()
+            crate::local::lambda::routes::find_bootstrap(dir, &function.logical_id, function.binary.as_deref()).is_err()
         })
         .collect();
     if missing.is_empty() {

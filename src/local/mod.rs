@@ -7,21 +7,11 @@
 //! the upgrade, 32 KB frames and 128 KB messages (1009), 10 minute idle and 2 hour
 //! limits (1001), and the `@connections` Management API with real `GoneException`s.
 
-pub mod apigw_event;
 pub mod dashboard;
-pub mod exposure;
 pub mod feed;
-pub mod http;
-pub mod lambda_mode;
+pub mod gateway;
+pub mod lambda;
 pub mod lock;
-mod management;
-pub mod metrics;
-pub mod peer;
-pub mod registry;
-pub mod runtime_api;
-pub mod sigv4;
-mod socket;
-pub mod template;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +32,8 @@ use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerCon
 use crate::metrics::Metrics;
 use crate::ports::{EventStore, LeaseStore, ViewStore};
 use crate::sweep::{SweepConfig, sweep};
-use registry::Registry;
+use gateway::registry::Registry;
+use gateway::{apigw_event, exposure, http, management, socket};
 
 /// API Gateway's limits, configurable for tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +104,7 @@ pub struct ServeConfig {
     pub stream_checkpoint: Option<std::path::PathBuf>,
     /// `serve --lambda`: routes and the `$connect` authorizer run the template's
     /// functions as Lambda runs them, instead of the handler in-process.
-    pub lambda: Option<Arc<lambda_mode::LambdaRoutes>>,
+    pub lambda: Option<Arc<lambda::routes::LambdaRoutes>>,
 }
 
 impl Default for ServeConfig {
@@ -277,7 +268,7 @@ impl Server {
             spawn_sweep(events, views.clone(), registry.clone(), &config, metrics.clone(), shutdown),
         ];
         let stream_function = config.lambda.as_ref().and_then(|lambda| lambda.stream_function()).map(|function| {
-            lambda_mode::LocalStreamFunction { function, views: views.clone(), dashboard: state.dashboard.clone() }
+            lambda::routes::LocalStreamFunction { function, views: views.clone(), dashboard: state.dashboard.clone() }
         });
         let projector = spawn_projector(
             backend,
@@ -363,7 +354,7 @@ fn spawn_http(
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_management_token));
     let api = management
         .merge(dashboard::routes())
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(gateway::prometheus::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_known_host));
     let app = Router::new()
         .route("/", get(socket::entry))
@@ -383,7 +374,7 @@ fn spawn_projector(
     views: Arc<dyn ViewStore>,
     metrics: Arc<Metrics>,
     stream_checkpoint: Option<std::path::PathBuf>,
-    stream_function: Option<lambda_mode::LocalStreamFunction>,
+    stream_function: Option<lambda::routes::LocalStreamFunction>,
     flushing: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     match backend {
@@ -461,7 +452,7 @@ fn spawn_sweep(
             if let Some((scheduled, region)) = &scheduled {
                 // serve --lambda: the template's scheduled functions sweep, as EventBridge invokes them.
                 for pool in scheduled {
-                    let invoked = pool.invoke(lambda_mode::scheduled_event(region));
+                    let invoked = pool.invoke(lambda::routes::scheduled_event(region));
                     tokio::select! {
                         result = invoked => if let Err(error) = result {
                             tracing::warn!(%error, "the scheduled function failed");

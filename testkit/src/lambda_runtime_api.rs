@@ -1,14 +1,14 @@
 //! A Lambda Runtime API on loopback, so the real Lambda bootstraps can be driven
 //! by tests exactly as Lambda drives them: `GET /runtime/invocation/next`, then
 //! `POST /runtime/invocation/{id}/response` (or `/error`). It is `serve --lambda`'s
-//! own (`wsledger::local::runtime_api`), with the process started by the test.
+//! own (`wsledger::local::lambda::runtime_api`), with the process started by the test.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::{Child, Command};
-use wsledger::local::runtime_api::{RuntimeApiServer, RuntimeOutcome, lambda_command};
+use wsledger::local::lambda::runtime_api::{RuntimeApiServer, RuntimeOutcome, lambda_command};
 
 /// An API Gateway WebSocket event from a fixture (`tests/fixtures/apigw`), for
 /// `connection_id`, connected at `connected_at` and sent at `at` (epoch
@@ -33,7 +33,7 @@ pub enum Outcome {
 }
 
 /// One bootstrap process driven as Lambda drives it, through `serve`'s own Runtime
-/// API (`wsledger::local::runtime_api`): the test starts the process, then invokes.
+/// API (`wsledger::local::lambda::runtime_api`): the test starts the process, then invokes.
 pub struct RuntimeApi {
     server: RuntimeApiServer,
     timeout_ms: AtomicI64,

@@ -72,7 +72,7 @@ async fn each_packaged_bootstrap_answers_its_fixture() {
 #[tokio::test]
 async fn the_packaged_handler_runs_in_a_function_pool() {
     use std::time::Duration;
-    use wsledger::local::runtime_api::{FunctionPool, FunctionSpec, LogTarget};
+    use wsledger::local::lambda::runtime_api::{FunctionPool, FunctionSpec, LogTarget};
 
     let (store, _) = dynamodb_local::fresh_store().await;
     let environment =
@@ -102,7 +102,7 @@ async fn the_packaged_handler_runs_in_a_function_pool() {
 /// packaged bootstraps, DynamoDB Local, and `limits`.
 struct LambdaServe {
     server: wsledger::local::Server,
-    routes: std::sync::Arc<wsledger::local::lambda_mode::LambdaRoutes>,
+    routes: std::sync::Arc<wsledger::local::lambda::routes::LambdaRoutes>,
     store: wsledger::adapters::dynamodb::DynamoDbStore,
     key: SigningKey,
     _jwks: tempfile::NamedTempFile,
@@ -119,9 +119,10 @@ impl LambdaServe {
         use std::collections::HashMap;
         use std::sync::Arc;
         use std::time::Duration;
-        use wsledger::local::lambda_mode::LambdaRoutes;
-        use wsledger::local::runtime_api::LogTarget;
-        use wsledger::local::{Backend, ServeConfig, Server, template};
+        use wsledger::local::lambda::routes::LambdaRoutes;
+        use wsledger::local::lambda::runtime_api::LogTarget;
+        use wsledger::local::lambda::template;
+        use wsledger::local::{Backend, ServeConfig, Server};
 
         let (store, _) = dynamodb_local::fresh_store().await;
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -147,13 +148,13 @@ impl LambdaServe {
             "AuthorizerFunction": { "JWKS_FILE": jwks.path().display().to_string() },
         });
         template::apply_env_vars(&mut app, &env_vars.to_string()).unwrap();
-        let credentials = wsledger::local::lambda_mode::prepare_functions(
+        let credentials = wsledger::local::lambda::routes::prepare_functions(
             &mut app,
             dynamodb_local::endpoint(),
             &format!("http://127.0.0.1:{port}/local"),
             dynamodb_local::ACCESS_KEY.to_owned(),
         );
-        wsledger::local::lambda_mode::refuse_remote_endpoints(&app).unwrap();
+        wsledger::local::lambda::routes::refuse_remote_endpoints(&app).unwrap();
         let artifacts = PathBuf::from(bootstrap("connection-handler")).parent().unwrap().parent().unwrap().to_owned();
         let routes = Arc::new(LambdaRoutes::start(app, &artifacts, LogTarget::Terminal, 10).unwrap());
         let config = ServeConfig {
@@ -344,7 +345,7 @@ async fn the_sweep_works_with_a_management_token() {
 
     let (pools, _) = serve.routes.scheduled_functions(Duration::from_secs(60));
     assert_eq!(pools.len(), 1, "the template schedules the sweep");
-    pools[0].invoke(wsledger::local::lambda_mode::scheduled_event("us-east-1")).await.unwrap();
+    pools[0].invoke(wsledger::local::lambda::routes::scheduled_event("us-east-1")).await.unwrap();
     let views =
         serve.views_when(|views| views.iter().any(|view| view.disconnect_reason == Some(DisconnectReason::Gone))).await;
     assert_eq!(views.len(), 1);

@@ -1,4 +1,4 @@
-//! `local::runtime_api`: functions run as Lambda runs them, here a foreign
+//! `local::lambda::runtime_api`: functions run as Lambda runs them, here a foreign
 //! bootstrap (Node.js, `tests/fixtures/bootstraps/echo.js`) speaking the Runtime API.
 
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wsledger::local::runtime_api::{FunctionPool, FunctionSpec, InvokeError, LogTarget};
+use wsledger::local::lambda::runtime_api::{FunctionPool, FunctionSpec, InvokeError, LogTarget};
 
 fn spec(name: &str) -> FunctionSpec {
     FunctionSpec {
@@ -167,7 +167,7 @@ async fn a_rogue_poller_beside_the_bootstrap_receives_nothing_and_the_bootstrap_
 
 #[tokio::test]
 async fn browsers_are_refused_request_ids_are_random_and_one_next_waits_at_a_time() {
-    use wsledger::local::runtime_api::{RuntimeApiServer, RuntimeOutcome};
+    use wsledger::local::lambda::runtime_api::{RuntimeApiServer, RuntimeOutcome};
     let server = RuntimeApiServer::start("guarded").await.unwrap();
     // This test process plays the function.
     server.admit(std::process::id());

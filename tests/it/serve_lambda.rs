@@ -10,9 +10,10 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use wsledger::local::lambda_mode::LambdaRoutes;
-use wsledger::local::runtime_api::LogTarget;
-use wsledger::local::{ServeConfig, template};
+use wsledger::local::ServeConfig;
+use wsledger::local::lambda::routes::LambdaRoutes;
+use wsledger::local::lambda::runtime_api::LogTarget;
+use wsledger::local::lambda::template;
 
 use crate::serve::{App, next_text, test_config};
 use crate::sqlite::temp_db;

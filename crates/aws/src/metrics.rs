@@ -2,7 +2,7 @@
 //! process. The handler, the authorizer, the projector and the sweep count into one
 //! [`Metrics`]; the entry points take the counts out: as CloudWatch Embedded Metric
 //! Format lines after each Lambda invocation (`adapters::emf`), as Prometheus text
-//! at `GET /metrics` in `serve` (`local::metrics`). No I/O here.
+//! at `GET /metrics` in `serve` (`local::gateway::prometheus`). No I/O here.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};

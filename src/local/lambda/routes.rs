@@ -19,12 +19,12 @@ use std::time::Duration;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use serde_json::{Value, json};
 
-use super::apigw_event::RouteSelection;
-use super::exposure::SigningKey;
 use super::runtime_api::{FunctionPool, FunctionSpec, LogTarget};
 use super::template::{IdentitySource, LambdaApp, StreamTrigger};
 use crate::domain::UserId;
 use crate::handler::Response;
+use crate::local::gateway::apigw_event::RouteSelection;
+use crate::local::gateway::exposure::SigningKey;
 
 /// How long an idle warm process lives.
 pub const IDLE_STOP: Duration = Duration::from_secs(300);
@@ -276,7 +276,7 @@ fn error_body(event: &ApiGatewayWebsocketProxyRequest, message: &str) -> String 
 pub struct LocalStreamFunction {
     pub function: StreamFunction,
     pub views: Arc<dyn crate::ports::ViewStore>,
-    pub dashboard: Option<Arc<super::dashboard::Dashboard>>,
+    pub dashboard: Option<Arc<crate::local::dashboard::Dashboard>>,
 }
 
 impl LocalStreamFunction {

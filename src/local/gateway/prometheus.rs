@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use crate::local::AppState;
 use crate::metrics::{Metrics, names};
 
 /// `EventsAppended` → `events_appended`.
@@ -58,7 +58,7 @@ pub fn render(metrics: &Metrics) -> String {
     text
 }
 
-pub(super) async fn metrics(
+pub(crate) async fn metrics(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,

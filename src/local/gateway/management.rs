@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use super::AppState;
 use super::registry::DELETE_REASON;
+use crate::local::AppState;
 use crate::ports::GatewayError;
 
 fn error(status: StatusCode, kind: &'static str, message: &str) -> Response {
@@ -88,7 +88,7 @@ async fn staged_delete(state: State<Arc<AppState>>, Path((_, id)): Path<(String,
     delete_connection(state, Path(id)).await
 }
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/@connections/{id}", post(post_to_connection).get(get_connection).delete(delete_connection))
         .route("/{stage}/@connections/{id}", post(staged_post).get(staged_get).delete(staged_delete))

@@ -30,8 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use super::stopped;
 use crate::domain::Timestamp;
+use crate::local::stopped;
 
 /// The address the client connected to (the `Host` rule accepts it).
 #[derive(Debug, Clone, Copy)]

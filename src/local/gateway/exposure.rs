@@ -14,10 +14,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
 use super::http::LocalAddr;
 use super::sigv4::{self, Authorization, SignedRequest};
 use crate::auth::token_from;
+use crate::local::AppState;
 
 /// Whether a request with this `Host` may read or act through the HTTP API: a
 /// loopback name or address, the `--listen` address, the address the client
@@ -72,7 +72,7 @@ fn refusal(status: StatusCode, kind: &'static str, message: &'static str) -> Res
 }
 
 /// Middleware of the HTTP API (`/api/*`, `@connections`): the `Host` rule.
-pub(super) async fn require_known_host(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_known_host(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok());
     let local = request.extensions().get::<LocalAddr>().map(|local| local.0);
     if !host_allowed(host, state.config.listen, local, &state.config.allowed_hosts) {
@@ -102,7 +102,7 @@ const MAX_SIGNED_BODY: usize = 256 * 1024;
 /// SigV4-signed request (the AWS SDKs and CLI) is verified: its key id must be the
 /// token (signed with the token as the secret too) or the functions' key id (signed
 /// with their secret), and its signature must match, within 15 minutes.
-pub(super) async fn require_management_token(
+pub(crate) async fn require_management_token(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,

@@ -18,14 +18,14 @@ use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::AppState;
 use crate::adapters::item::{EventItem, ViewItem};
 use crate::audit::{HistoryFilter, HistoryQuery, history};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, TimeRange, Timestamp, UserId};
+use crate::local::AppState;
 use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
 use crate::sync::lock;
 
-const PAGE: &str = include_str!("dashboard/index.html");
+const PAGE: &str = include_str!("index.html");
 /// How many recently written views the dashboard remembers (live ones come from the store too).
 const RECENT_VIEWS: usize = 500;
 
@@ -62,9 +62,12 @@ impl Dashboard {
         lock(&self.recent).0.values().cloned().collect()
     }
 
-    pub(super) fn allows(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
+    pub(crate) fn allows(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
         let Some(token) = &self.token else { return true };
-        super::exposure::token_matches(token, super::exposure::presented_token(headers, query).as_deref())
+        crate::local::gateway::exposure::token_matches(
+            token,
+            crate::local::gateway::exposure::presented_token(headers, query).as_deref(),
+        )
     }
 }
 
@@ -130,7 +133,7 @@ fn authorized<'a>(
 }
 
 /// `GET /` without an upgrade.
-pub(super) async fn page(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Response {
+pub(crate) async fn page(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Response {
     match dashboard_of(state) {
         Some(dashboard) if dashboard.allows(headers, query) => Html(PAGE).into_response(),
         Some(_) => refuse(),
@@ -238,14 +241,14 @@ async fn stream(
         };
         Some((Ok::<Event, Infallible>(event), receiver))
     });
-    sse(events.take_until(super::stopped(state.shutdown.clone()))).into_response()
+    sse(events.take_until(crate::local::stopped(state.shutdown.clone()))).into_response()
 }
 
 fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> impl IntoResponse {
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/connections", get(connections))
         .route("/api/connections/{id}/history", get(connection_history))

@@ -13,16 +13,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
-use super::AppState;
-use super::AuthMode;
 use super::apigw_event::{ConnectionContext, MessageBody, new_id};
 use super::http::ResetOnClose;
-use super::lambda_mode::Refusal;
 use super::registry::{CloseRequest, LiveConnection, Outbox};
 use crate::auth::{AuthError, token_from};
 use crate::domain::{Timestamp, UserId};
 use crate::handler::Response as HandlerResponse;
 use crate::lambda::connection_handler::request_of;
+use crate::local::AppState;
+use crate::local::AuthMode;
+use crate::local::lambda::routes::Refusal;
 
 /// The WebSocket read buffer per connection: small, so a hundred thousand idle
 /// connections cost little (axum's default is 128 KiB, allocated eagerly; 4 KiB
@@ -99,7 +99,7 @@ async fn authorize(
 }
 
 /// `GET /` (or `/{stage}`): the WebSocket handshake.
-pub(super) async fn entry(
+pub(crate) async fn entry(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -108,7 +108,7 @@ pub(super) async fn entry(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
-        return super::dashboard::page(&state, &headers, &query).await;
+        return crate::local::dashboard::page(&state, &headers, &query).await;
     };
     if *state.shutdown.borrow() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -351,7 +351,7 @@ async fn converse(
     let too_old_at = tokio::time::Instant::now() + limits.max_duration;
     let going_away_at = move |now: tokio::time::Instant| (now + limits.idle_timeout).min(too_old_at);
     let going_away = tokio::time::sleep_until(going_away_at(tokio::time::Instant::now()));
-    let shutdown = super::stopped(state.shutdown.clone());
+    let shutdown = crate::local::stopped(state.shutdown.clone());
     let closing = live.outbox.close_requested();
     tokio::pin!(going_away, shutdown, closing);
     loop {

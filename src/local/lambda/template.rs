@@ -716,7 +716,7 @@ fn scalar(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    const TEMPLATE: &str = include_str!("../../template.yaml");
+    const TEMPLATE: &str = include_str!("../../../template.yaml");
 
     fn local() -> LocalValues {
         LocalValues {
