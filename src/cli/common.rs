@@ -76,6 +76,13 @@ impl OpenStore {
             OpenStore::DynamoDb(store) => store,
         }
     }
+
+    pub fn leases(&self) -> &dyn crate::ports::LeaseStore {
+        match self {
+            OpenStore::Sqlite(store) => store,
+            OpenStore::DynamoDb(store) => store,
+        }
+    }
 }
 
 impl StoreArgs {

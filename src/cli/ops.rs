@@ -10,7 +10,7 @@ use super::common::{GatewayArgs, StoreArgs, parse_time, retention_days};
 use crate::delivery::send_to_user;
 use crate::domain::{Timestamp, UserId};
 use crate::projection::rebuild;
-use crate::sweep::{SweepConfig, sweep};
+use crate::sweep::{SweepConfig, SweepPorts, sweep};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -31,7 +31,9 @@ pub async fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
         retention_days: retention_days()?,
         ..SweepConfig::default()
     };
-    let report = sweep(store.views(), store.events(), &gateway, Timestamp::now(), config).await.context("sweeping")?;
+    let ports =
+        SweepPorts { views: store.views(), events: store.events(), gateway: &gateway, leases: Some(store.leases()) };
+    let report = sweep(ports, Timestamp::now(), config).await.context("sweeping")?;
     println!(
         "checked {}, gone {}, alive {} ({} with newer activity), errors {}",
         report.checked, report.gone, report.alive, report.refreshed, report.errors

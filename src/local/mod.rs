@@ -31,7 +31,7 @@ use crate::domain::Timestamp;
 use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
 use crate::metrics::Metrics;
 use crate::ports::{EventStore, LeaseStore, ViewStore};
-use crate::sweep::{SweepConfig, sweep};
+use crate::sweep::{SweepConfig, SweepPorts, sweep};
 use gateway::registry::Registry;
 use gateway::{apigw_event, exposure, http, management, socket};
 
@@ -234,7 +234,7 @@ impl Server {
         let handler =
             ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler)
                 .with_views(views.clone())
-                .with_leases(leases)
+                .with_leases(leases.clone())
                 .with_metrics(metrics.clone());
         let registry = Arc::new(Registry::default());
         let dashboard = config.dashboard.then(|| Arc::new(dashboard::Dashboard::new(config.dashboard_token.clone())));
@@ -265,7 +265,13 @@ impl Server {
         let http_stats = Arc::new(http::HttpStats::new(metrics.clone()));
         let tasks = vec![
             spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
-            spawn_sweep(events, views.clone(), registry.clone(), &config, metrics.clone(), shutdown),
+            spawn_sweep(
+                SweepStores { events, views: views.clone(), leases },
+                registry.clone(),
+                &config,
+                metrics.clone(),
+                shutdown,
+            ),
         ];
         let stream_function = config.lambda.as_ref().and_then(|lambda| lambda.stream_function()).map(|function| {
             lambda::routes::LocalStreamFunction { function, views: views.clone(), dashboard: state.dashboard.clone() }
@@ -425,9 +431,15 @@ fn spawn_projector(
     }
 }
 
-fn spawn_sweep(
+/// The stores the in-process sweep works on.
+struct SweepStores {
     events: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
+    leases: Arc<dyn LeaseStore>,
+}
+
+fn spawn_sweep(
+    stores: SweepStores,
     registry: Arc<Registry>,
     config: &ServeConfig,
     metrics: Arc<Metrics>,
@@ -462,7 +474,13 @@ fn spawn_sweep(
                 }
                 continue;
             }
-            let swept = sweep(views.as_ref(), events.as_ref(), registry.as_ref(), Timestamp::now(), sweep_config);
+            let ports = SweepPorts {
+                views: stores.views.as_ref(),
+                events: stores.events.as_ref(),
+                gateway: registry.as_ref(),
+                leases: Some(stores.leases.as_ref()),
+            };
+            let swept = sweep(ports, Timestamp::now(), sweep_config);
             tokio::select! {
                 result = swept => match result {
                     Ok(report) => report.count(&metrics),

@@ -130,6 +130,33 @@ async fn a_burst_of_one_users_handshakes_on_serve_accepts_at_most_the_limit() {
     app.server.shutdown().await;
 }
 
+/// The same burst on `serve --store dynamodb` (the leases on DynamoDB Local, the
+/// stream poller and the projector running).
+#[tokio::test]
+async fn a_burst_of_one_users_handshakes_on_serve_with_dynamodb_accepts_at_most_the_limit() {
+    use wsledger::local::{Backend, Server};
+    let (store, _) = dynamodb_local::fresh_store().await;
+    let policies = Policies { max_connections_per_user: LIMIT as u32, ..Policies::default() };
+    let config = ServeConfig { handler: HandlerConfig { policies, ..HandlerConfig::default() }, ..test_config() };
+    let streams = dynamodb_local::streams_client();
+    let server = Server::start(config, Backend::DynamoDb { store: store.clone(), streams }).await.unwrap();
+    let url = format!("ws://{}/?userId=user-burst-dynamodb", server.local_addr());
+    let results = join_all((0..12).map(|_| tokio_tungstenite::connect_async(url.clone()))).await;
+    let mut accepted = 0;
+    for result in results {
+        match result {
+            Ok(_) => accepted += 1,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+            Err(other) => panic!("a handshake is accepted or refused with 429: {other}"),
+        }
+    }
+    assert_eq!(accepted, LIMIT);
+    let user = UserId::parse("user-burst-dynamodb").unwrap();
+    let (leases, _) = store.leases(&user).await.unwrap().unwrap();
+    assert_eq!(leases.live(Timestamp::now()).count(), LIMIT);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_lease_stores_write_conditionally() {
     let (dynamodb, _) = dynamodb_local::fresh_store().await;

@@ -22,9 +22,6 @@ use crate::ports::{
     AppendOutcome, EventStore, LeaseStore, PageRequest, StoreError, TextResponder, ViewStore, VoicePipeline,
 };
 
-/// How often a lease write that lost to a concurrent one is tried again.
-const MAX_LEASE_CONFLICTS: u32 = 8;
-
 /// Settings of the handler, from the environment in Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandlerConfig {
@@ -418,7 +415,7 @@ impl ConnectionHandler {
             }
             match store.put_leases(&leases, version).await {
                 Ok(_) => return Ok(None),
-                Err(StoreError::Conflict(_)) if attempt < MAX_LEASE_CONFLICTS => {
+                Err(StoreError::Conflict(_)) if attempt < crate::leases::MAX_CONFLICTS => {
                     attempt += 1;
                     crate::backoff::pause(attempt).await;
                 }
@@ -427,36 +424,10 @@ impl ConnectionHandler {
         }
     }
 
-    /// Changes the user's leases with `change` (which says whether it changed
-    /// anything), read again on a concurrent write. Best effort: a lease left
-    /// behind expires by itself, so a failure is logged, not answered.
+    /// Changes the user's leases, when the limit is on (see [`crate::leases::change`]).
     async fn change_leases(&self, user_id: &UserId, change: impl Fn(&mut UserLeases) -> bool) {
-        let Some(store) = self.leases.as_ref().filter(|_| self.config.policies.max_connections_per_user > 0) else {
-            return;
-        };
-        let mut attempt = 0;
-        loop {
-            let result = match store.leases(user_id).await {
-                Ok(Some((mut leases, version))) => {
-                    if !change(&mut leases) {
-                        return;
-                    }
-                    store.put_leases(&leases, Some(version)).await
-                }
-                Ok(None) => return,
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(_) => return,
-                Err(StoreError::Conflict(_)) if attempt < MAX_LEASE_CONFLICTS => {
-                    attempt += 1;
-                    crate::backoff::pause(attempt).await;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %crate::report::chain(&error), "updating the user's connection leases failed (the lease expires by itself)");
-                    return;
-                }
-            }
+        if let Some(store) = self.leases.as_ref().filter(|_| self.config.policies.max_connections_per_user > 0) {
+            crate::leases::change(store.as_ref(), user_id, change).await;
         }
     }
 

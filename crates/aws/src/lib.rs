@@ -15,6 +15,7 @@ pub mod backoff;
 pub mod delivery;
 pub mod handler;
 pub mod lambda;
+pub mod leases;
 pub mod metrics;
 pub mod migrations;
 pub mod policy;

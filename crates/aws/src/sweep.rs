@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::delivery::{Recipient, gone_event};
 use crate::domain::{ConnectionEvent, ConnectionInfo, EventEnvelope, Timestamp};
-use crate::ports::{ConnectionGateway, EventStore, GatewayError, PageRequest, StoreError, ViewStore};
+use crate::ports::{ConnectionGateway, EventStore, GatewayError, LeaseStore, PageRequest, StoreError, ViewStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepConfig {
@@ -59,17 +59,18 @@ enum Verdict {
     Error,
 }
 
-async fn check(
-    gateway: &dyn ConnectionGateway,
-    events: &dyn EventStore,
-    view: &ConnectionInfo,
-    now: Timestamp,
-    config: SweepConfig,
-) -> Verdict {
+async fn check(ports: &SweepPorts<'_>, view: &ConnectionInfo, now: Timestamp, config: SweepConfig) -> Verdict {
+    let SweepPorts { events, gateway, leases, .. } = *ports;
     let recipient = Recipient::from(view);
     match gateway.get(&view.connection_id).await {
         Err(GatewayError::Gone) => match events.append(&gone_event(&recipient, now, config.retention_days)).await {
-            Ok(_) => Verdict::Gone,
+            Ok(_) => {
+                // A gone connection's slot in MAX_CONNECTIONS_PER_USER is free now.
+                if let Some(leases) = leases {
+                    crate::leases::release(leases, &view.user_id, &view.connection_id, now).await;
+                }
+                Verdict::Gone
+            }
             Err(error) => {
                 tracing::error!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "recording a gone connection failed");
                 Verdict::Error
@@ -105,14 +106,19 @@ async fn check(
     }
 }
 
+/// What the sweep works through: the views it reads, the ledger it appends to, the
+/// Management API it asks, and the leases it frees (when there are any).
+#[derive(Clone, Copy)]
+pub struct SweepPorts<'a> {
+    pub views: &'a dyn ViewStore,
+    pub events: &'a dyn EventStore,
+    pub gateway: &'a dyn ConnectionGateway,
+    pub leases: Option<&'a dyn LeaseStore>,
+}
+
 /// Sweeps once, as of `now`.
-pub async fn sweep(
-    views: &dyn ViewStore,
-    events: &dyn EventStore,
-    gateway: &dyn ConnectionGateway,
-    now: Timestamp,
-    config: SweepConfig,
-) -> Result<SweepReport, StoreError> {
+pub async fn sweep(ports: SweepPorts<'_>, now: Timestamp, config: SweepConfig) -> Result<SweepReport, StoreError> {
+    let views = ports.views;
     let deadline = now.minus(config.grace);
     let mut report = SweepReport::default();
     let mut page = PageRequest::first(100);
@@ -120,7 +126,7 @@ pub async fn sweep(
         let suspects = views.list_live_until_before(deadline, page.clone()).await?;
         // Futures first, then the stream: a closure in the stream would make this
         // future unusable in a spawned task (a higher-ranked lifetime limitation).
-        let checks: Vec<_> = suspects.items.iter().map(|view| check(gateway, events, view, now, config)).collect();
+        let checks: Vec<_> = suspects.items.iter().map(|view| check(&ports, view, now, config)).collect();
         let verdicts: Vec<Verdict> = stream::iter(checks).buffer_unordered(config.concurrency.max(1)).collect().await;
         for verdict in verdicts {
             report.checked += 1;
@@ -140,4 +146,57 @@ pub async fn sweep(
     }
     tracing::info!(?report, "sweep done");
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemoryStore;
+    use crate::domain::lease::{Lease, UserLeases};
+    use crate::domain::{ConnectionId, UserId};
+    use crate::ports::{GatewayConnection, LeaseStore};
+    use crate::projection::project_connection;
+
+    /// API Gateway that holds no connection at all: every GetConnection is a 410.
+    struct NothingHeld;
+
+    #[async_trait::async_trait]
+    impl ConnectionGateway for NothingHeld {
+        async fn post(&self, _: &ConnectionId, _: &[u8]) -> Result<(), GatewayError> {
+            Err(GatewayError::Gone)
+        }
+        async fn get(&self, _: &ConnectionId) -> Result<GatewayConnection, GatewayError> {
+            Err(GatewayError::Gone)
+        }
+        async fn delete(&self, _: &ConnectionId) -> Result<(), GatewayError> {
+            Err(GatewayError::Gone)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gone_connection_gives_its_lease_back() {
+        let store = MemoryStore::new();
+        let (connection_id, user_id) = (ConnectionId::parse("Ghost0001=").unwrap(), UserId::parse("u").unwrap());
+        let then = Timestamp::now().minus(chrono::TimeDelta::hours(3));
+        let connected = EventEnvelope::for_request(
+            connection_id.clone(),
+            user_id.clone(),
+            "c",
+            then,
+            then,
+            ConnectionEvent::Connected { ip_address: None, user_agent: None },
+        );
+        store.append(&connected).await.unwrap();
+        project_connection(&store, &store, std::slice::from_ref(&connected)).await.unwrap();
+        let mut leases = UserLeases::new(user_id.clone());
+        let far = Timestamp::now().plus(chrono::TimeDelta::hours(1));
+        leases.leases.push(Lease { connection_id: connection_id.clone(), live_until: far });
+        store.put_leases(&leases, None).await.unwrap();
+
+        let ports = SweepPorts { views: &store, events: &store, gateway: &NothingHeld, leases: Some(&store) };
+        let report = sweep(ports, Timestamp::now(), SweepConfig::default()).await.unwrap();
+        assert_eq!(report.gone, 1);
+        let (leases, _) = store.leases(&user_id).await.unwrap().unwrap();
+        assert!(leases.leases.is_empty(), "the slot is free: {leases:?}");
+    }
 }

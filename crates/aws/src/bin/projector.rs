@@ -37,6 +37,7 @@ async fn main() -> Result<(), Error> {
         events: &store,
         views: &store,
         gateway: gateway.as_ref().map(|gateway| gateway as &dyn ConnectionGateway),
+        leases: Some(&store),
         sweep: SweepConfig { retention_days, ..SweepConfig::default() },
         metrics: metrics.metrics(),
     };

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use crate::adapters::dynamodb::stream::decode_record;
 use crate::domain::Timestamp;
 use crate::metrics::Metrics;
-use crate::ports::{ConnectionGateway, EventStore, ViewStore};
+use crate::ports::{ConnectionGateway, EventStore, LeaseStore, ViewStore};
 use crate::projector::{ChangeRecord, count_batch, project_batch};
-use crate::sweep::{SweepConfig, sweep};
+use crate::sweep::{SweepConfig, SweepPorts, sweep};
 
 /// Projects one stream batch and answers with the partial batch response Lambda
 /// expects (`ReportBatchItemFailures`): the earliest record to retry from, or a
@@ -58,6 +58,8 @@ pub struct Projector<'a> {
     pub events: &'a dyn EventStore,
     pub views: &'a dyn ViewStore,
     pub gateway: Option<&'a dyn ConnectionGateway>,
+    /// The users' connection leases, which the sweep frees for gone connections.
+    pub leases: Option<&'a dyn LeaseStore>,
     pub sweep: SweepConfig,
     pub metrics: &'a Metrics,
 }
@@ -90,7 +92,8 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
     }
     if is_scheduled(&payload) {
         let gateway = projector.gateway.ok_or("the sweep needs the Management API: set WEBSOCKET_API_ENDPOINT")?;
-        let report = sweep(projector.views, projector.events, gateway, Timestamp::now(), projector.sweep).await?;
+        let ports = SweepPorts { views: projector.views, events: projector.events, gateway, leases: projector.leases };
+        let report = sweep(ports, Timestamp::now(), projector.sweep).await?;
         report.count(projector.metrics);
         return Ok(json!({
             "checked": report.checked,
