@@ -30,7 +30,8 @@ pub struct Api {
 /// What every event of one connection shares (the API's part shared by all of them).
 #[derive(Debug, Clone)]
 pub struct ConnectionContext {
-    pub connection_id: String,
+    /// Parsed once, when the emulator makes it.
+    pub connection_id: ConnectionId,
     pub connected_at: Timestamp,
     pub source_ip: String,
     pub user_agent: Option<String>,
@@ -67,7 +68,7 @@ impl ConnectionContext {
             "identity": identity,
             "requestId": request_id,
             "domainName": self.api.domain_name,
-            "connectionId": self.connection_id,
+            "connectionId": self.connection_id.as_str(),
             "apiId": self.api.api_id,
         });
         match context {
@@ -140,25 +141,20 @@ impl ConnectionContext {
     /// [`Self::message`]'s event, without building the event (over a kilobyte of
     /// JSON, built and parsed again for every frame). `serve`'s own handler takes
     /// this; `--lambda` sends the event. A binary frame's bytes are read as UTF-8,
-    /// as the handler reads a base64 body. `None` when the connection id is not one.
-    pub fn message_request(
-        &self,
-        body: MessageBody,
-        request_id: String,
-        at: Timestamp,
-    ) -> Option<(RequestMeta, Route)> {
+    /// as the handler reads a base64 body.
+    pub fn message_request(&self, body: MessageBody, request_id: String, at: Timestamp) -> (RequestMeta, Route) {
         let body = match body {
             MessageBody::Text(text) => text,
             MessageBody::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         };
         let meta = RequestMeta {
-            connection_id: ConnectionId::parse(&self.connection_id).ok()?,
+            connection_id: self.connection_id.clone(),
             request_id,
             request_time: at,
             connected_at: self.connected_at,
             user_id: Some(self.user_id.clone()),
         };
-        Some((meta, Route::Message { body }))
+        (meta, Route::Message { body })
     }
 
     /// `$disconnect`, with the close status and reason.
@@ -235,7 +231,7 @@ impl RouteSelection {
 #[cfg(test)]
 pub(crate) fn test_context(user_agent: Option<&str>) -> ConnectionContext {
     ConnectionContext {
-        connection_id: "L0SM9cOFvHcCIhw=".into(),
+        connection_id: ConnectionId::parse("L0SM9cOFvHcCIhw=").unwrap(),
         connected_at: Timestamp::from_epoch_millis(1_764_000_000_000),
         source_ip: "127.0.0.1".into(),
         user_agent: user_agent.map(str::to_owned),
@@ -300,7 +296,7 @@ mod tests {
             let event = context.message("$default", &text, is_base64, "req", "msg", at);
             let (lambda_meta, lambda_route) =
                 crate::lambda::connection_handler::request_of(&event, "fallback").unwrap();
-            let (meta, route) = context.message_request(body.clone(), "req".into(), at).unwrap();
+            let (meta, route) = context.message_request(body.clone(), "req".into(), at);
             assert_eq!(route, lambda_route, "{body:?}");
             assert_eq!(meta.connection_id, lambda_meta.connection_id);
             assert_eq!(meta.request_id, lambda_meta.request_id);

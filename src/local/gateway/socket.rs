@@ -17,7 +17,7 @@ use super::apigw_event::{ConnectionContext, MessageBody, new_id};
 use super::http::ResetOnClose;
 use super::registry::{CloseRequest, LiveConnection, Outbox};
 use crate::auth::{AuthError, token_from};
-use crate::domain::{Timestamp, UserId};
+use crate::domain::{ConnectionId, Timestamp, UserId};
 use crate::handler::Response as HandlerResponse;
 use crate::lambda::connection_handler::request_of;
 use crate::local::AppState;
@@ -117,8 +117,12 @@ pub(crate) async fn entry(
         Ok(user_id) => user_id,
         Err(status) => return status.into_response(),
     };
+    let Ok(connection_id) = ConnectionId::parse(new_id()) else {
+        tracing::error!("the emulator made an invalid connection id");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let context = Arc::new(ConnectionContext {
-        connection_id: new_id(),
+        connection_id,
         connected_at: Timestamp::now(),
         source_ip: peer.ip().to_string(),
         user_agent: headers.get("user-agent").and_then(|value| value.to_str().ok()).map(str::to_owned),
@@ -174,13 +178,8 @@ async fn handle_message(
     }
     // Without --lambda every message goes to the one handler, as the template's
     // only route, `$default`, sends it.
-    match context.message_request(body, new_id(), at) {
-        Some((meta, route)) => state.handler.handle(&meta, route).await,
-        None => {
-            tracing::error!(connection_id = %context.connection_id, "the emulator built an invalid connection id");
-            HandlerResponse { status: 500, body: None }
-        }
-    }
+    let (meta, route) = context.message_request(body, new_id(), at);
+    state.handler.handle(&meta, route).await
 }
 
 async fn disconnect(state: &AppState, context: &ConnectionContext, code: u16, reason: &str, at: Timestamp) {
@@ -316,14 +315,14 @@ async fn run_connection(
         last_active_at: AtomicI64::new(context.connected_at.epoch_millis()),
         context: context.clone(),
     });
-    state.registry.insert(&context.connection_id, live.clone());
+    state.registry.insert(context.connection_id.as_str(), live.clone());
 
     let (sink, stream) = (*socket).split();
     let mut writer = Writer::Ready(sink);
     let ending = converse(&state, &context, &live, &mut writer, stream).await;
 
     // Gone from @connections before $disconnect runs, as in API Gateway.
-    state.registry.remove(&context.connection_id);
+    state.registry.remove(context.connection_id.as_str());
     live.outbox.end();
     // Boxed: the ending's futures exist only at the end.
     let (code, reason) = Box::pin(finish(writer, ending, &reset)).await;
