@@ -36,6 +36,7 @@ pub enum SigV4Error {
 }
 
 /// The parts of a request the signature covers.
+#[derive(Clone, Copy)]
 pub struct SignedRequest<'a> {
     pub method: &'a str,
     /// The path as sent (percent-encoded).
@@ -256,13 +257,6 @@ mod tests {
         assert_eq!(verify(&request, &authorization, "another secret", now), Err(SigV4Error::Mismatch));
         let tampered = SignedRequest { query: "Param2=value2&Param1=value0", ..request };
         assert_eq!(verify(&tampered, &authorization, secret, now), Err(SigV4Error::Mismatch));
-        let request = SignedRequest {
-            method: "GET",
-            path: "/",
-            query: "Param2=value2&Param1=value1",
-            headers: &headers,
-            body: b"",
-        };
         let later = now + TimeDelta::minutes(20);
         assert_eq!(verify(&request, &authorization, secret, later), Err(SigV4Error::Expired));
     }
