@@ -10,6 +10,7 @@
 pub mod dashboard;
 pub mod feed;
 pub mod gateway;
+pub mod integration;
 pub mod lambda;
 pub mod lock;
 
@@ -138,7 +139,8 @@ pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// What every request of the emulator shares.
 pub(crate) struct AppState {
-    pub handler: ConnectionHandler,
+    /// How the routes reach their code (chosen once, at start).
+    pub integration: Arc<dyn integration::Integration>,
     pub events: Arc<dyn EventStore>,
     pub views: Arc<dyn ViewStore>,
     pub dashboard: Option<Arc<dashboard::Dashboard>>,
@@ -246,7 +248,10 @@ impl Server {
             None => views.clone(),
         };
         let state = Arc::new(AppState {
-            handler,
+            integration: match &config.lambda {
+                Some(routes) => Arc::new(integration::Functions(routes.clone())),
+                None => Arc::new(integration::InProcess(handler)),
+            },
             events: events.clone(),
             views: views.clone(),
             dashboard,

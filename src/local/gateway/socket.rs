@@ -19,10 +19,8 @@ use super::registry::{CloseRequest, LiveConnection, Outbox};
 use crate::auth::{AuthError, token_from};
 use crate::domain::{ConnectionId, Timestamp, UserId};
 use crate::handler::Response as HandlerResponse;
-use crate::lambda::connection_handler::request_of;
 use crate::local::AppState;
 use crate::local::AuthMode;
-use crate::local::lambda::routes::Refusal;
 
 /// The WebSocket read buffer per connection: small, so a hundred thousand idle
 /// connections cost little (axum's default is 128 KiB, allocated eagerly; 4 KiB
@@ -40,16 +38,7 @@ async fn run_handler(
     state: &AppState,
     event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest,
 ) -> HandlerResponse {
-    if let Some(lambda) = &state.config.lambda {
-        return lambda.handle(event).await;
-    }
-    match request_of(event, &new_id()) {
-        Ok((meta, route)) => state.handler.handle(&meta, route).await,
-        Err(error) => {
-            tracing::error!(%error, "the emulator built an invalid event");
-            HandlerResponse { status: 500, body: None }
-        }
-    }
+    state.integration.route(event).await
 }
 
 /// Who is connecting, by the configured authorizer; an HTTP status when refused.
@@ -58,26 +47,8 @@ async fn authorize(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<UserId, StatusCode> {
-    if let Some(lambda) = &state.config.lambda
-        && lambda.connect_authorizer().is_some()
-    {
-        let lowered: HashMap<String, String> = headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
-            .collect();
-        let context = serde_json::json!({
-            "routeKey": "$connect",
-            "eventType": "CONNECT",
-            "stage": state.api.stage,
-            "apiId": state.api.api_id,
-            "domainName": state.api.domain_name,
-        });
-        return match lambda.authorize(&lowered, query, context).await {
-            Ok(user_id) => Ok(user_id),
-            Err(Refusal::MissingIdentity) => Err(StatusCode::UNAUTHORIZED),
-            Err(Refusal::Denied) => Err(StatusCode::FORBIDDEN),
-            Err(Refusal::Failed) => Err(StatusCode::INTERNAL_SERVER_ERROR),
-        };
+    if let Some(decided) = state.integration.authorize(&state.api, headers, query).await {
+        return decided;
     }
     match &state.config.auth {
         AuthMode::Dev => {
@@ -169,17 +140,7 @@ async fn handle_message(
     body: MessageBody,
     at: Timestamp,
 ) -> HandlerResponse {
-    if let Some(lambda) = &state.config.lambda {
-        let (text, is_base64) = body.event_body();
-        let route_key =
-            lambda.route_selection().map_or_else(|| "$default".to_owned(), |selection| selection.route_of(&text));
-        let event = context.message(&route_key, &text, is_base64, &new_id(), &new_id(), at);
-        return lambda.handle(&event).await;
-    }
-    // Without --lambda every message goes to the one handler, as the template's
-    // only route, `$default`, sends it.
-    let (meta, route) = context.message_request(body, new_id(), at);
-    state.handler.handle(&meta, route).await
+    state.integration.message(context, body, at).await
 }
 
 async fn disconnect(state: &AppState, context: &ConnectionContext, code: u16, reason: &str, at: Timestamp) {
