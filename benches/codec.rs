@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wsledger::adapters::item::EventItem;
+use wsledger::adapters::stored::EventItem;
 use wsledger::domain::protocol::parse_client_message;
 use wsledger::domain::{ConnectionEvent, ConnectionId, EventEnvelope, Timestamp, UserId};
 

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use crate::adapters::item::{EventItem, LeasesItem, ViewItem, corrupt};
+use crate::adapters::stored::{EventItem, LeasesItem, ViewItem, corrupt};
 use crate::domain::lease::UserLeases;
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,

@@ -5,8 +5,8 @@ use std::io;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::common::{StoreArgs, explain, parse_time};
 use super::output::{EventWriter, Format, write_usage, write_views};
+use super::stores::{StoreArgs, explain, parse_time};
 use crate::audit::{ConnectionsError, HistoryFilter, HistoryQuery, HistoryReader, connections};
 use crate::domain::{ConnectionId, ConnectionStatus, EventKind, TimeRange, Timestamp, UserId};
 use crate::usage::{UsageBy, UsageQuery, usage};

@@ -2,11 +2,11 @@
 //! layer over library calls.
 
 mod audit;
-mod common;
 mod migrate;
 mod ops;
 mod output;
 mod serve;
+mod stores;
 
 use clap::{Parser, Subcommand};
 

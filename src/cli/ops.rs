@@ -6,7 +6,7 @@ use anyhow::Context;
 use chrono::TimeDelta;
 use clap::Args;
 
-use super::common::{GatewayArgs, StoreArgs, parse_time, retention_days};
+use super::stores::{GatewayArgs, StoreArgs, parse_time, retention_days};
 use crate::delivery::send_to_user;
 use crate::domain::{Timestamp, UserId};
 use crate::projection::rebuild;

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use chrono::Local;
 use clap::ValueEnum;
 
-use crate::adapters::item::{EventItem, ViewItem};
+use crate::adapters::stored::{EventItem, ViewItem};
 use crate::domain::{ConnectionEvent, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::usage::UsageRow;
 

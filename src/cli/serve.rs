@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::common::{OpenStore, StoreArg, StoreArgs, retention_days};
+use super::stores::{OpenStore, StoreArg, StoreArgs, retention_days};
 use crate::adapters::dynamodb;
 use crate::auth::{AuthConfig, JwksSource, JwtVerifier};
 use crate::local::lambda::routes::LambdaRoutes;
@@ -223,7 +223,7 @@ async fn check_dynamodb(store: &dynamodb::DynamoDbStore, args: &StoreArgs) -> an
     let read = tokio::time::timeout(Duration::from_secs(5), store.connection_history(&probe, PageRequest::first(1)));
     match read.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(super::common::explain(error, args).context(
+        Ok(Err(error)) => Err(super::stores::explain(error, args).context(
             "serve --lambda needs DynamoDB Local with the tables: start it (see README, \"The deployed artifacts on \
              a laptop\") and run `wsledger migrate --endpoint-url URL`",
         )),

@@ -35,7 +35,7 @@ pub async fn project_pending(
         // Views that replaced undecodable rows were folded from this batch alone.
         for connection_id in store.take_repairs() {
             if let Err(error) = rebuild_connection(store, views, &connection_id).await {
-                tracing::warn!(%connection_id, error = %crate::report::chain(&error), "re-folding a repaired view failed; `wsledger rebuild` repairs it");
+                tracing::warn!(%connection_id, error = %crate::error_chain::chain(&error), "re-folding a repaired view failed; `wsledger rebuild` repairs it");
             }
         }
         // At least once: on a failure the checkpoint stops just before the record to retry.
@@ -69,7 +69,7 @@ pub async fn run_sqlite_projector(
             Ok(true) => Duration::from_secs(1),
             Ok(false) => Duration::from_millis(200),
             Err(error) => {
-                tracing::warn!(error = %crate::report::chain(&error), "projecting the change feed failed; retrying");
+                tracing::warn!(error = %crate::error_chain::chain(&error), "projecting the change feed failed; retrying");
                 Duration::from_secs(1)
             }
         };
@@ -87,7 +87,7 @@ pub async fn run_sqlite_projector(
             Ok(true) => return,
             Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(error) => {
-                tracing::error!(error = %crate::report::chain(&error), "flushing projections at shutdown failed");
+                tracing::error!(error = %crate::error_chain::chain(&error), "flushing projections at shutdown failed");
                 return;
             }
         }

@@ -489,7 +489,7 @@ fn spawn_sweep(
             tokio::select! {
                 result = swept => match result {
                     Ok(report) => report.count(&metrics),
-                    Err(error) => tracing::warn!(error = %crate::report::chain(&error), "the sweep failed"),
+                    Err(error) => tracing::warn!(error = %crate::error_chain::chain(&error), "the sweep failed"),
                 },
                 _ = &mut stop => return,
             }

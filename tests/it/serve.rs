@@ -376,7 +376,7 @@ async fn serve_on_both_stores_records_the_same_history() {
         events
             .iter()
             .map(|event| {
-                let mut item = serde_json::to_value(wsledger::adapters::item::EventItem::from(event)).unwrap();
+                let mut item = serde_json::to_value(wsledger::adapters::stored::EventItem::from(event)).unwrap();
                 let object = item.as_object_mut().unwrap();
                 for volatile in ["connectionId", "eventId", "at", "connectedAt", "requestId", "expiresAt"] {
                     object.remove(volatile);

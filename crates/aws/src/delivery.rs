@@ -106,7 +106,7 @@ pub async fn send_to_user(
                 Ok(Delivery::Gone) => report.gone += 1,
                 Err(DeliveryError::Ledger(error)) => return Err(error),
                 Err(DeliveryError::Gateway(error)) => {
-                    tracing::warn!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "posting failed");
+                    tracing::warn!(connection_id = %view.connection_id, error = %crate::error_chain::chain(&error), "posting failed");
                     report.failed += 1;
                 }
             }

@@ -338,7 +338,7 @@ impl ConnectionHandler {
                 Ok(())
             }
             Err(error) => {
-                tracing::error!(event_id = %event.event_id, kind = %event.kind(), error = %crate::report::chain(&error), "append failed");
+                tracing::error!(event_id = %event.event_id, kind = %event.kind(), error = %crate::error_chain::chain(&error), "append failed");
                 Err(error)
             }
         }
@@ -353,7 +353,7 @@ impl ConnectionHandler {
         let refusal = match self.take_lease(meta, &user_id).await {
             Ok(refusal) => refusal,
             Err(error) => {
-                tracing::error!(error = %crate::report::chain(&error), "reading the user's connections failed");
+                tracing::error!(error = %crate::error_chain::chain(&error), "reading the user's connections failed");
                 return Response::status(500);
             }
         };

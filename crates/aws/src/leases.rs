@@ -33,7 +33,7 @@ pub async fn change(store: &dyn LeaseStore, user_id: &UserId, change: impl Fn(&m
                 crate::backoff::pause(attempt).await;
             }
             Err(error) => {
-                tracing::warn!(error = %crate::report::chain(&error), "updating the user's connection leases failed (the lease expires by itself)");
+                tracing::warn!(error = %crate::error_chain::chain(&error), "updating the user's connection leases failed (the lease expires by itself)");
                 return;
             }
         }

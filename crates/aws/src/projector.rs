@@ -88,7 +88,7 @@ pub async fn project_batch(views: &dyn ViewStore, ledger: &dyn EventStore, recor
                 }
             }
             Err(error) => {
-                tracing::error!(record_id = %records[first_index].record_id, error = %crate::report::chain(&error), "writing a view failed");
+                tracing::error!(record_id = %records[first_index].record_id, error = %crate::error_chain::chain(&error), "writing a view failed");
                 outcome.failed += 1;
                 outcome.failed_records += record_count;
                 earliest_failure = Some(earliest_failure.map_or(first_index, |index| index.min(first_index)));

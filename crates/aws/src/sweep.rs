@@ -72,7 +72,7 @@ async fn check(ports: &SweepPorts<'_>, view: &ConnectionInfo, now: Timestamp, co
                 Verdict::Gone
             }
             Err(error) => {
-                tracing::error!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "recording a gone connection failed");
+                tracing::error!(connection_id = %view.connection_id, error = %crate::error_chain::chain(&error), "recording a gone connection failed");
                 Verdict::Error
             }
         },
@@ -94,13 +94,13 @@ async fn check(ports: &SweepPorts<'_>, view: &ConnectionInfo, now: Timestamp, co
             match events.append(&activity).await {
                 Ok(_) => Verdict::Alive { refreshed: true },
                 Err(error) => {
-                    tracing::error!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "recording the activity API Gateway reported failed");
+                    tracing::error!(connection_id = %view.connection_id, error = %crate::error_chain::chain(&error), "recording the activity API Gateway reported failed");
                     Verdict::Error
                 }
             }
         }
         Err(error) => {
-            tracing::warn!(connection_id = %view.connection_id, error = %crate::report::chain(&error), "GetConnection failed");
+            tracing::warn!(connection_id = %view.connection_id, error = %crate::error_chain::chain(&error), "GetConnection failed");
             Verdict::Error
         }
     }

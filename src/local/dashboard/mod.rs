@@ -18,7 +18,7 @@ use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::adapters::item::{EventItem, ViewItem};
+use crate::adapters::stored::{EventItem, ViewItem};
 use crate::audit::{HistoryFilter, HistoryQuery, history};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, TimeRange, Timestamp, UserId};
 use crate::local::AppState;

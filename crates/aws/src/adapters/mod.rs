@@ -7,5 +7,5 @@ pub mod aws;
 pub mod dynamodb;
 pub mod emf;
 pub mod faulty;
-pub mod item;
 pub mod memory;
+pub mod stored;

@@ -135,7 +135,7 @@ pub async fn warm_up<T>(request: impl Future<Output = Result<T, crate::ports::St
     match tokio::time::timeout(WARM_UP_TIMEOUT, request).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
-            tracing::warn!(error = %crate::report::chain(&error), "warming up the DynamoDB connection failed")
+            tracing::warn!(error = %crate::error_chain::chain(&error), "warming up the DynamoDB connection failed")
         }
         Err(_) => tracing::warn!("warming up the DynamoDB connection took over {WARM_UP_TIMEOUT:?}; going on"),
     }

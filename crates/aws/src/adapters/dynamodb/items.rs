@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest, Sha256};
 
-use crate::adapters::item::{EventItem, ViewItem, corrupt};
+use crate::adapters::stored::{EventItem, ViewItem, corrupt};
 use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::ports::{Cause, StoreError, VersionedView};
 

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::DynamoDbStore;
 use super::error::store_error;
 use super::items::{Item, put_if_version};
-use crate::adapters::item::{LeasesItem, corrupt};
+use crate::adapters::stored::{LeasesItem, corrupt};
 use crate::domain::UserId;
 use crate::domain::lease::UserLeases;
 use crate::ports::{Cause, LeaseStore, StoreError};

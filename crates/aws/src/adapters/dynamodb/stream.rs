@@ -352,7 +352,7 @@ impl StreamPoller {
                 Ok(_) => Duration::ZERO,
                 Err(error) => {
                     self.failing_rounds += 1;
-                    tracing::warn!(error = %crate::report::chain(&error), "reading the stream failed; retrying");
+                    tracing::warn!(error = %crate::error_chain::chain(&error), "reading the stream failed; retrying");
                     idle.max(crate::backoff::backoff(self.failing_rounds))
                 }
             };

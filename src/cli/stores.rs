@@ -173,7 +173,7 @@ pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Er
             )
         }
         (StoreArg::DynamoDb, StoreError::Unavailable(cause)) => {
-            let cause = crate::report::chain(cause);
+            let cause = crate::error_chain::chain(cause);
             anyhow::anyhow!("DynamoDB at {} is unreachable: {cause}", store.dynamodb_endpoint())
         }
         _ => anyhow::Error::new(error),
