@@ -361,12 +361,13 @@ fn spawn_http(
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let config = &state.config;
+    let rules = exposure::ExposureRules::of(config);
     let management = management::routes()
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_management_token));
+        .route_layer(axum::middleware::from_fn_with_state(rules.clone(), exposure::require_management_token));
     let api = management
         .merge(dashboard::routes())
         .route("/metrics", get(gateway::prometheus::metrics))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), exposure::require_known_host));
+        .route_layer(axum::middleware::from_fn_with_state(rules, exposure::require_known_host));
     let app = Router::new()
         .route("/", get(socket::entry))
         .route("/{stage}", get(socket::entry))

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use super::http::LocalAddr;
 use super::sigv4::{self, Authorization, SignedRequest};
 use crate::auth::token_from;
-use crate::local::AppState;
+use crate::local::ServeConfig;
 
 /// Whether a request with this `Host` may read or act through the HTTP API: a
 /// loopback name or address, the `--listen` address, the address the client
@@ -72,10 +72,35 @@ fn refusal(status: StatusCode, kind: &'static str, message: &'static str) -> Res
 }
 
 /// Middleware of the HTTP API (`/api/*`, `@connections`): the `Host` rule.
-pub(crate) async fn require_known_host(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// What the HTTP API's rules need of the configuration: who may reach it, and
+/// with which management credentials.
+#[derive(Debug, Clone)]
+pub(crate) struct ExposureRules {
+    listen: SocketAddr,
+    allowed_hosts: Vec<String>,
+    management_token: Option<String>,
+    function_credentials: Vec<SigningKey>,
+}
+
+impl ExposureRules {
+    pub(crate) fn of(config: &ServeConfig) -> Arc<Self> {
+        Arc::new(ExposureRules {
+            listen: config.listen,
+            allowed_hosts: config.allowed_hosts.clone(),
+            management_token: config.management_token.clone(),
+            function_credentials: config.function_credentials.clone(),
+        })
+    }
+}
+
+pub(crate) async fn require_known_host(
+    State(rules): State<Arc<ExposureRules>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok());
     let local = request.extensions().get::<LocalAddr>().map(|local| local.0);
-    if !host_allowed(host, state.config.listen, local, &state.config.allowed_hosts) {
+    if !host_allowed(host, rules.listen, local, &rules.allowed_hosts) {
         tracing::debug!(?host, "refused a request for an unknown host");
         return refusal(
             StatusCode::MISDIRECTED_REQUEST,
@@ -103,12 +128,12 @@ const MAX_SIGNED_BODY: usize = 256 * 1024;
 /// token (signed with the token as the secret too) or the functions' key id (signed
 /// with their secret), and its signature must match, within 15 minutes.
 pub(crate) async fn require_management_token(
-    State(state): State<Arc<AppState>>,
+    State(rules): State<Arc<ExposureRules>>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = &state.config.management_token else { return next.run(request).await };
+    let Some(expected) = &rules.management_token else { return next.run(request).await };
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     if let Some(signed) = authorization.and_then(Authorization::parse) {
         let signed = match signed {
@@ -118,8 +143,7 @@ pub(crate) async fn require_management_token(
         let secret = if token_matches(expected, Some(&signed.key_id)) {
             expected.clone()
         } else {
-            match state.config.function_credentials.iter().find(|key| token_matches(&key.key_id, Some(&signed.key_id)))
-            {
+            match rules.function_credentials.iter().find(|key| token_matches(&key.key_id, Some(&signed.key_id))) {
                 Some(key) => key.secret.clone(),
                 None => return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token"),
             }

@@ -16,6 +16,9 @@ use serde_json::json;
 
 use super::registry::DELETE_REASON;
 use crate::local::AppState;
+use axum::extract::FromRef;
+
+use super::registry::Registry;
 use crate::ports::GatewayError;
 
 fn error(status: StatusCode, kind: &'static str, message: &str) -> Response {
@@ -39,10 +42,24 @@ fn gateway_error(failure: GatewayError) -> Response {
     }
 }
 
-async fn post_to_connection(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Response {
-    if body.len() > state.config.limits.max_message_bytes {
+/// What `@connections` needs of the emulator: the live connections and the
+/// message limit.
+#[derive(Clone)]
+pub(crate) struct ManagementState {
+    registry: Arc<Registry>,
+    max_message_bytes: usize,
+}
+
+impl FromRef<Arc<AppState>> for ManagementState {
+    fn from_ref(state: &Arc<AppState>) -> Self {
+        ManagementState { registry: state.registry.clone(), max_message_bytes: state.config.limits.max_message_bytes }
+    }
+}
+
+async fn post_to_connection(State(state): State<ManagementState>, Path(id): Path<String>, body: Bytes) -> Response {
+    if body.len() > state.max_message_bytes {
         return gateway_error(GatewayError::PayloadTooLarge(
-            format!("{} bytes; the limit is {}", body.len(), state.config.limits.max_message_bytes).into(),
+            format!("{} bytes; the limit is {}", body.len(), state.max_message_bytes).into(),
         ));
     }
     match state.registry.post(&id, body) {
@@ -51,7 +68,7 @@ async fn post_to_connection(State(state): State<Arc<AppState>>, Path(id): Path<S
     }
 }
 
-async fn get_connection(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn get_connection(State(state): State<ManagementState>, Path(id): Path<String>) -> Response {
     match state.registry.info(&id) {
         Ok(connection) => {
             let mut identity = json!({ "sourceIp": connection.source_ip });
@@ -69,22 +86,22 @@ async fn get_connection(State(state): State<Arc<AppState>>, Path(id): Path<Strin
     }
 }
 
-async fn delete_connection(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn delete_connection(State(state): State<ManagementState>, Path(id): Path<String>) -> Response {
     match state.registry.close(&id, 1000, DELETE_REASON) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(failure) => gateway_error(failure),
     }
 }
 
-async fn staged_post(state: State<Arc<AppState>>, Path((_, id)): Path<(String, String)>, body: Bytes) -> Response {
+async fn staged_post(state: State<ManagementState>, Path((_, id)): Path<(String, String)>, body: Bytes) -> Response {
     post_to_connection(state, Path(id), body).await
 }
 
-async fn staged_get(state: State<Arc<AppState>>, Path((_, id)): Path<(String, String)>) -> Response {
+async fn staged_get(state: State<ManagementState>, Path((_, id)): Path<(String, String)>) -> Response {
     get_connection(state, Path(id)).await
 }
 
-async fn staged_delete(state: State<Arc<AppState>>, Path((_, id)): Path<(String, String)>) -> Response {
+async fn staged_delete(state: State<ManagementState>, Path((_, id)): Path<(String, String)>) -> Response {
     delete_connection(state, Path(id)).await
 }
 
