@@ -109,20 +109,20 @@ pub struct TableState {
 
 /// One step of a migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub enum TableChange {
     CreateTable,
     AddIndex(String),
     EnableStream(String),
     EnableTtl(String),
 }
 
-impl fmt::Display for Change {
+impl fmt::Display for TableChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::CreateTable => write!(f, "create the table"),
-            Change::AddIndex(index) => write!(f, "add index {index}"),
-            Change::EnableStream(view_type) => write!(f, "enable the stream ({view_type})"),
-            Change::EnableTtl(attribute) => write!(f, "enable TTL on {attribute}"),
+            TableChange::CreateTable => write!(f, "create the table"),
+            TableChange::AddIndex(index) => write!(f, "add index {index}"),
+            TableChange::EnableStream(view_type) => write!(f, "enable the stream ({view_type})"),
+            TableChange::EnableTtl(attribute) => write!(f, "enable TTL on {attribute}"),
         }
     }
 }
@@ -147,11 +147,11 @@ fn describe_keys(keys: &[KeyElement]) -> String {
 }
 
 /// What to do to bring the table in `state` (`None`: it does not exist) to `definition`.
-pub fn plan(definition: &TableDefinition, state: Option<&TableState>) -> Result<Vec<Change>, MigrationError> {
+pub fn plan(definition: &TableDefinition, state: Option<&TableState>) -> Result<Vec<TableChange>, MigrationError> {
     let table = &definition.table_name;
     let Some(state) = state else {
-        let mut changes = vec![Change::CreateTable];
-        changes.extend(definition.ttl_attribute().map(|attribute| Change::EnableTtl(attribute.to_owned())));
+        let mut changes = vec![TableChange::CreateTable];
+        changes.extend(definition.ttl_attribute().map(|attribute| TableChange::EnableTtl(attribute.to_owned())));
         return Ok(changes);
     };
     if state.key_schema != definition.key_schema {
@@ -164,7 +164,7 @@ pub fn plan(definition: &TableDefinition, state: Option<&TableState>) -> Result<
     let mut changes = Vec::new();
     for index in &definition.global_secondary_indexes {
         match state.indexes.iter().find(|(name, _)| *name == index.index_name) {
-            None => changes.push(Change::AddIndex(index.index_name.clone())),
+            None => changes.push(TableChange::AddIndex(index.index_name.clone())),
             Some((_, keys)) if *keys != index.key_schema => {
                 return Err(MigrationError::IndexKeySchema {
                     table: table.clone(),
@@ -177,7 +177,7 @@ pub fn plan(definition: &TableDefinition, state: Option<&TableState>) -> Result<
         }
     }
     match (definition.stream_view_type(), state.stream_view_type.as_deref()) {
-        (Some(expected), None) => changes.push(Change::EnableStream(expected.to_owned())),
+        (Some(expected), None) => changes.push(TableChange::EnableStream(expected.to_owned())),
         (Some(expected), Some(found)) if expected != found => {
             return Err(MigrationError::StreamViewType {
                 table: table.clone(),
@@ -188,7 +188,7 @@ pub fn plan(definition: &TableDefinition, state: Option<&TableState>) -> Result<
         _ => {}
     }
     match (definition.ttl_attribute(), state.ttl_attribute.as_deref()) {
-        (Some(expected), None) => changes.push(Change::EnableTtl(expected.to_owned())),
+        (Some(expected), None) => changes.push(TableChange::EnableTtl(expected.to_owned())),
         (Some(expected), Some(found)) if expected != found => {
             return Err(MigrationError::TtlAttribute {
                 table: table.clone(),
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn a_missing_table_is_created_with_ttl() {
         let events = TableDefinition::events("e");
-        assert_eq!(plan(&events, None), Ok(vec![Change::CreateTable, Change::EnableTtl("expiresAt".into())]));
+        assert_eq!(plan(&events, None), Ok(vec![TableChange::CreateTable, TableChange::EnableTtl("expiresAt".into())]));
     }
 
     #[test]
@@ -263,9 +263,9 @@ mod tests {
         assert_eq!(
             plan(&events, Some(&state)),
             Ok(vec![
-                Change::AddIndex("timeBucket-eventId-index".into()),
-                Change::EnableStream("NEW_IMAGE".into()),
-                Change::EnableTtl("expiresAt".into()),
+                TableChange::AddIndex("timeBucket-eventId-index".into()),
+                TableChange::EnableStream("NEW_IMAGE".into()),
+                TableChange::EnableTtl("expiresAt".into()),
             ])
         );
     }

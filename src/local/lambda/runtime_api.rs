@@ -112,7 +112,7 @@ struct Invocation {
 }
 
 /// The Runtime API of one process.
-struct Api {
+struct ProcessApi {
     invocations: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
     /// Set while a `next` waits: a second one is refused.
     waiting: std::sync::atomic::AtomicBool,
@@ -123,7 +123,7 @@ struct Api {
     function_arn: String,
 }
 
-/// Clears [`Api::waiting`] when the `next` that set it ends, answered or dropped.
+/// Clears [`ProcessApi::waiting`] when the `next` that set it ends, answered or dropped.
 struct Waiting<'a>(&'a std::sync::atomic::AtomicBool);
 
 impl Drop for Waiting<'_> {
@@ -132,7 +132,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
+async fn next(State(api): State<Arc<ProcessApi>>) -> impl IntoResponse {
     if api.waiting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return (StatusCode::CONFLICT, HeaderMap::new(), "another `next` is already waiting".to_owned());
     }
@@ -158,7 +158,7 @@ fn body_value(body: &Bytes) -> Value {
     serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
-fn finish(api: &Api, request_id: &str, outcome: Outcome) -> StatusCode {
+fn finish(api: &ProcessApi, request_id: &str, outcome: Outcome) -> StatusCode {
     match lock(&api.pending).remove(request_id) {
         Some(answer) => {
             let _ = answer.send(outcome);
@@ -170,7 +170,11 @@ fn finish(api: &Api, request_id: &str, outcome: Outcome) -> StatusCode {
 
 /// A function's response: at most [`MAX_RESPONSE_BYTES`]; past it the invocation
 /// fails at once with Lambda's error (it does not wait for the function's timeout).
-async fn response(State(api): State<Arc<Api>>, Path(request_id): Path<String>, body: axum::body::Body) -> StatusCode {
+async fn response(
+    State(api): State<Arc<ProcessApi>>,
+    Path(request_id): Path<String>,
+    body: axum::body::Body,
+) -> StatusCode {
     match axum::body::to_bytes(body, MAX_RESPONSE_BYTES).await {
         Ok(body) => finish(&api, &request_id, Ok(body_value(&body))),
         Err(_) => {
@@ -184,11 +188,15 @@ async fn response(State(api): State<Arc<Api>>, Path(request_id): Path<String>, b
     }
 }
 
-async fn invocation_error(State(api): State<Arc<Api>>, Path(request_id): Path<String>, body: Bytes) -> StatusCode {
+async fn invocation_error(
+    State(api): State<Arc<ProcessApi>>,
+    Path(request_id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
     finish(&api, &request_id, Err(body_value(&body)))
 }
 
-async fn init_error(State(api): State<Arc<Api>>, body: Bytes) -> StatusCode {
+async fn init_error(State(api): State<Arc<ProcessApi>>, body: Bytes) -> StatusCode {
     api.init_error.send_replace(Some(body_value(&body).to_string()));
     StatusCode::ACCEPTED
 }
@@ -199,7 +207,7 @@ async fn init_error(State(api): State<Arc<Api>>, body: Bytes) -> StatusCode {
 /// drive a single bootstrap with one.
 pub struct RuntimeApiServer {
     address: SocketAddr,
-    api: Arc<Api>,
+    api: Arc<ProcessApi>,
     invocations: mpsc::Sender<Invocation>,
     server: tokio::task::JoinHandle<()>,
     /// The process this API answers (see [`RuntimeApiServer::admit`]).
@@ -284,7 +292,7 @@ impl RuntimeApiServer {
     /// Serves the Runtime API of one process of `function_name`.
     pub async fn start(function_name: &str) -> std::io::Result<Self> {
         let (invocations, receiver) = mpsc::channel(16);
-        let api = Arc::new(Api {
+        let api = Arc::new(ProcessApi {
             invocations: tokio::sync::Mutex::new(receiver),
             waiting: std::sync::atomic::AtomicBool::new(false),
             pending: std::sync::Mutex::default(),

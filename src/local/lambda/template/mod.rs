@@ -60,7 +60,7 @@ pub struct Authorizer {
 
 /// One route of the WebSocket API.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct RouteSpec {
     /// The logical id of the function its integration invokes.
     pub function: String,
     /// Whether the integration's answer is sent back to the client (a route
@@ -121,7 +121,7 @@ impl ScheduleTrigger {
 pub struct LambdaApp {
     /// `$request.body.action`, say; `None`: every message goes to `$default`.
     pub route_selection: Option<String>,
-    pub routes: BTreeMap<String, Route>,
+    pub routes: BTreeMap<String, RouteSpec>,
     pub authorizer: Option<Authorizer>,
     pub functions: BTreeMap<String, Function>,
     pub streams: Vec<StreamTrigger>,

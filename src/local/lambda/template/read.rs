@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::intrinsics::Resolver;
-use super::{Authorizer, Function, IdentitySource, LambdaApp, LocalValues, Route, ScheduleTrigger, StreamTrigger};
+use super::{Authorizer, Function, IdentitySource, LambdaApp, LocalValues, RouteSpec, ScheduleTrigger, StreamTrigger};
 
 /// Reads `yaml` (a SAM template) with `local`'s values.
 pub fn read(yaml: &str, local: &LocalValues) -> Result<LambdaApp, String> {
@@ -98,10 +98,10 @@ impl<'t> Reader<'t> {
     }
 
     /// Routes by key, with their route responses.
-    fn routes(&mut self, integrations: &HashMap<String, String>) -> Result<BTreeMap<String, Route>, String> {
+    fn routes(&mut self, integrations: &HashMap<String, String>) -> Result<BTreeMap<String, RouteSpec>, String> {
         let mut route_ids = HashMap::new();
         let mut routes = BTreeMap::new();
-        for (id, route) in self.of_type("AWS::ApiGatewayV2::Route") {
+        for (id, route) in self.of_type("AWS::ApiGatewayV2::RouteSpec") {
             let properties = props(route);
             let key = properties.get("RouteKey").map(|key| self.resolver.text(key)).transpose()?.unwrap_or_default();
             let target = properties.get("Target").map(|target| self.resolver.text(target)).transpose()?;
@@ -115,7 +115,7 @@ impl<'t> Reader<'t> {
             };
             let authorized = properties.get("AuthorizationType").and_then(Value::as_str) == Some("CUSTOM");
             route_ids.insert(id, key.clone());
-            routes.insert(key, Route { function: function.clone(), route_response: false, authorized });
+            routes.insert(key, RouteSpec { function: function.clone(), route_response: false, authorized });
         }
         for (id, response) in self.of_type("AWS::ApiGatewayV2::RouteResponse") {
             let route = props(response).get("RouteId").map(|route| self.resolver.text(route)).transpose()?;

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::TableNames;
 use super::error::store_error;
-use crate::migrations::{self, Change, KeyElement, MigrationError, TableDefinition, TableState};
+use crate::migrations::{self, KeyElement, MigrationError, TableChange, TableDefinition, TableState};
 use crate::ports::{Cause, StoreError};
 
 /// How long to wait for a table or index to become active.
@@ -32,7 +32,7 @@ pub enum MigrateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableReport {
     pub table: String,
-    pub changes: Vec<Change>,
+    pub changes: Vec<TableChange>,
 }
 
 /// The definitions of both tables under their configured names.
@@ -150,10 +150,10 @@ pub async fn describe(client: &Client, table_name: &str) -> Result<Option<TableS
 }
 
 #[tracing::instrument(skip(client, definition), fields(table = %definition.table_name))]
-async fn apply(client: &Client, definition: &TableDefinition, change: &Change) -> Result<(), MigrateError> {
+async fn apply(client: &Client, definition: &TableDefinition, change: &TableChange) -> Result<(), MigrateError> {
     let table_name = &definition.table_name;
     match change {
-        Change::CreateTable => {
+        TableChange::CreateTable => {
             let mut indexes = Vec::new();
             for index in &definition.global_secondary_indexes {
                 indexes.push(
@@ -178,7 +178,7 @@ async fn apply(client: &Client, definition: &TableDefinition, change: &Change) -
                 .await
                 .map_err(|error| store_error("CreateTable", error))?;
         }
-        Change::AddIndex(index_name) => {
+        TableChange::AddIndex(index_name) => {
             let index = definition
                 .global_secondary_indexes
                 .iter()
@@ -199,7 +199,7 @@ async fn apply(client: &Client, definition: &TableDefinition, change: &Change) -
                 .await
                 .map_err(|error| store_error("UpdateTable", error))?;
         }
-        Change::EnableStream(view_type) => {
+        TableChange::EnableStream(view_type) => {
             client
                 .update_table()
                 .table_name(table_name)
@@ -208,7 +208,7 @@ async fn apply(client: &Client, definition: &TableDefinition, change: &Change) -
                 .await
                 .map_err(|error| store_error("UpdateTable", error))?;
         }
-        Change::EnableTtl(attribute) => {
+        TableChange::EnableTtl(attribute) => {
             wait_until_active(client, table_name).await?;
             client
                 .update_time_to_live()
