@@ -101,7 +101,7 @@ impl<'t> Reader<'t> {
     fn routes(&mut self, integrations: &HashMap<String, String>) -> Result<BTreeMap<String, RouteSpec>, String> {
         let mut route_ids = HashMap::new();
         let mut routes = BTreeMap::new();
-        for (id, route) in self.of_type("AWS::ApiGatewayV2::RouteSpec") {
+        for (id, route) in self.of_type("AWS::ApiGatewayV2::Route") {
             let properties = props(route);
             let key = properties.get("RouteKey").map(|key| self.resolver.text(key)).transpose()?.unwrap_or_default();
             let target = properties.get("Target").map(|target| self.resolver.text(target)).transpose()?;
