@@ -13,7 +13,7 @@ pub mod local;
 
 use wsledger_aws::sync;
 pub use wsledger_aws::{
-    audit, auth, backoff, delivery, error_chain, handler, lambda, metrics, migrations, policy, private_files,
+    audit, auth, backoff, delivery, dynamodb_tables, error_chain, handler, lambda, metrics, policy, private_files,
     projection, projector, settings, sweep, usage,
 };
 pub use wsledger_core::{domain, ports};

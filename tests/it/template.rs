@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use serde_yaml::Value;
-use wsledger::migrations::TableDefinition;
+use wsledger::dynamodb_tables::TableDefinition;
 
 fn template() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();

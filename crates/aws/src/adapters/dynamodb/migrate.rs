@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::TableNames;
 use super::error::store_error;
-use crate::migrations::{self, KeyElement, MigrationError, TableChange, TableDefinition, TableState};
+use crate::dynamodb_tables::{self, KeyElement, MigrationError, TableChange, TableDefinition, TableState};
 use crate::ports::{Cause, StoreError};
 
 /// How long to wait for a table or index to become active.
@@ -46,7 +46,7 @@ pub async fn migrate(client: &Client, tables: &TableNames) -> Result<Vec<TableRe
     let mut planned = Vec::new();
     for definition in definitions(tables) {
         let state = describe(client, &definition.table_name).await?;
-        let changes = migrations::plan(&definition, state.as_ref())?;
+        let changes = dynamodb_tables::plan(&definition, state.as_ref())?;
         planned.push((definition, changes));
     }
     let mut reports = Vec::new();
@@ -89,7 +89,7 @@ fn attribute_definitions(definition: &TableDefinition) -> Result<Vec<AttributeDe
         .collect()
 }
 
-fn projection(index: &migrations::IndexDefinition) -> Projection {
+fn projection(index: &dynamodb_tables::IndexDefinition) -> Projection {
     Projection::builder().projection_type(ProjectionType::from(index.projection.projection_type.as_str())).build()
 }
 
