@@ -5,7 +5,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
-use super::event::EventKind;
+use super::kind::EventKind;
 use super::time::{TimeRange, Timestamp};
 
 /// The longest identifier accepted from the outside. API Gateway connection ids are

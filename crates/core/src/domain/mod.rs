@@ -7,6 +7,7 @@
 pub mod decide;
 mod event;
 mod ids;
+mod kind;
 pub mod lease;
 pub mod protocol;
 mod time;

@@ -28,8 +28,9 @@ mod fold;
 pub use fold::{Effect, NeedsHistory, TAIL_LENGTH, UsageEvent, UsageFold, Walked};
 
 use super::event::{ConnectionEvent, EventEnvelope};
+use super::ids::ConnectionId;
 use super::ids::EventId;
-use super::view::ConnectionInfo;
+use super::time::Timestamp;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -69,34 +70,33 @@ pub fn day_of(epoch_millis: i64) -> NaiveDate {
         .unwrap_or_default()
 }
 
+/// What usage needs to know of a connection: which one it is, and when it started
+/// and ended (or was last seen). Its view knows (`ConnectionInfo` implements it),
+/// and usage asks no more of it, so neither module imports the other.
+pub trait Lifespan {
+    fn connection_id(&self) -> &ConnectionId;
+    /// When API Gateway opened the connection.
+    fn start(&self) -> Timestamp;
+    /// Its end (a terminal disconnect, or a gone observation that stands), else its
+    /// latest sign of life; `None` when neither is known.
+    fn end(&self) -> Option<Timestamp>;
+}
+
 impl ConnectionUsage {
-    /// The usage of the connection whose history is `events` (of one connection; in
-    /// any order, with any repetition). `None` for no events.
-    pub fn of(events: &[EventEnvelope]) -> Option<Self> {
-        Self::of_refs(&events.iter().collect::<Vec<_>>())
-    }
-
-    /// [`ConnectionUsage::of`] over references. Events of another connection than
-    /// the first are ignored, as the fold ignores them.
-    pub fn of_refs(events: &[&EventEnvelope]) -> Option<Self> {
-        let view = ConnectionInfo::fold_without_usage(events.iter().copied())?;
-        Some(Self::of_folded(&view, events))
-    }
-
-    /// The usage of `events`, whose fold (without usage) is `view`: what
-    /// [`ConnectionInfo::fold`] already has, so it is not folded twice.
-    pub(crate) fn of_folded(view: &ConnectionInfo, events: &[&EventEnvelope]) -> Self {
+    /// The usage of `events`, whose fold (without usage) is `view`; `ConnectionUsage::of`
+    /// (with the view, in `view.rs`) folds it first.
+    pub(crate) fn of_folded(view: &impl Lifespan, events: &[&EventEnvelope]) -> Self {
         let mut seen: HashSet<EventId> = HashSet::new();
         let mut history: Vec<&EventEnvelope> = events
             .iter()
             .copied()
-            .filter(|event| event.connection_id == view.connection_id && seen.insert(event.event_id))
+            .filter(|event| event.connection_id == *view.connection_id() && seen.insert(event.event_id))
             .collect();
         history.sort_by_key(|event| event.event_id);
         let mut usage = ConnectionUsage { events: history.len() as u64, days: BTreeMap::new() };
 
-        let start = view.created_at.epoch_millis();
-        let end = view.disconnected_at.or(view.alive_at).map_or(start, |end| end.epoch_millis()).max(start);
+        let start = view.start().epoch_millis();
+        let end = view.end().map_or(start, |end| end.epoch_millis()).max(start);
         usage.day(start).connections += 1;
         usage.spread(start, end, |figures, ms| figures.connected_ms += ms);
 

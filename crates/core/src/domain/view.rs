@@ -12,7 +12,7 @@ use chrono::TimeDelta;
 use super::event::{ConnectionEvent, DisconnectReason, EventEnvelope};
 use super::ids::{ConnectionId, EventId, UserId};
 use super::time::Timestamp;
-use super::usage::{ConnectionUsage, UsageFold};
+use super::usage::{ConnectionUsage, Lifespan, UsageFold};
 
 /// API Gateway closes a connection that has been idle this long.
 pub const IDLE_TIMEOUT: TimeDelta = TimeDelta::minutes(10);
@@ -283,6 +283,37 @@ impl ConnectionInfo {
         let idle_deadline = self.last_activity.plus(IDLE_TIMEOUT);
         let age_deadline = self.created_at.plus(MAX_CONNECTION_DURATION);
         Some(idle_deadline.min(age_deadline))
+    }
+}
+
+impl Lifespan for ConnectionInfo {
+    fn connection_id(&self) -> &ConnectionId {
+        &self.connection_id
+    }
+
+    fn start(&self) -> Timestamp {
+        self.created_at
+    }
+
+    fn end(&self) -> Option<Timestamp> {
+        self.disconnected_at.or(self.alive_at)
+    }
+}
+
+/// The oracle's entry points: usage needs the view's lifespan, so these fold it
+/// first (they live here, beside the fold, so that usage does not import the view).
+impl ConnectionUsage {
+    /// The usage of the connection whose history is `events` (of one connection; in
+    /// any order, with any repetition). `None` for no events.
+    pub fn of(events: &[EventEnvelope]) -> Option<Self> {
+        Self::of_refs(&events.iter().collect::<Vec<_>>())
+    }
+
+    /// [`ConnectionUsage::of`] over references. Events of another connection than
+    /// the first are ignored, as the fold ignores them.
+    pub fn of_refs(events: &[&EventEnvelope]) -> Option<Self> {
+        let view = ConnectionInfo::fold_without_usage(events.iter().copied())?;
+        Some(Self::of_folded(&view, events))
     }
 }
 

@@ -23,11 +23,10 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
-use super::{ConnectionUsage, Figures, day_of, spread};
+use super::{ConnectionUsage, Figures, Lifespan, day_of, spread};
 use crate::domain::event::{ConnectionEvent, EventEnvelope};
 use crate::domain::ids::EventId;
 use crate::domain::time::Timestamp;
-use crate::domain::view::ConnectionInfo;
 
 /// How many of the latest events a fold keeps apart from its base: an event late by
 /// fewer events than this (two handler invocations of one connection finishing in
@@ -146,15 +145,15 @@ impl UsageFold {
 
     /// The fold of a whole history (of the connection of `view`, the fold of these
     /// events; in any order, with any repetition).
-    pub fn of_history(view: &ConnectionInfo, events: &[&EventEnvelope]) -> Self {
+    pub fn of_history(view: &impl Lifespan, events: &[&EventEnvelope]) -> Self {
         let mut history: Vec<UsageEvent> = events
             .iter()
-            .filter(|event| event.connection_id == view.connection_id)
+            .filter(|event| event.connection_id == *view.connection_id())
             .map(|event| UsageEvent::of(event))
             .collect();
         history.sort_by_key(|event| event.event_id);
         history.dedup_by_key(|event| event.event_id);
-        let mut fold = UsageFold::new(view.created_at);
+        let mut fold = UsageFold::new(view.start());
         fold.tail = history;
         fold.settle();
         fold
@@ -162,11 +161,11 @@ impl UsageFold {
 
     /// Adds `events` (of the connection of `view`, which has already folded them).
     /// Events already in the tail are repeats and change nothing.
-    pub fn advance(&mut self, view: &ConnectionInfo, events: &[&EventEnvelope]) -> Result<(), NeedsHistory> {
-        if view.created_at != self.start {
+    pub fn advance(&mut self, view: &impl Lifespan, events: &[&EventEnvelope]) -> Result<(), NeedsHistory> {
+        if view.start() != self.start {
             return Err(NeedsHistory);
         }
-        for event in events.iter().filter(|event| event.connection_id == view.connection_id) {
+        for event in events.iter().filter(|event| event.connection_id == *view.connection_id()) {
             if self.through.is_some_and(|through| event.event_id <= through) {
                 return Err(NeedsHistory);
             }
@@ -191,8 +190,8 @@ impl UsageFold {
     /// The usage of the events walked, closed at the end of `view` (the fold of the
     /// same events); `None` when only the whole history can tell (see the module's
     /// documentation).
-    pub fn usage(&self, view: &ConnectionInfo) -> Option<ConnectionUsage> {
-        if view.created_at != self.start {
+    pub fn usage(&self, view: &impl Lifespan) -> Option<ConnectionUsage> {
+        if view.start() != self.start {
             return None;
         }
         let start = self.start.epoch_millis();
@@ -200,7 +199,7 @@ impl UsageFold {
         for event in &self.tail {
             walked.step(start, event);
         }
-        let end = view.disconnected_at.or(view.alive_at).map_or(start, |end| end.epoch_millis()).max(start);
+        let end = view.end().map_or(start, |end| end.epoch_millis()).max(start);
         if walked.latest_voice_at.is_some_and(|latest| latest > end) {
             return None;
         }

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::domain::{ConnectionId, DisconnectReason, Timestamp, UserId};
+use crate::domain::{ConnectionId, ConnectionInfo, DisconnectReason, Timestamp, UserId};
 
 /// 2026-11-26T23:00:00Z: an hour before midnight.
 const LATE: i64 = 1_795_734_000_000;
