@@ -22,8 +22,9 @@ use crate::adapters::stored::{EventItem, ViewItem};
 use crate::audit::{HistoryFilter, HistoryQuery, history};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, TimeRange, Timestamp, UserId};
 use crate::local::AppState;
-use crate::ports::{Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+use crate::ports::{EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
 use crate::sync::lock;
+use axum::extract::FromRef;
 
 const PAGE: &str = include_str!("index.html");
 /// How many recently written views the dashboard remembers (live ones come from the store too).
@@ -119,13 +120,36 @@ fn store_error(error: impl std::fmt::Display) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": error.to_string() }))).into_response()
 }
 
-fn dashboard_of(state: &AppState) -> Option<&Arc<Dashboard>> {
+/// What the dashboard needs of the emulator: itself (when on), the stores it
+/// reads, the API's name for the page without it, and the shutdown its streams end on.
+#[derive(Clone)]
+pub(crate) struct DashboardState {
+    dashboard: Option<Arc<Dashboard>>,
+    events: Arc<dyn EventStore>,
+    views: Arc<dyn ViewStore>,
+    domain_name: String,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl FromRef<Arc<AppState>> for DashboardState {
+    fn from_ref(state: &Arc<AppState>) -> Self {
+        DashboardState {
+            dashboard: state.dashboard.clone(),
+            events: state.events.clone(),
+            views: state.views.clone(),
+            domain_name: state.api.domain_name.clone(),
+            shutdown: state.shutdown.clone(),
+        }
+    }
+}
+
+fn dashboard_of(state: &DashboardState) -> Option<&Arc<Dashboard>> {
     state.dashboard.as_ref()
 }
 
 /// The dashboard, when it is on and the request carries its token.
 fn authorized<'a>(
-    state: &'a AppState,
+    state: &'a DashboardState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Option<&'a Arc<Dashboard>> {
@@ -133,13 +157,13 @@ fn authorized<'a>(
 }
 
 /// `GET /` without an upgrade.
-pub(crate) async fn page(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Response {
+pub(crate) async fn page(state: &DashboardState, headers: &HeaderMap, query: &HashMap<String, String>) -> Response {
     match dashboard_of(state) {
         Some(dashboard) if dashboard.allows(headers, query) => Html(PAGE).into_response(),
         Some(_) => refuse(),
         None => (
             StatusCode::UPGRADE_REQUIRED,
-            format!("wsledger: connect with a WebSocket client to ws://{}/?userId=...", state.api.domain_name),
+            format!("wsledger: connect with a WebSocket client to ws://{}/?userId=...", state.domain_name),
         )
             .into_response(),
     }
@@ -147,7 +171,7 @@ pub(crate) async fn page(state: &AppState, headers: &HeaderMap, query: &HashMap<
 
 /// `GET /api/connections`: live connections and the recently projected ones, newest first.
 async fn connections(
-    State(state): State<Arc<AppState>>,
+    State(state): State<DashboardState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -171,7 +195,7 @@ async fn connections(
 
 /// `GET /api/connections/{id}/history`: one connection's events, in order.
 async fn connection_history(
-    State(state): State<Arc<AppState>>,
+    State(state): State<DashboardState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     Path(id): Path<String>,
@@ -196,7 +220,7 @@ async fn connection_history(
 
 /// `GET /api/activity`: events per minute over the last 30 minutes.
 async fn activity(
-    State(state): State<Arc<AppState>>,
+    State(state): State<DashboardState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -226,7 +250,7 @@ async fn activity(
 /// `GET /api/stream`: every view the projector writes, as Server-Sent Events,
 /// until the client leaves or the server shuts down.
 async fn stream(
-    State(state): State<Arc<AppState>>,
+    State(state): State<DashboardState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {

@@ -58,8 +58,28 @@ pub fn render(metrics: &Metrics) -> String {
     text
 }
 
+/// What `/metrics` needs: the counters, the open sockets, and the dashboard's token.
+#[derive(Clone)]
+pub(crate) struct MetricsState {
+    metrics: Arc<crate::metrics::Metrics>,
+    registry: Arc<super::registry::Registry>,
+    dashboard: Option<Arc<crate::local::dashboard::Dashboard>>,
+    dashboard_token: Option<String>,
+}
+
+impl axum::extract::FromRef<Arc<AppState>> for MetricsState {
+    fn from_ref(state: &Arc<AppState>) -> Self {
+        MetricsState {
+            metrics: state.metrics.clone(),
+            registry: state.registry.clone(),
+            dashboard: state.dashboard.clone(),
+            dashboard_token: state.config.dashboard_token.clone(),
+        }
+    }
+}
+
 pub(crate) async fn metrics(
-    State(state): State<Arc<AppState>>,
+    State(state): State<MetricsState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -68,7 +88,7 @@ pub(crate) async fn metrics(
     {
         return (StatusCode::UNAUTHORIZED, "/metrics needs ?token=<--dashboard-token>").into_response();
     }
-    if let Some(token) = &state.config.dashboard_token
+    if let Some(token) = &state.dashboard_token
         && state.dashboard.is_none()
         && !super::exposure::token_matches(token, super::exposure::presented_token(&headers, &query).as_deref())
     {

@@ -79,7 +79,8 @@ pub(crate) async fn entry(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
-        return crate::local::dashboard::page(&state, &headers, &query).await;
+        let dashboard = <crate::local::dashboard::DashboardState as axum::extract::FromRef<_>>::from_ref(&state);
+        return crate::local::dashboard::page(&dashboard, &headers, &query).await;
     };
     if *state.shutdown.borrow() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
