@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 
 use crate::domain::UserId;
+use crate::https_get::HttpsGet;
 use crate::metrics::{Metrics, names};
 use crate::trust_roots::TrustRoots;
 
@@ -203,7 +204,7 @@ pub trait KeySource: Send + Sync {
 struct ConfiguredKeys {
     source: JwksSource,
     roots: TrustRoots,
-    http: std::sync::OnceLock<reqwest::Client>,
+    http: std::sync::OnceLock<Result<HttpsGet, String>>,
 }
 
 impl ConfiguredKeys {
@@ -211,18 +212,11 @@ impl ConfiguredKeys {
         Self { source, roots, http: std::sync::OnceLock::new() }
     }
 
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            let builder =
-                reqwest::Client::builder().timeout(Duration::from_secs(5)).connect_timeout(Duration::from_secs(2));
-            let builder = match self.roots {
-                TrustRoots::System => builder,
-                TrustRoots::Amazon => builder.tls_certs_only(
-                    TrustRoots::amazon_der().filter_map(|der| reqwest::Certificate::from_der(der).ok()),
-                ),
-            };
-            builder.build().unwrap_or_default()
-        })
+    fn http(&self) -> Result<&HttpsGet, AuthError> {
+        self.http
+            .get_or_init(|| HttpsGet::new(crate::https_get::root_store(self.roots)))
+            .as_ref()
+            .map_err(|error| AuthError::Keys(error.clone()))
     }
 }
 
@@ -234,12 +228,7 @@ impl KeySource for ConfiguredKeys {
                 .await
                 .map_err(|error| AuthError::Keys(format!("{}: {error}", path.display()))),
             JwksSource::Url(url) => {
-                let response =
-                    self.http().get(url).send().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))?;
-                if !response.status().is_success() {
-                    return Err(AuthError::Keys(format!("{url}: HTTP {}", response.status())));
-                }
-                response.text().await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))
+                self.http()?.get(url).await.map_err(|error| AuthError::Keys(format!("{url}: {error}")))
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod dynamodb_tables;
 pub mod error_chain;
 pub mod handler;
+pub mod https_get;
 pub mod lambda;
 pub mod leases;
 pub mod metrics;
