@@ -12,8 +12,10 @@ pub mod cli;
 pub mod local;
 
 use wsledger_aws::sync;
+/// `wsledger usage` as a library (the contract's name for it).
+pub use wsledger_aws::usage_queries as usage;
 pub use wsledger_aws::{
     audit, auth, backoff, delivery, dynamodb_tables, error_chain, handler, lambda, metrics, policy, private_files,
-    projection, projector, settings, sweep, usage,
+    projection, projector, settings, sweep,
 };
 pub use wsledger_core::{domain, ports};

@@ -29,4 +29,4 @@ pub mod settings;
 pub mod sweep;
 pub mod sync;
 pub mod trust_roots;
-pub mod usage;
+pub mod usage_queries;

@@ -6,15 +6,15 @@ mod error;
 mod event_store;
 mod items;
 mod lease_store;
-mod metrics;
 pub mod migrate;
+mod request_counter;
 pub mod stream;
 mod view_store;
 
 pub use items::{LIVE_SHARDS, TIME_BUCKET_SHARDS};
 
 use crate::adapters::aws::AwsPolicy;
-pub use metrics::RequestCounter;
+pub use request_counter::RequestCounter;
 
 /// The events table's index for one user's history (`userId` + `eventId`).
 pub const USER_INDEX: &str = "userId-eventId-index";
