@@ -400,28 +400,15 @@ impl ConnectionHandler {
             return self.connection_limit(meta, user_id).await;
         };
         let until = lease_until(meta.connected_at, meta.request_time, self.config.activity_interval);
-        let mut attempt = 0;
-        loop {
-            let (mut leases, version) = match store.leases(user_id).await? {
-                Some((leases, version)) => (leases, Some(version)),
-                None => (UserLeases::new(user_id.clone()), None),
-            };
-            if let Err(LimitReached { live }) =
-                leases.acquire(&meta.connection_id, meta.request_time, until, max as usize)
-            {
-                return Ok(Some(format!(
-                    "MAX_CONNECTIONS_PER_USER={max}: the user already holds {live} live connection(s)"
-                )));
-            }
-            match store.put_leases(&leases, version).await {
-                Ok(_) => return Ok(None),
-                Err(StoreError::Conflict(_)) if attempt < crate::leases::MAX_CONFLICTS => {
-                    attempt += 1;
-                    crate::backoff::pause(attempt).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        let taken = crate::leases::update(store.as_ref(), user_id, |leases| {
+            let taken = leases.acquire(&meta.connection_id, meta.request_time, until, max as usize);
+            let changed = taken.is_ok();
+            (taken, changed)
+        })
+        .await?;
+        Ok(taken.err().map(|LimitReached { live }| {
+            format!("MAX_CONNECTIONS_PER_USER={max}: the user already holds {live} live connection(s)")
+        }))
     }
 
     /// Changes the user's leases, when the limit is on (see [`crate::leases::change`]).
