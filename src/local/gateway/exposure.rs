@@ -25,22 +25,33 @@ use crate::local::ServeConfig;
 /// name that resolves here (DNS rebinding) carries its own name, and is refused.
 pub fn host_allowed(host: Option<&str>, listen: SocketAddr, local: Option<SocketAddr>, allowed: &[String]) -> bool {
     let Some(host) = host.map(str::trim).filter(|host| !host.is_empty()) else { return false };
-    let name = host_name(host).to_ascii_lowercase();
-    let name = name.trim_end_matches('.');
-    if name == "localhost" || name.ends_with(".localhost") {
+    if is_loopback_host(host) {
         return true;
     }
+    let name = host_name(host).to_ascii_lowercase();
+    let name = name.trim_end_matches('.');
     if allowed.iter().any(|allowed| allowed.eq_ignore_ascii_case(name)) {
         return true;
     }
-    let Ok(ip) = name.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else { return false };
-    ip.is_loopback()
-        || (!listen.ip().is_unspecified() && ip == listen.ip())
-        || local.is_some_and(|local| local.ip() == ip)
+    let Some(ip) = host_ip(name) else { return false };
+    (!listen.ip().is_unspecified() && ip == listen.ip()) || local.is_some_and(|local| local.ip() == ip)
+}
+
+/// Whether a host (`name`, `name:port`, `[::1]:port`) is this machine by its name
+/// or address: `localhost`, `*.localhost`, or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = host_name(host.trim()).to_ascii_lowercase();
+    let name = name.trim_end_matches('.');
+    name == "localhost" || name.ends_with(".localhost") || host_ip(name).is_some_and(|ip| ip.is_loopback())
+}
+
+/// The address a host name is, if it is one (`[::1]` unbracketed).
+pub fn host_ip(name: &str) -> Option<IpAddr> {
+    name.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
 /// `example.test:8080` → `example.test`; `[::1]:80` → `[::1]`.
-fn host_name(host: &str) -> &str {
+pub fn host_name(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }

@@ -24,7 +24,7 @@ use super::template::{IdentitySource, LambdaApp, StreamTrigger};
 use crate::domain::UserId;
 use crate::handler::Response;
 use crate::local::gateway::apigw_event::RouteSelection;
-use crate::local::gateway::exposure::SigningKey;
+use crate::local::gateway::exposure::{SigningKey, host_ip, host_name, is_loopback_host};
 
 /// How long an idle warm process lives.
 pub const IDLE_STOP: Duration = Duration::from_secs(300);
@@ -384,14 +384,7 @@ fn is_local_url(url: &str) -> bool {
     let Some(rest) = url.split_once("://").map(|(_, rest)| rest) else { return false };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = match host.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    let host = host.to_ascii_lowercase();
-    host == "localhost"
-        || host.ends_with(".localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+    is_loopback_host(host) || host_ip(host_name(host)).is_some_and(|ip| ip.is_unspecified())
 }
 
 /// The event a schedule (EventBridge) invokes a function with.
