@@ -82,7 +82,6 @@ fn refusal(status: StatusCode, kind: &'static str, message: &'static str) -> Res
     refused(status, kind, message.to_owned())
 }
 
-/// Middleware of the HTTP API (`/api/*`, `@connections`): the `Host` rule.
 /// What the HTTP API's rules need of the configuration: who may reach it, and
 /// with which management credentials.
 #[derive(Debug, Clone)]
@@ -104,6 +103,7 @@ impl ExposureRules {
     }
 }
 
+/// Middleware of the HTTP API (`/api/*`, `@connections`): the `Host` rule.
 pub(crate) async fn require_known_host(
     State(rules): State<Arc<ExposureRules>>,
     request: Request,
@@ -145,46 +145,50 @@ pub(crate) async fn require_management_token(
     next: Next,
 ) -> Response {
     let Some(expected) = &rules.management_token else { return next.run(request).await };
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-    if let Some(signed) = authorization.and_then(Authorization::parse) {
-        let signed = match signed {
-            Ok(signed) => signed.into_owned(),
-            Err(error) => return refused(StatusCode::FORBIDDEN, "InvalidSignatureException", error.to_string()),
-        };
-        let secret = if token_matches(expected, Some(&signed.key_id)) {
-            expected.clone()
-        } else {
-            match rules.function_credentials.iter().find(|key| token_matches(&key.key_id, Some(&signed.key_id))) {
-                Some(key) => key.secret.clone(),
-                None => return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token"),
-            }
-        };
-        let (parts, body) = request.into_parts();
-        let Ok(body) = axum::body::to_bytes(body, MAX_SIGNED_BODY).await else {
-            return refusal(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "the body is too large");
-        };
-        let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |uri| uri.0.path());
-        let signed_request = SignedRequest {
-            method: parts.method.as_str(),
-            path,
-            query: parts.uri.query().unwrap_or(""),
-            headers: &parts.headers,
-            body: &body,
-        };
-        if let Err(error) = sigv4::verify(&signed_request, &signed.borrowed(), &secret, chrono::Utc::now()) {
-            tracing::debug!(%error, "a SigV4 request to @connections was refused");
-            return refused(StatusCode::FORBIDDEN, "InvalidSignatureException", error.to_string());
+    let (parts, body) = request.into_parts();
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let Some(signed) = authorization.and_then(Authorization::parse) else {
+        let presented = presented_token(&parts.headers, &query);
+        if presented.is_none() {
+            return refusal(
+                StatusCode::UNAUTHORIZED,
+                "UnauthorizedException",
+                "@connections needs the management token",
+            );
         }
-        return next.run(Request::from_parts(parts, axum::body::Body::from(body))).await;
+        if !token_matches(expected, presented.as_deref()) {
+            return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token");
+        }
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let signed = match signed {
+        Ok(signed) => signed,
+        Err(error) => return refused(StatusCode::FORBIDDEN, "InvalidSignatureException", error.to_string()),
+    };
+    let secret = if token_matches(expected, Some(signed.key_id)) {
+        expected
+    } else {
+        match rules.function_credentials.iter().find(|key| token_matches(&key.key_id, Some(signed.key_id))) {
+            Some(key) => &key.secret,
+            None => return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token"),
+        }
+    };
+    let Ok(body) = axum::body::to_bytes(body, MAX_SIGNED_BODY).await else {
+        return refusal(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "the body is too large");
+    };
+    let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |uri| uri.0.path());
+    let signed_request = SignedRequest {
+        method: parts.method.as_str(),
+        path,
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body: &body,
+    };
+    if let Err(error) = sigv4::verify(&signed_request, &signed, secret, chrono::Utc::now()) {
+        tracing::debug!(%error, "a SigV4 request to @connections was refused");
+        return refused(StatusCode::FORBIDDEN, "InvalidSignatureException", error.to_string());
     }
-    let presented = presented_token(request.headers(), &query);
-    if presented.is_none() {
-        return refusal(StatusCode::UNAUTHORIZED, "UnauthorizedException", "@connections needs the management token");
-    }
-    if !token_matches(expected, presented.as_deref()) {
-        return refusal(StatusCode::FORBIDDEN, "ForbiddenException", "wrong management token");
-    }
-    next.run(request).await
+    next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
 }
 
 fn refused(status: StatusCode, kind: &'static str, message: String) -> Response {

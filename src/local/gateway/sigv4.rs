@@ -47,36 +47,7 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// An [`Authorization`] that owns its parts (kept across an `await`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedAuthorization {
-    pub key_id: String,
-    pub scope: String,
-    pub signed_headers: Vec<String>,
-    pub signature: String,
-}
-
-impl OwnedAuthorization {
-    pub fn borrowed(&self) -> Authorization<'_> {
-        Authorization {
-            key_id: &self.key_id,
-            scope: &self.scope,
-            signed_headers: self.signed_headers.iter().map(String::as_str).collect(),
-            signature: &self.signature,
-        }
-    }
-}
-
 impl<'a> Authorization<'a> {
-    pub fn into_owned(self) -> OwnedAuthorization {
-        OwnedAuthorization {
-            key_id: self.key_id.to_owned(),
-            scope: self.scope.to_owned(),
-            signed_headers: self.signed_headers.into_iter().map(str::to_owned).collect(),
-            signature: self.signature.to_owned(),
-        }
-    }
-
     /// Reads `AWS4-HMAC-SHA256 Credential=KEY/SCOPE, SignedHeaders=a;b, Signature=HEX`;
     /// `None` when the header is not a SigV4 one.
     pub fn parse(header: &'a str) -> Option<Result<Self, SigV4Error>> {
