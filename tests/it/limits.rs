@@ -98,13 +98,16 @@ async fn a_burst_of_one_users_connects_through_four_handler_processes_accepts_at
     assert_eq!(accepted_later.len(), LIMIT, "ghost leases do not count: {accepted_later:?}");
 }
 
-#[tokio::test]
-async fn a_burst_of_one_users_handshakes_on_serve_accepts_at_most_the_limit() {
+/// `serve`'s configuration with the limit on.
+fn limited_config() -> ServeConfig {
     let policies = Policies { max_connections_per_user: LIMIT as u32, ..Policies::default() };
-    let config = ServeConfig { handler: HandlerConfig { policies, ..HandlerConfig::default() }, ..test_config() };
-    let app = App::start_config(temp_db(), config).await;
-    let handshakes = (0..12).map(|_| tokio_tungstenite::connect_async(app.url("?userId=user-burst")));
-    let results = join_all(handshakes).await;
+    ServeConfig { handler: HandlerConfig { policies, ..HandlerConfig::default() }, ..test_config() }
+}
+
+/// `count` handshakes to `url` at once; the clients accepted (every other one must
+/// be refused with 429).
+async fn handshake_burst(url: &str, count: usize) -> Vec<crate::serve::Client> {
+    let results = join_all((0..count).map(|_| tokio_tungstenite::connect_async(url))).await;
     let mut clients = Vec::new();
     for result in results {
         match result {
@@ -113,6 +116,13 @@ async fn a_burst_of_one_users_handshakes_on_serve_accepts_at_most_the_limit() {
             Err(other) => panic!("a handshake is accepted or refused with 429: {other}"),
         }
     }
+    clients
+}
+
+#[tokio::test]
+async fn a_burst_of_one_users_handshakes_on_serve_accepts_at_most_the_limit() {
+    let app = App::start_config(temp_db(), limited_config()).await;
+    let mut clients = handshake_burst(&app.url("?userId=user-burst"), 12).await;
     assert_eq!(clients.len(), LIMIT);
 
     // One closes; its slot is free again once its $disconnect is handled.
@@ -125,8 +135,7 @@ async fn a_burst_of_one_users_handshakes_on_serve_accepts_at_most_the_limit() {
         (leases.live(Timestamp::now()).count() == LIMIT - 1).then_some(())
     })
     .await;
-    let results = join_all((0..4).map(|_| tokio_tungstenite::connect_async(app.url("?userId=user-burst")))).await;
-    assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1);
+    assert_eq!(handshake_burst(&app.url("?userId=user-burst"), 4).await.len(), 1);
     app.server.shutdown().await;
 }
 
@@ -136,21 +145,12 @@ async fn a_burst_of_one_users_handshakes_on_serve_accepts_at_most_the_limit() {
 async fn a_burst_of_one_users_handshakes_on_serve_with_dynamodb_accepts_at_most_the_limit() {
     use wsledger::local::{Backend, Server};
     let (store, _) = dynamodb_local::fresh_store().await;
-    let policies = Policies { max_connections_per_user: LIMIT as u32, ..Policies::default() };
-    let config = ServeConfig { handler: HandlerConfig { policies, ..HandlerConfig::default() }, ..test_config() };
     let streams = dynamodb_local::streams_client();
-    let server = Server::start(config, Backend::DynamoDb { store: store.clone(), streams }).await.unwrap();
+    let backend = Backend::DynamoDb { store: store.clone(), streams };
+    let server = Server::start(limited_config(), backend).await.unwrap();
     let url = format!("ws://{}/?userId=user-burst-dynamodb", server.local_addr());
-    let results = join_all((0..12).map(|_| tokio_tungstenite::connect_async(url.clone()))).await;
-    let mut accepted = 0;
-    for result in results {
-        match result {
-            Ok(_) => accepted += 1,
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
-            Err(other) => panic!("a handshake is accepted or refused with 429: {other}"),
-        }
-    }
-    assert_eq!(accepted, LIMIT);
+    let clients = handshake_burst(&url, 12).await;
+    assert_eq!(clients.len(), LIMIT);
     let user = UserId::parse("user-burst-dynamodb").unwrap();
     let (leases, _) = store.leases(&user).await.unwrap().unwrap();
     assert_eq!(leases.live(Timestamp::now()).count(), LIMIT);

@@ -29,7 +29,7 @@ pub enum ProjectionOutcome {
 /// cannot go on from the view (a view without it, a missing view and no
 /// `Connected` in the batch, an event older than the walk's tail, a voice event
 /// after the connection's end) is the connection's whole history read and walked
-/// again: [`ProjectionOutcome`] says when.
+/// again: [`Projected::history_reads`] says when.
 ///
 /// Convergent and idempotent: the stored view is re-read and re-folded on every
 /// conflict, so whatever the order of events and of concurrent projectors, the
