@@ -34,13 +34,6 @@ const OUTBOUND_QUEUE: usize = 32;
 /// The reason recorded for a client that stopped reading (`kicked`: the server closed it).
 pub const STALLED_REASON: &str = "Server-side close: write timeout, the client stopped reading";
 
-async fn run_handler(
-    state: &AppState,
-    event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest,
-) -> HandlerResponse {
-    state.integration.route(event).await
-}
-
 /// Who is connecting, by the configured authorizer; an HTTP status when refused.
 async fn authorize(
     state: &AppState,
@@ -103,7 +96,7 @@ pub(crate) async fn entry(
     });
     // $connect completes before the upgrade is accepted; a refusal refuses the handshake.
     let connect = context.connect(&headers, &query, &new_id(), context.connected_at);
-    let response = run_handler(&state, &connect).await;
+    let response = state.integration.route(&connect).await;
     if !(200..300).contains(&response.status) {
         let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return status.into_response();
@@ -146,7 +139,7 @@ async fn handle_message(
 
 async fn disconnect(state: &AppState, context: &ConnectionContext, code: u16, reason: &str, at: Timestamp) {
     let event = context.disconnect(code, reason, &new_id(), at);
-    let response = run_handler(state, &event).await;
+    let response = state.integration.route(&event).await;
     if response.status >= 300 {
         tracing::error!(connection_id = %context.connection_id, status = response.status, "$disconnect failed");
     }
