@@ -137,7 +137,7 @@ impl ConnectionUsage {
     }
 
     fn day(&mut self, epoch_millis: i64) -> &mut Figures {
-        self.days.entry(day_of(epoch_millis)).or_default()
+        figures_on(&mut self.days, epoch_millis)
     }
 
     fn spread(&mut self, from: i64, to: i64, add: impl Fn(&mut Figures, u64)) {
@@ -164,6 +164,11 @@ impl ConnectionUsage {
     }
 }
 
+/// The figures of the day of `epoch_millis`, made empty if that day has none yet.
+fn figures_on(days: &mut BTreeMap<NaiveDate, Figures>, epoch_millis: i64) -> &mut Figures {
+    days.entry(day_of(epoch_millis)).or_default()
+}
+
 /// Adds the span `[from, to)` (epoch milliseconds) to each day it covers, by its
 /// time in that day.
 fn spread(days: &mut BTreeMap<NaiveDate, Figures>, from: i64, to: i64, add: impl Fn(&mut Figures, u64)) {
@@ -171,7 +176,7 @@ fn spread(days: &mut BTreeMap<NaiveDate, Figures>, from: i64, to: i64, add: impl
     while cursor < to {
         let day_end = (cursor.div_euclid(DAY_MS) + 1) * DAY_MS;
         let until = to.min(day_end);
-        add(days.entry(day_of(cursor)).or_default(), (until - cursor) as u64);
+        add(figures_on(days, cursor), (until - cursor) as u64);
         cursor = until;
     }
 }

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
-use super::{ConnectionUsage, Figures, Lifespan, day_of, spread};
+use super::{ConnectionUsage, Figures, Lifespan, figures_on, spread};
 use crate::domain::event::{ConnectionEvent, EventEnvelope};
 use crate::domain::ids::EventId;
 use crate::domain::time::Timestamp;
@@ -133,7 +133,7 @@ impl Walked {
     }
 
     fn day(&mut self, epoch_millis: i64) -> &mut Figures {
-        self.days.entry(day_of(epoch_millis)).or_default()
+        figures_on(&mut self.days, epoch_millis)
     }
 }
 
@@ -204,7 +204,7 @@ impl UsageFold {
             return None;
         }
         let Walked { events, mut days, open_voice, .. } = walked;
-        days.entry(day_of(start)).or_default().connections += 1;
+        figures_on(&mut days, start).connections += 1;
         spread(&mut days, start, end, |figures, ms| figures.connected_ms += ms);
         if let Some((_, since)) = open_voice {
             spread(&mut days, since, end, |figures, ms| figures.voice_ms += ms);
