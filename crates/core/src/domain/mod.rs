@@ -9,6 +9,7 @@ mod event;
 mod ids;
 mod kind;
 pub mod lease;
+pub mod presence;
 pub mod protocol;
 mod time;
 pub mod usage;
