@@ -27,8 +27,13 @@ use crate::ports::{Change, ChangeRecord};
 use crate::sync::lock;
 
 /// The migrations of `migrations/sqlite`, in order.
-const MIGRATIONS: [&str; 2] =
-    [include_str!("../../migrations/sqlite/0001_init.sql"), include_str!("../../migrations/sqlite/0002_leases.sql")];
+const MIGRATIONS: [&str; 3] = [
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_leases.sql"),
+    include_str!("../../migrations/sqlite/0003_presence.sql"),
+];
+
+mod presence;
 
 fn sql_error(error: rusqlite::Error) -> StoreError {
     match &error {

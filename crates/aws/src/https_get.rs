@@ -37,6 +37,11 @@ pub fn root_store(roots: TrustRoots) -> RootCertStore {
                 let _ = store.add(CertificateDer::from(der));
             }
         }
+        TrustRoots::Mozilla => {
+            for der in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+                let _ = store.add(der.clone());
+            }
+        }
         TrustRoots::System => {
             let found = rustls_native_certs::load_native_certs();
             for error in &found.errors {
@@ -50,25 +55,26 @@ pub fn root_store(roots: TrustRoots) -> RootCertStore {
     store
 }
 
+/// An HTTPS connector trusting `roots` that also speaks plain HTTP, with a 2 s
+/// connect timeout: the one connector of the clients outside the SDK.
+pub fn connector(roots: RootCertStore) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS configuration: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http))
+}
+
 impl HttpsGet {
     /// A client trusting `roots` (HTTPS), which also speaks plain HTTP (a JWKS on
     /// this machine, in tests and with `serve`).
     pub fn new(roots: RootCertStore) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS configuration: {error}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Ok(HttpsGet { client: Client::builder(TokioExecutor::new()).build(connector) })
+        Ok(HttpsGet { client: Client::builder(TokioExecutor::new()).build(connector(roots)?) })
     }
 
     /// The body of `url` as text, when it answers 2xx within the bounds.

@@ -34,6 +34,15 @@ pub mod names {
     pub const HISTORY_READS: &str = "HistoryReads";
     /// The largest `now - at` of a batch's events, in milliseconds.
     pub const PROJECTION_LAG_MS: &str = "ProjectionLagMs";
+    // presence (projector)
+    /// Presence events made (`user.online`, ...).
+    pub const PRESENCE_EVENTS: &str = "PresenceEvents";
+    /// Presence events a sink took.
+    pub const PRESENCE_DELIVERED: &str = "PresenceDelivered";
+    /// By `Sink`: publishes that failed (the events stay owed and are tried again).
+    pub const PRESENCE_DELIVERY_FAILURES: &str = "PresenceDeliveryFailures";
+    /// Presence events dropped from a full outbox (a sink down for long).
+    pub const PRESENCE_EVENTS_DROPPED: &str = "PresenceEventsDropped";
     // sweep
     pub const SUSPECTS: &str = "Suspects";
     pub const GONE: &str = "Gone";
@@ -44,7 +53,7 @@ pub mod names {
     pub const OPEN_CONNECTIONS: &str = "OpenConnections";
 
     /// The counters and gauges the Lambda functions write (EMF), by name.
-    pub const FUNCTION_METRICS: [&str; 19] = [
+    pub const FUNCTION_METRICS: [&str; 23] = [
         MESSAGES,
         REJECTED,
         EVENTS_APPENDED,
@@ -61,13 +70,17 @@ pub mod names {
         FAILED_RECORDS,
         HISTORY_READS,
         PROJECTION_LAG_MS,
+        PRESENCE_EVENTS,
+        PRESENCE_DELIVERED,
+        PRESENCE_DELIVERY_FAILURES,
+        PRESENCE_EVENTS_DROPPED,
         SUSPECTS,
         GONE,
         ALIVE,
     ];
 
     /// The dimensions besides `FunctionName` that counters carry.
-    pub const DIMENSIONS: [&str; 3] = ["Code", "Reason", "Policy"];
+    pub const DIMENSIONS: [&str; 4] = ["Code", "Reason", "Policy", "Sink"];
 }
 
 /// One counter: a name and at most one dimension (`Code`, `Reason`).

@@ -15,6 +15,10 @@ pub enum TrustRoots {
     /// reading and parsing the platform's store, or all of Mozilla's 140-odd roots,
     /// cost 3 to 5 ms of every cold start (BENCHMARKS.md); five roots cost 0.1 ms.
     Amazon,
+    /// Mozilla's roots (`webpki-root-certs`), compiled in: for endpoints on any host
+    /// (the presence webhook) from a Lambda bootstrap, where the platform's store
+    /// would be read at every cold start. Loaded only when such a client is built.
+    Mozilla,
 }
 
 /// Whether `name` occurs in `der`; compares a window only where its first byte matches.

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use crate::domain::lease::UserLeases;
+use crate::domain::presence::{PresenceEvent, PresenceRecord};
 use crate::domain::protocol::ServerMessage;
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
@@ -247,8 +248,6 @@ pub trait ViewStore: Send + Sync {
 #[error("{0}")]
 pub struct PortError(pub String);
 
-/// Where audio goes beyond the ledger (a speech pipeline). Each call may return a
-/// frame to send back to the client.
 /// The users' connection leases (`MAX_CONNECTIONS_PER_USER`): one item per user,
 /// written whole with a version, so that concurrent `$connect`s of one user cannot
 /// both take the last slot (see `domain::lease`).
@@ -262,6 +261,52 @@ pub trait LeaseStore: Send + Sync {
     async fn put_leases(&self, leases: &UserLeases, expected_version: Option<u64>) -> Result<u64, StoreError>;
 }
 
+/// The users' presence records (`domain::presence`): one per user, written whole
+/// with a version, and an index of the records that need attention by themselves
+/// (a user online, an offline waiting for its grace, events owed to a sink), keyed
+/// by when they need it, so that neither listing the users online nor finding the
+/// due ones reads every user.
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    /// The user's record and its version; `None` when none is stored. Strongly consistent.
+    async fn presence(&self, user_id: &UserId) -> Result<Option<(PresenceRecord, u64)>, StoreError>;
+    /// Writes `record` if the stored one is still at `expected_version` (`None`: not
+    /// stored yet); `StoreError::Conflict` otherwise. `check_at` is when the record
+    /// next needs attention by itself (`PresenceRecord::check_at`); `None` takes it
+    /// out of the index. Returns the new version.
+    async fn put_presence(
+        &self,
+        record: &PresenceRecord,
+        check_at: Option<Timestamp>,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError>;
+    /// Records in the index (those with a `check_at`), optionally only those due
+    /// by `due_by`, in no particular order.
+    async fn list_presence(
+        &self,
+        due_by: Option<Timestamp>,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<PresenceRecord, ViewCursor>, StoreError>;
+}
+
+/// Why a sink did not take presence events.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// Where presence events go (a webhook, an EventBridge bus). A sink takes a user's
+/// events in order; an error means none of them may be counted as delivered (the
+/// same events come again, with the same ids: at least once).
+#[async_trait]
+pub trait PresenceSink: Send + Sync {
+    /// A name for the sink, stable across runs: what a record's outbox owes is
+    /// owed to a name.
+    fn name(&self) -> &str;
+    async fn publish(&self, events: &[PresenceEvent]) -> Result<(), SinkError>;
+}
+
+/// Where audio goes beyond the ledger (a speech pipeline). Each call may return a
+/// frame to send back to the client.
 #[async_trait]
 pub trait VoicePipeline: Send + Sync {
     async fn start(

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use crate::domain::lease::UserLeases;
+use crate::domain::presence::PresenceRecord;
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
 use crate::ports::{
-    AppendOutcome, EventStore, LeaseStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore,
+    AppendOutcome, EventStore, LeaseStore, Page, PageRequest, PresenceStore, StoreError, VersionedView, ViewCursor,
+    ViewStore,
 };
 
 #[derive(Debug, Default)]
@@ -21,6 +23,7 @@ pub struct MemoryStore {
     events: Mutex<BTreeMap<(EventId, ConnectionId), EventEnvelope>>,
     views: Mutex<HashMap<ConnectionId, VersionedView>>,
     leases: Mutex<HashMap<UserId, (UserLeases, u64)>>,
+    presence: Mutex<BTreeMap<UserId, (PresenceRecord, u64, Option<Timestamp>)>>,
     appends: AtomicU64,
 }
 
@@ -188,5 +191,57 @@ impl LeaseStore for MemoryStore {
         let version = expected_version.map_or(1, |version| version + 1);
         stored.insert(leases.user_id.clone(), (leases.clone(), version));
         Ok(version)
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryStore {
+    async fn presence(&self, user_id: &UserId) -> Result<Option<(PresenceRecord, u64)>, StoreError> {
+        let stored = self.presence.lock().map_err(poisoned)?;
+        Ok(stored.get(user_id).map(|(record, version, _)| (record.clone(), *version)))
+    }
+
+    async fn put_presence(
+        &self,
+        record: &PresenceRecord,
+        check_at: Option<Timestamp>,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut stored = self.presence.lock().map_err(poisoned)?;
+        let stored_version = stored.get(&record.user_id).map(|(_, version, _)| *version);
+        if stored_version != expected_version {
+            return Err(StoreError::Conflict(
+                format!("presence of {} is at version {stored_version:?}, not {expected_version:?}", record.user_id)
+                    .into(),
+            ));
+        }
+        let version = expected_version.map_or(1, |version| version + 1);
+        stored.insert(record.user_id.clone(), (record.clone(), version, check_at));
+        Ok(version)
+    }
+
+    async fn list_presence(
+        &self,
+        due_by: Option<Timestamp>,
+        page: PageRequest<ViewCursor>,
+    ) -> Result<Page<PresenceRecord, ViewCursor>, StoreError> {
+        let stored = self.presence.lock().map_err(poisoned)?;
+        let after = page.after.map(|cursor| cursor.0);
+        let mut items = Vec::new();
+        for (user_id, (record, _, check_at)) in stored.iter() {
+            if after.as_deref().is_some_and(|after| user_id.as_str() <= after) {
+                continue;
+            }
+            let Some(check_at) = check_at else { continue };
+            if due_by.is_some_and(|due_by| *check_at > due_by) {
+                continue;
+            }
+            if items.len() == page.limit {
+                let next = items.last().map(|last: &PresenceRecord| ViewCursor(last.user_id.to_string()));
+                return Ok(Page { items, next });
+            }
+            items.push(record.clone());
+        }
+        Ok(Page { items, next: None })
     }
 }

@@ -6,6 +6,8 @@ pub mod apigw;
 pub mod aws;
 pub mod dynamodb;
 pub mod emf;
+pub mod eventbridge;
 pub mod faulty;
 pub mod memory;
 pub mod stored;
+pub mod webhook;

@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod presence;
+pub use presence::{DeviceJson, PresenceEventItem, PresenceItem, PresenceJson};
+
 use crate::domain::lease::{Lease, UserLeases};
 use crate::domain::usage::{ConnectionUsage, Effect, Figures, UsageEvent, UsageFold, Walked};
 use crate::domain::{

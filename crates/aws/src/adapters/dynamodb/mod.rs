@@ -6,6 +6,7 @@ mod error;
 mod event_store;
 mod items;
 mod lease_store;
+mod presence_store;
 pub mod migrate;
 mod request_counter;
 pub mod stream;

@@ -20,13 +20,13 @@ struct CursorState {
     key: HashMap<String, String>,
 }
 
-fn encode_cursor(shard: u64, key: Item) -> ViewCursor {
+pub(super) fn encode_cursor(shard: u64, key: Item) -> ViewCursor {
     let key = key.into_iter().filter_map(|(name, value)| value.as_s().ok().map(|text| (name, text.clone()))).collect();
     ViewCursor(serde_json::to_string(&CursorState { shard, key }).unwrap_or_default())
 }
 
 /// The shard and the key to start after; no key means "from the shard's start".
-fn decode_cursor(cursor: &ViewCursor) -> Result<(u64, Option<Item>), StoreError> {
+pub(super) fn decode_cursor(cursor: &ViewCursor) -> Result<(u64, Option<Item>), StoreError> {
     let state: CursorState = serde_json::from_str(&cursor.0)
         .map_err(|error| StoreError::Other(Cause::caused_by(format!("invalid view cursor {:?}", cursor.0), error)))?;
     let key: Item = state.key.into_iter().map(|(name, text)| (name, AttributeValue::S(text))).collect();
@@ -41,14 +41,25 @@ async fn read_page(
     limit: usize,
     views: &mut Vec<ConnectionInfo>,
 ) -> Result<Option<Item>, StoreError> {
+    read_items(query, start_key, limit, views, |item| Ok(view_from_item(item)?.view)).await
+}
+
+/// [`read_page`] for any item `decode` reads (the presence records share the live index).
+pub(super) async fn read_items<T>(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    start_key: Option<Item>,
+    limit: usize,
+    read: &mut Vec<T>,
+    decode: impl Fn(Item) -> Result<T, StoreError>,
+) -> Result<Option<Item>, StoreError> {
     let output = query
         .set_exclusive_start_key(start_key)
-        .limit(limit.saturating_sub(views.len()).clamp(1, 1_000) as i32)
+        .limit(limit.saturating_sub(read.len()).clamp(1, 1_000) as i32)
         .send()
         .await
         .map_err(|error| store_error("Query", error))?;
     for item in output.items.unwrap_or_default() {
-        views.push(view_from_item(item)?.view);
+        read.push(decode(item)?);
     }
     Ok(output.last_evaluated_key)
 }
