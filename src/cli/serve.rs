@@ -76,6 +76,21 @@ pub struct ServeArgs {
     /// API answers for, e.g. a dev box's DNS name (repeatable).
     #[arg(long = "allowed-host", value_name = "NAME")]
     allowed_hosts: Vec<String>,
+    /// POST presence events to this URL (signed: X-Wsledger-Signature).
+    #[arg(long, env = "PRESENCE_WEBHOOK_URL", value_name = "URL")]
+    presence_webhook: Option<String>,
+    /// The secret --presence-webhook signs with (HMAC-SHA256).
+    #[arg(long, env = "PRESENCE_WEBHOOK_SECRET", hide_env_values = true, value_name = "SECRET")]
+    presence_webhook_secret: Option<String>,
+    /// PutEvents presence events on this EventBridge bus (a name or an ARN).
+    #[arg(long, env = "PRESENCE_EVENT_BUS", value_name = "BUS")]
+    presence_event_bus: Option<String>,
+    /// How long a user whose last connection ended stays online to subscribers.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    presence_grace: u32,
+    /// Do not keep presence (no /api/presence, no presence events).
+    #[arg(long)]
+    no_presence: bool,
     /// Close a connection whose client has not taken a frame within this.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     write_timeout: u64,
@@ -310,6 +325,18 @@ async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
     })
 }
 
+/// `--presence-*`, checked: a malformed URL or a missing secret is one line.
+fn presence_settings(args: &ServeArgs) -> Result<crate::presence::PresenceSettings, String> {
+    let webhook =
+        crate::adapters::webhook::check_config(args.presence_webhook.as_deref(), args.presence_webhook_secret.as_deref())?;
+    Ok(crate::presence::PresenceSettings {
+        enabled: !args.no_presence,
+        grace: chrono::TimeDelta::seconds(i64::from(args.presence_grace)),
+        webhook: webhook.map(|(uri, secret)| (uri.to_string(), secret)),
+        event_bus: args.presence_event_bus.clone().filter(|bus| !bus.trim().is_empty()),
+    })
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = auth_mode(&args).await?;
     let management_token = management_token(&args).map_err(anyhow::Error::msg)?;
@@ -344,6 +371,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("wsledger-stream-{}.json", crate::settings::table_names().events).into()),
         ),
         lambda: lambda.clone(),
+        presence: presence_settings(&args).map_err(anyhow::Error::msg)?,
     };
     let backend = backend(&args.store).await?;
     if let (Some(_), Backend::DynamoDb { store, .. }) = (&lambda, &backend) {

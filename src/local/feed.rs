@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use tokio::sync::watch;
 
 use crate::adapters::sqlite::SqliteStore;
@@ -12,7 +10,9 @@ use crate::domain::Timestamp;
 use crate::metrics::{Metrics, names};
 use crate::ports::ViewStore;
 use crate::projection::rebuild_connection;
-use crate::projector::{count_batch, project_batch};
+use crate::local::Projection;
+use crate::presence::Presence;
+use crate::projector::{count_batch, project_with_presence};
 
 /// The name of the projector's checkpoint in the embedded store.
 pub const PROJECTOR_CHECKPOINT: &str = "projector";
@@ -23,6 +23,7 @@ const BATCH: usize = 100;
 pub async fn project_pending(
     store: &SqliteStore,
     views: &dyn ViewStore,
+    presence: Option<&Presence>,
     metrics: &Metrics,
 ) -> Result<bool, crate::ports::StoreError> {
     loop {
@@ -30,8 +31,9 @@ pub async fn project_pending(
         let records = store.changes_after(checkpoint, BATCH).await?;
         let Some(last) = records.last() else { return Ok(true) };
         let last: i64 = last.sequence_number.as_deref().and_then(|seq| seq.parse().ok()).unwrap_or(checkpoint);
-        let outcome = project_batch(views, store, &records).await;
-        count_batch(metrics, &records, &outcome, Timestamp::now());
+        let now = Timestamp::now();
+        let outcome = project_with_presence(views, store, &records, presence, now).await;
+        count_batch(metrics, &records, &outcome, now);
         // Views that replaced undecodable rows were folded from this batch alone.
         for connection_id in store.take_repairs() {
             if let Err(error) = rebuild_connection(store, views, &connection_id).await {
@@ -56,16 +58,13 @@ pub async fn project_pending(
 
 /// Runs the projector on the embedded store's feed (writing through `views`) until
 /// `stop` turns true, then flushes what is pending.
-pub async fn run_sqlite_projector(
-    store: SqliteStore,
-    views: Arc<dyn ViewStore>,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn run_sqlite_projector(store: SqliteStore, projection: Projection, mut stop: watch::Receiver<bool>) {
+    let Projection { views, presence, metrics } = projection;
+    let presence = presence.as_ref();
     let appended = store.appended();
     loop {
         let notified = appended.notified();
-        let pause = match project_pending(&store, views.as_ref(), &metrics).await {
+        let pause = match project_pending(&store, views.as_ref(), presence, &metrics).await {
             Ok(true) => Duration::from_secs(1),
             Ok(false) => Duration::from_millis(200),
             Err(error) => {
@@ -83,7 +82,7 @@ pub async fn run_sqlite_projector(
         }
     }
     for _ in 0..10 {
-        match project_pending(&store, views.as_ref(), &metrics).await {
+        match project_pending(&store, views.as_ref(), presence, &metrics).await {
             Ok(true) => return,
             Ok(false) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(error) => {

@@ -31,7 +31,9 @@ use crate::auth::JwtVerifier;
 use crate::domain::Timestamp;
 use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
 use crate::metrics::Metrics;
-use crate::ports::{EventStore, LeaseStore, ViewStore};
+use crate::adapters::sinks::presence_sinks;
+use crate::ports::{EventStore, LeaseStore, PresenceStore, ViewStore};
+use crate::presence::{Presence, PresenceSettings, check_due};
 use crate::sweep::{SweepConfig, SweepPorts, sweep};
 use gateway::registry::Registry;
 use gateway::{apigw_event, exposure, http, management, socket};
@@ -106,6 +108,8 @@ pub struct ServeConfig {
     /// `serve --lambda`: routes and the `$connect` authorizer run the template's
     /// functions as Lambda runs them, instead of the handler in-process.
     pub lambda: Option<Arc<lambda::routes::LambdaRoutes>>,
+    /// Presence: on or off, the grace period, the sinks (`--presence-*`).
+    pub presence: PresenceSettings,
 }
 
 impl Default for ServeConfig {
@@ -128,6 +132,7 @@ impl Default for ServeConfig {
             max_connections: 10_000,
             stream_checkpoint: None,
             lambda: None,
+            presence: PresenceSettings::default(),
         }
     }
 }
@@ -143,6 +148,8 @@ pub(crate) struct AppState {
     pub integration: Arc<dyn integration::Integration>,
     pub events: Arc<dyn EventStore>,
     pub views: Arc<dyn ViewStore>,
+    /// Where presence is read (`None`: `--presence off`).
+    pub presence: Option<Arc<dyn PresenceStore>>,
     pub dashboard: Option<Arc<dashboard::Dashboard>>,
     pub registry: Arc<Registry>,
     pub config: ServeConfig,
@@ -163,6 +170,9 @@ pub enum StartError {
     StoreInUse(String),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: SocketAddr, source: std::io::Error },
+    /// A presence sink could not be set up.
+    #[error("{0}")]
+    Presence(String),
 }
 
 /// A running emulator.
@@ -224,12 +234,7 @@ impl Server {
         let local_addr = listener.local_addr().map_err(listen_error)?;
         let (stop, shutdown) = watch::channel(false);
         let (flush, flushing) = watch::channel(false);
-        let (events, views, leases): (Arc<dyn EventStore>, Arc<dyn ViewStore>, Arc<dyn LeaseStore>) = match &backend {
-            Backend::Sqlite(store) => (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone())),
-            Backend::DynamoDb { store, .. } => {
-                (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()))
-            }
-        };
+        let (events, views, leases, presence_store) = stores_of(&backend);
         // With --lambda, the functions' metrics (their EMF output) count into the same registry.
         let metrics =
             config.lambda.as_ref().map_or_else(|| Arc::new(Metrics::new()), |lambda| lambda.metrics().clone());
@@ -247,6 +252,16 @@ impl Server {
             }
             None => views.clone(),
         };
+        let stream_function = config.lambda.as_ref().and_then(|lambda| lambda.stream_function());
+        // Under --lambda the template's stream function keeps presence (with its own settings).
+        let presence = match config.presence.enabled && stream_function.is_none() {
+            true => Some(
+                presence_of(&config.presence, presence_store.clone(), dashboard.as_ref(), metrics.clone())
+                    .await
+                    .map_err(StartError::Presence)?,
+            ),
+            false => None,
+        };
         let state = Arc::new(AppState {
             integration: match &config.lambda {
                 Some(routes) => Arc::new(integration::Functions(routes.clone())),
@@ -254,6 +269,7 @@ impl Server {
             },
             events: events.clone(),
             views: views.clone(),
+            presence: config.presence.enabled.then_some(presence_store),
             dashboard,
             registry: registry.clone(),
             api: Arc::new(apigw_event::Api {
@@ -278,13 +294,18 @@ impl Server {
                 shutdown,
             ),
         ];
-        let stream_function = config.lambda.as_ref().and_then(|lambda| lambda.stream_function()).map(|function| {
-            lambda::routes::LocalStreamFunction { function, views: views.clone(), dashboard: state.dashboard.clone() }
+        let stream_function = stream_function.map(|function| lambda::routes::LocalStreamFunction {
+            function,
+            views: views.clone(),
+            dashboard: state.dashboard.clone(),
         });
+        let mut tasks = tasks;
+        if let Some(presence) = &presence {
+            tasks.push(spawn_presence_check(presence.clone(), state.shutdown.clone()));
+        }
         let projector = spawn_projector(
             backend,
-            projected_views,
-            metrics,
+            Projection { views: projected_views, presence, metrics },
             config.stream_checkpoint.clone(),
             stream_function,
             flushing,
@@ -381,16 +402,80 @@ fn spawn_http(
     tokio::spawn(http::serve(listener, app, limits, stats, shutdown))
 }
 
+/// The stores of a backend, each behind its port.
+#[allow(clippy::type_complexity)]
+fn stores_of(
+    backend: &Backend,
+) -> (Arc<dyn EventStore>, Arc<dyn ViewStore>, Arc<dyn LeaseStore>, Arc<dyn PresenceStore>) {
+    match backend {
+        Backend::Sqlite(store) => {
+            (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()))
+        }
+        Backend::DynamoDb { store, .. } => {
+            (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()))
+        }
+    }
+}
+
+/// Presence in-process: the dashboard's stream and the configured sinks.
+async fn presence_of(
+    settings: &PresenceSettings,
+    store: Arc<dyn PresenceStore>,
+    dashboard: Option<&Arc<dashboard::Dashboard>>,
+    metrics: Arc<Metrics>,
+) -> Result<Presence, String> {
+    let mut presence = Presence::new(store, metrics);
+    presence.grace = settings.grace;
+    if let Some(dashboard) = dashboard {
+        presence.sinks.push(Arc::new(dashboard::PresenceFeed(dashboard.clone())));
+    }
+    let policy = crate::settings::aws_policy();
+    presence.sinks.extend(presence_sinks(settings, crate::trust_roots::TrustRoots::System, policy).await?);
+    Ok(presence)
+}
+
+/// How often `serve` looks for offlines whose grace ended, ghosts and deliveries to retry.
+const PRESENCE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+fn spawn_presence_check(presence: Presence, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(PRESENCE_CHECK_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let checks = async {
+            loop {
+                ticks.tick().await;
+                if let Err(error) = check_due(&presence, Timestamp::now()).await {
+                    tracing::warn!(error = %crate::error_chain::chain(&error), "the presence check failed; trying again");
+                }
+            }
+        };
+        tokio::select! {
+            _ = checks => {}
+            _ = stopped(shutdown) => {}
+        }
+    })
+}
+
+/// What the in-process projector writes through: the views (the dashboard's
+/// decorator), presence, the counters.
+pub(crate) struct Projection {
+    pub views: Arc<dyn ViewStore>,
+    pub presence: Option<Presence>,
+    pub metrics: Arc<Metrics>,
+}
+
 fn spawn_projector(
     backend: Backend,
-    views: Arc<dyn ViewStore>,
-    metrics: Arc<Metrics>,
+    projection: Projection,
     stream_checkpoint: Option<std::path::PathBuf>,
     stream_function: Option<lambda::routes::LocalStreamFunction>,
     flushing: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let Projection { views, presence, metrics } = projection;
     match backend {
-        Backend::Sqlite(store) => tokio::spawn(feed::run_sqlite_projector(store, views, metrics, flushing)),
+        Backend::Sqlite(store) => {
+            tokio::spawn(feed::run_sqlite_projector(store, Projection { views, presence, metrics }, flushing))
+        }
         Backend::DynamoDb { store, streams } => {
             let mut poller = StreamPoller::new(store.client().clone(), streams, store.tables().events.clone());
             if let Some(checkpoint) = stream_checkpoint {
@@ -423,8 +508,10 @@ fn spawn_projector(
                     .run(
                         |records| {
                             let (views, metrics, ledger) = (views.clone(), metrics.clone(), ledger.clone());
+                            let presence = presence.clone();
                             async move {
-                                crate::lambda::projector::stream_batch(views.as_ref(), &ledger, &records, &metrics)
+                                let presence = presence.as_ref();
+                                crate::lambda::projector::stream_batch(views.as_ref(), &ledger, &records, presence, &metrics)
                                     .await
                             }
                         },

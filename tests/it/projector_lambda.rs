@@ -77,7 +77,7 @@ async fn poll_into(
             let ledger = ledger.clone();
             async move {
                 let response =
-                    stream_batch(views.as_ref(), &ledger, &records, &wsledger::metrics::Metrics::new()).await;
+                    stream_batch(views.as_ref(), &ledger, &records, None, &wsledger::metrics::Metrics::new()).await;
                 sink.lock().unwrap().push((records, response.clone()));
                 response
             }

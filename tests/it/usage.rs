@@ -130,7 +130,7 @@ async fn shuffled_and_duplicated_records_give_the_session_usage_on_both_stores()
     for event in events.iter().rev() {
         sqlite.append(event).await.unwrap();
     }
-    wsledger::local::feed::project_pending(&sqlite, &sqlite, &wsledger::metrics::Metrics::new()).await.unwrap();
+    wsledger::local::feed::project_pending(&sqlite, &sqlite, None, &wsledger::metrics::Metrics::new()).await.unwrap();
     let sqlite_args = ["--store".to_owned(), format!("sqlite:{}", path.display())];
     let sqlite_args: Vec<&str> = sqlite_args.iter().map(String::as_str).collect();
     assert_eq!(usage_cli(&sqlite_args, &[], &["--user", "user-usage", "--by", "day"]).await, expected_by_day());

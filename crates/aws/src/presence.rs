@@ -77,9 +77,11 @@ impl PresenceReport {
 
 /// Brings the presence of the users of `views` (views just projected) up to date at `now`.
 pub async fn observe(presence: &Presence, views: &[ConnectionInfo], now: Timestamp) -> PresenceReport {
-    let mut by_user: BTreeMap<UserId, Vec<&ConnectionInfo>> = BTreeMap::new();
+    // Owned, so that the futures below hold no borrow of `views` (they must be `Send`
+    // for any lifetime when a spawned task awaits them).
+    let mut by_user: BTreeMap<UserId, Vec<ConnectionInfo>> = BTreeMap::new();
     for view in views {
-        by_user.entry(view.user_id.clone()).or_default().push(view);
+        by_user.entry(view.user_id.clone()).or_default().push(view.clone());
     }
     let results: Vec<(UserId, Result<Vec<PresenceEvent>, StoreError>)> = stream::iter(by_user)
         .map(|(user_id, views)| async move {
@@ -162,7 +164,7 @@ pub async fn online(store: &dyn PresenceStore, now: Timestamp) -> Result<Vec<cra
 async fn update_user(
     presence: &Presence,
     user_id: &UserId,
-    views: &[&ConnectionInfo],
+    views: &[ConnectionInfo],
     now: Timestamp,
 ) -> Result<Vec<PresenceEvent>, StoreError> {
     let sinks = presence.sink_names();
@@ -256,4 +258,71 @@ async fn try_deliver(
         }
     }
     Ok(())
+}
+
+/// How presence is configured: `PRESENCE` (`off` turns it off), `PRESENCE_GRACE_SECS`
+/// (default 5), `PRESENCE_WEBHOOK_URL` with `PRESENCE_WEBHOOK_SECRET`, and
+/// `PRESENCE_EVENT_BUS` (a name or an ARN).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSettings {
+    pub enabled: bool,
+    pub grace: TimeDelta,
+    pub webhook: Option<(String, String)>,
+    pub event_bus: Option<String>,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self { enabled: true, grace: DEFAULT_GRACE, webhook: None, event_bus: None }
+    }
+}
+
+impl PresenceSettings {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let enabled = match lookup("PRESENCE").map(|value| value.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("" | "on") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("PRESENCE={other:?} is neither on nor off")),
+        };
+        let grace = crate::setting::number::<u32>(&lookup, "PRESENCE_GRACE_SECS")?
+            .map_or(DEFAULT_GRACE, |seconds| TimeDelta::seconds(i64::from(seconds)));
+        let url = lookup("PRESENCE_WEBHOOK_URL");
+        let secret = lookup("PRESENCE_WEBHOOK_SECRET");
+        let webhook = crate::adapters::webhook::check_config(url.as_deref(), secret.as_deref())?
+            .map(|(uri, secret)| (uri.to_string(), secret));
+        let event_bus = lookup("PRESENCE_EVENT_BUS").map(|bus| bus.trim().to_owned()).filter(|bus| !bus.is_empty());
+        Ok(Self { enabled, grace, webhook, event_bus })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_from_the_environment_and_refuse_in_one_line() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        };
+        assert_eq!(PresenceSettings::from_lookup(env(&[])).unwrap(), PresenceSettings::default());
+        let settings = PresenceSettings::from_lookup(env(&[
+            ("PRESENCE_GRACE_SECS", "12"),
+            ("PRESENCE_WEBHOOK_URL", "https://hooks.example/presence"),
+            ("PRESENCE_WEBHOOK_SECRET", "s3cret"),
+            ("PRESENCE_EVENT_BUS", "presence-bus"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.grace, TimeDelta::seconds(12));
+        assert_eq!(settings.webhook, Some(("https://hooks.example/presence".into(), "s3cret".into())));
+        assert_eq!(settings.event_bus.as_deref(), Some("presence-bus"));
+        assert!(!PresenceSettings::from_lookup(env(&[("PRESENCE", "off")])).unwrap().enabled);
+        for bad in [
+            &[("PRESENCE_WEBHOOK_URL", "https://hooks.example/p")][..],
+            &[("PRESENCE_GRACE_SECS", "-1")][..],
+            &[("PRESENCE", "maybe")][..],
+        ] {
+            let error = PresenceSettings::from_lookup(env(bad)).unwrap_err();
+            assert!(!error.contains('\n'), "{error}");
+        }
+    }
 }

@@ -41,7 +41,7 @@ pub async fn project_connection(
     events: &[EventEnvelope],
 ) -> Result<Projected, StoreError> {
     let Some(first) = events.first() else {
-        return Ok(Projected { outcome: ProjectionOutcome::Unchanged, history_reads: 0 });
+        return Ok(Projected { outcome: ProjectionOutcome::Unchanged, history_reads: 0, view: None });
     };
     let batch: Vec<&EventEnvelope> = events.iter().collect();
     let mut attempt = 0;
@@ -68,17 +68,19 @@ pub async fn project_connection(
         view.usage = ConnectionUsage::newest(view.usage.take(), usage);
         view.usage_fold = fold;
         if let Some(outcome) = write_if_changed(views, stored.as_ref(), &view, &mut attempt).await? {
-            return Ok(Projected { outcome, history_reads });
+            return Ok(Projected { outcome, history_reads, view: Some(view) });
         }
     }
 }
 
-/// What [`project_connection`] did, and how many times it read the connection's
-/// whole history (0 unless the usage walk could not go on from the view).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`project_connection`] did, how many times it read the connection's
+/// whole history (0 unless the usage walk could not go on from the view), and the
+/// view as stored now (what presence observes).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projected {
     pub outcome: ProjectionOutcome,
     pub history_reads: u32,
+    pub view: Option<ConnectionInfo>,
 }
 
 /// The usage of `view` (the stored view with `batch` folded in) from the usage walk

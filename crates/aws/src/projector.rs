@@ -11,10 +11,12 @@ use std::collections::HashMap;
 
 use futures::stream::{self, StreamExt};
 
-use crate::domain::{ConnectionId, EventEnvelope, Timestamp};
+use crate::domain::presence::PresenceEvent;
+use crate::domain::{ConnectionId, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::metrics::{Metrics, names};
 pub use crate::ports::{Change, ChangeRecord};
 use crate::ports::{EventStore, ViewStore};
+use crate::presence::Presence;
 use crate::projection::{Projected, ProjectionOutcome, project_connection};
 
 /// How many connections of one batch are projected at once.
@@ -39,6 +41,11 @@ pub struct BatchOutcome {
     /// Whole-history reads (see [`project_connection`]): 0 for a batch of events
     /// that come after what the views have folded.
     pub history_reads: usize,
+    /// The views as stored after the batch, each with the index of its
+    /// connection's first record.
+    pub views: Vec<(usize, ConnectionInfo)>,
+    /// Presence events the batch made (see [`project_with_presence`]).
+    pub presence_told: Vec<PresenceEvent>,
 }
 
 /// Projects one batch.
@@ -82,6 +89,9 @@ pub async fn project_batch(views: &dyn ViewStore, ledger: &dyn EventStore, recor
         match result {
             Ok(projected) => {
                 outcome.history_reads += projected.history_reads as usize;
+                if let Some(view) = projected.view {
+                    outcome.views.push((first_index, view));
+                }
                 match projected.outcome {
                     ProjectionOutcome::Written { .. } => outcome.written += 1,
                     ProjectionOutcome::Unchanged => outcome.unchanged += 1,
@@ -95,11 +105,52 @@ pub async fn project_batch(views: &dyn ViewStore, ledger: &dyn EventStore, recor
             }
         }
     }
+    retry_from(&mut outcome, records, earliest_failure);
+    outcome
+}
+
+/// Sets where the batch restarts: at the record at `earliest_failure`, if any.
+fn retry_from(outcome: &mut BatchOutcome, records: &[ChangeRecord], earliest_failure: Option<usize>) {
     if let Some(index) = earliest_failure {
+        outcome.retry_from = None;
+        outcome.retry_whole_batch = false;
         match &records[index].sequence_number {
             Some(sequence_number) => outcome.retry_from = Some(sequence_number.clone()),
             None => outcome.retry_whole_batch = true,
         }
+    }
+}
+
+/// Projects one batch, then brings the presence of its users up to date at `now`.
+/// A user whose presence could not be written restarts the batch at the first
+/// record of that user's connections, as a failed view does (both are idempotent).
+pub async fn project_with_presence(
+    views: &dyn ViewStore,
+    ledger: &dyn EventStore,
+    records: &[ChangeRecord],
+    presence: Option<&Presence>,
+    now: Timestamp,
+) -> BatchOutcome {
+    let mut outcome = project_batch(views, ledger, records).await;
+    let Some(presence) = presence else { return outcome };
+    let projected: Vec<ConnectionInfo> = outcome.views.iter().map(|(_, view)| view.clone()).collect();
+    let report = crate::presence::observe(presence, &projected, now).await;
+    outcome.presence_told = report.told;
+    let presence_failure = outcome
+        .views
+        .iter()
+        .filter(|(_, view)| report.failed.contains(&view.user_id))
+        .map(|(index, _)| *index)
+        .min();
+    let view_failure = outcome.retry_from.as_ref().and_then(|sequence_number| {
+        records.iter().position(|record| record.sequence_number.as_ref() == Some(sequence_number))
+    });
+    let earliest = match (presence_failure, view_failure) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if presence_failure.is_some() && !outcome.retry_whole_batch {
+        retry_from(&mut outcome, records, earliest);
     }
     outcome
 }

@@ -26,6 +26,22 @@ pub fn auth_config() -> Result<AuthConfig, String> {
     AuthConfig::from_lookup(lookup)
 }
 
+/// `PRESENCE`, `PRESENCE_GRACE_SECS`, `PRESENCE_WEBHOOK_URL`, `PRESENCE_WEBHOOK_SECRET`,
+/// `PRESENCE_EVENT_BUS`.
+pub fn presence_settings() -> Result<crate::presence::PresenceSettings, String> {
+    crate::presence::PresenceSettings::from_lookup(lookup)
+}
+
+/// The roots that verify the presence webhook in a Lambda bootstrap: Mozilla's,
+/// compiled in (the webhook may be on any host), unless `SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` names a store to use.
+pub fn lambda_webhook_roots() -> TrustRoots {
+    match lambda_trust_roots() {
+        TrustRoots::Amazon => TrustRoots::Mozilla,
+        roots => roots,
+    }
+}
+
 /// `EVENTS_TABLE_NAME`, `CONNECTIONS_TABLE_NAME`.
 pub fn table_names() -> TableNames {
     TableNames::from_lookup(lookup)

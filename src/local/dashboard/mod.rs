@@ -22,9 +22,12 @@ use crate::adapters::stored::{EventItem, ViewItem};
 use crate::audit::{HistoryFilter, HistoryQuery, history};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, TimeRange, Timestamp, UserId};
 use crate::local::AppState;
-use crate::ports::{EventStore, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
+use crate::ports::{EventStore, Page, PageRequest, PresenceStore, StoreError, VersionedView, ViewCursor, ViewStore};
 use crate::sync::lock;
 use axum::extract::FromRef;
+
+mod presence;
+pub use presence::PresenceFeed;
 
 const PAGE: &str = include_str!("index.html");
 /// How many recently written views the dashboard remembers (live ones come from the store too).
@@ -36,11 +39,18 @@ pub struct Dashboard {
     token: Option<String>,
     recent: Mutex<(HashMap<ConnectionId, ConnectionInfo>, VecDeque<ConnectionId>)>,
     updates: broadcast::Sender<String>,
+    /// Presence events, for `GET /api/presence/stream`.
+    presence_updates: broadcast::Sender<String>,
 }
 
 impl Dashboard {
     pub fn new(token: Option<String>) -> Self {
-        Self { token, recent: Mutex::new((HashMap::new(), VecDeque::new())), updates: broadcast::channel(1_024).0 }
+        Self {
+            token,
+            recent: Mutex::new((HashMap::new(), VecDeque::new())),
+            updates: broadcast::channel(1_024).0,
+            presence_updates: broadcast::channel(1_024).0,
+        }
     }
 
     pub(crate) fn observe(&self, view: &ConnectionInfo) {
@@ -127,6 +137,7 @@ pub(crate) struct DashboardState {
     dashboard: Option<Arc<Dashboard>>,
     events: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
+    presence: Option<Arc<dyn PresenceStore>>,
     domain_name: String,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -137,6 +148,7 @@ impl FromRef<Arc<AppState>> for DashboardState {
             dashboard: state.dashboard.clone(),
             events: state.events.clone(),
             views: state.views.clone(),
+            presence: state.presence.clone(),
             domain_name: state.api.domain_name.clone(),
             shutdown: state.shutdown.clone(),
         }
@@ -278,4 +290,6 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/connections/{id}/history", get(connection_history))
         .route("/api/activity", get(activity))
         .route("/api/stream", get(stream))
+        .route("/api/presence", get(presence::presence))
+        .route("/api/presence/stream", get(presence::presence_stream))
 }

@@ -9,5 +9,6 @@ pub mod emf;
 pub mod eventbridge;
 pub mod faulty;
 pub mod memory;
+pub mod sinks;
 pub mod stored;
 pub mod webhook;

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use lambda_runtime::{Error, service_fn};
 use wsledger_aws::adapters::apigw::ManagementApiGateway;
 use wsledger_aws::adapters::dynamodb::{self, DynamoDbStore};
+use wsledger_aws::adapters::sinks::presence_sinks;
 use wsledger_aws::lambda::{self, projector};
 use wsledger_aws::metrics::Metrics;
 use wsledger_aws::ports::{ConnectionGateway, ViewStore};
+use wsledger_aws::presence::Presence;
 use wsledger_aws::settings;
 use wsledger_aws::sweep::SweepConfig;
 
@@ -32,13 +34,27 @@ async fn main() -> Result<(), Error> {
         None => None,
     };
     init.mark("management_api");
-    let metrics = lambda::MetricsOut::from_env(Arc::new(Metrics::new()));
+    let counters = Arc::new(Metrics::new());
+    let presence_settings = settings::presence_settings()?;
+    let presence = match presence_settings.enabled {
+        true => {
+            let sinks = presence_sinks(&presence_settings, settings::lambda_webhook_roots(), policy).await?;
+            let mut presence = Presence::new(Arc::new(store.clone()), counters.clone());
+            presence.sinks = sinks;
+            presence.grace = presence_settings.grace;
+            Some(presence)
+        }
+        false => None,
+    };
+    init.mark("presence");
+    let metrics = lambda::MetricsOut::from_env(counters);
     let projector = projector::Projector {
         events: &store,
         views: &store,
         gateway: gateway.as_ref().map(|gateway| gateway as &dyn ConnectionGateway),
         leases: Some(&store),
         sweep: SweepConfig { retention_days, ..SweepConfig::default() },
+        presence,
         metrics: metrics.metrics(),
     };
     let (projector, metrics) = (&projector, &metrics);

@@ -10,7 +10,8 @@ use crate::adapters::dynamodb::stream::decode_record;
 use crate::domain::Timestamp;
 use crate::metrics::Metrics;
 use crate::ports::{ConnectionGateway, EventStore, LeaseStore, ViewStore};
-use crate::projector::{ChangeRecord, count_batch, project_batch};
+use crate::presence::{Presence, check_due};
+use crate::projector::{ChangeRecord, count_batch, project_with_presence};
 use crate::sweep::{SweepConfig, SweepPorts, sweep};
 
 /// Projects one stream batch and answers with the partial batch response Lambda
@@ -20,11 +21,13 @@ pub async fn stream_batch(
     views: &dyn ViewStore,
     ledger: &dyn EventStore,
     records: &[EventRecord],
+    presence: Option<&Presence>,
     metrics: &Metrics,
 ) -> DynamoDbEventResponse {
     let records: Vec<ChangeRecord> = records.iter().map(decode_record).collect();
-    let outcome = project_batch(views, ledger, &records).await;
-    count_batch(metrics, &records, &outcome, Timestamp::now());
+    let now = Timestamp::now();
+    let outcome = project_with_presence(views, ledger, &records, presence, now).await;
+    count_batch(metrics, &records, &outcome, now);
     tracing::info!(
         records = records.len(),
         connections = outcome.connections,
@@ -33,6 +36,7 @@ pub async fn stream_batch(
         failed = outcome.failed,
         ignored = outcome.ignored,
         poison = outcome.poison,
+        presence_events = outcome.presence_told.len(),
         "batch projected"
     );
     let mut response = DynamoDbEventResponse::default();
@@ -61,7 +65,14 @@ pub struct Projector<'a> {
     /// The users' connection leases, which the sweep frees for gone connections.
     pub leases: Option<&'a dyn LeaseStore>,
     pub sweep: SweepConfig,
+    /// The presence projection and its sinks (`None`: `PRESENCE=off`).
+    pub presence: Option<Presence>,
     pub metrics: &'a Metrics,
+}
+
+/// The presence schedule's input (`template.yaml`, `PresenceSchedule`).
+fn is_presence_check(event: &Value) -> bool {
+    event.get("wsledger").and_then(Value::as_str) == Some("presence")
 }
 
 fn is_scheduled(event: &Value) -> bool {
@@ -76,7 +87,7 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
             serde_json::from_value(payload).map_err(|error| format!("not a DynamoDB Streams event: {error}"))?;
         let projected = tokio::time::timeout_at(
             super::answer_by(event.context.deadline),
-            stream_batch(projector.views, projector.events, &batch.records, projector.metrics),
+            stream_batch(projector.views, projector.events, &batch.records, projector.presence.as_ref(), projector.metrics),
         );
         let response = match projected.await {
             Ok(response) => response,
@@ -90,11 +101,17 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
         };
         return Ok(serde_json::to_value(response)?);
     }
+    if is_presence_check(&payload) {
+        return presence_check(projector, event.context.deadline).await;
+    }
     if is_scheduled(&payload) {
         let gateway = projector.gateway.ok_or("the sweep needs the Management API: set WEBSOCKET_API_ENDPOINT")?;
         let ports = SweepPorts { views: projector.views, events: projector.events, gateway, leases: projector.leases };
         let report = sweep(ports, Timestamp::now(), projector.sweep).await?;
         report.count(projector.metrics);
+        if let Some(presence) = &projector.presence {
+            check_due(presence, Timestamp::now()).await?;
+        }
         return Ok(json!({
             "checked": report.checked,
             "gone": report.gone,
@@ -104,4 +121,13 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
         }));
     }
     Err("unsupported event: expected DynamoDB Streams records or a scheduled event".into())
+}
+
+/// The presence follow-up: offlines whose grace ended, ghosts, deliveries to retry.
+async fn presence_check(projector: &Projector<'_>, deadline: u64) -> Result<Value, Error> {
+    let presence = projector.presence.as_ref().ok_or("presence is off (PRESENCE=off)")?;
+    let report = tokio::time::timeout_at(super::answer_by(deadline), check_due(presence, Timestamp::now()))
+        .await
+        .map_err(|_| "the presence check did not finish before the deadline")??;
+    Ok(json!({ "users": report.users, "events": report.told.len(), "failed": report.failed.len() }))
 }
