@@ -5,7 +5,7 @@ use std::io;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::output::{EventWriter, Format, write_usage, write_views};
+use super::output::{EventWriter, Format, write_presence, write_usage, write_views};
 use super::stores::{StoreArgs, explain, parse_time};
 use crate::audit::{ConnectionsError, HistoryFilter, HistoryQuery, HistoryReader, connections};
 use crate::domain::{ConnectionId, ConnectionStatus, EventKind, TimeRange, Timestamp, UserId};
@@ -128,6 +128,38 @@ pub async fn run_connections(args: ConnectionsArgs) -> anyhow::Result<()> {
         Err(error) => return Err(error.into()),
     };
     write_views(io::stdout().lock(), Format::or_default(args.output.format), args.output.local_time, &views)
+        .context("writing the output")?;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Cost on DynamoDB: with --user, one GetItem. Without --user, one Query per partition of \
+the live index that holds presence records (8, each per 1 MB page): only users online, offlines waiting for \
+their grace and deliveries to retry are in it. No Scan.")]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// One user's presence (online or not). Without it: the users online now.
+    #[arg(long)]
+    user: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub async fn run_presence(args: PresenceArgs) -> anyhow::Result<()> {
+    let user_id =
+        args.user.as_deref().map(UserId::parse).transpose().map_err(|error| anyhow::anyhow!("--user: {error}"))?;
+    let store = args.store.open_existing().await?;
+    let now = Timestamp::now();
+    let presence = match &user_id {
+        Some(user_id) => match crate::presence::read(store.presence(), user_id, now).await {
+            Ok(Some(presence)) => vec![presence],
+            Ok(None) => anyhow::bail!("no presence recorded for user {user_id}"),
+            Err(error) => return Err(explain(error, &args.store)),
+        },
+        None => crate::presence::online(store.presence(), now).await.map_err(|error| explain(error, &args.store))?,
+    };
+    write_presence(io::stdout().lock(), Format::or_default(args.output.format), args.output.local_time, &presence)
         .context("writing the output")?;
     Ok(())
 }

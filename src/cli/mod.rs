@@ -33,6 +33,8 @@ pub enum Command {
     History(audit::HistoryArgs),
     /// Connections (the ConnectionInfo view): a user's, or every live one.
     Connections(audit::ConnectionsArgs),
+    /// Who is online now, on which devices, in voice or not; or one user's presence.
+    Presence(audit::PresenceArgs),
     /// What users used: connections, connected time, messages, voice sessions and
     /// voice time, per UTC day or in total.
     Usage(audit::UsageArgs),
@@ -52,5 +54,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History(args) => audit::run_history(args).await,
         Command::Connections(args) => audit::run_connections(args).await,
         Command::Usage(args) => audit::run_usage(args).await,
+        Command::Presence(args) => audit::run_presence(args).await,
     }
 }

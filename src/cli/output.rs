@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use chrono::Local;
 use clap::ValueEnum;
 
-use crate::adapters::stored::{EventItem, ViewItem};
+use crate::adapters::stored::{EventItem, PresenceJson, ViewItem};
+use crate::domain::presence::Presence;
 use crate::domain::{ConnectionEvent, ConnectionInfo, EventEnvelope, Timestamp};
 use crate::usage::UsageRow;
 
@@ -247,6 +248,67 @@ pub fn write_views(mut out: impl Write, format: Format, local_time: bool, views:
                 &rows,
             )?;
             writeln!(out, "{} connection(s)", views.len())?;
+        }
+    }
+    out.flush()
+}
+
+/// The CSV columns of `wsledger presence` (`devices` as the contract's JSON array).
+const PRESENCE_COLUMNS: [&str; 7] = ["userId", "status", "connections", "devices", "inVoice", "lastSeen", "changedAt"];
+
+/// Writes presence objects (docs/contract.md, "Round three") in `format`.
+pub fn write_presence(mut out: impl Write, format: Format, local_time: bool, presence: &[Presence]) -> io::Result<()> {
+    let items: Vec<PresenceJson> = presence.iter().map(PresenceJson::from).collect();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &items)?;
+            out.write_all(b"\n")?;
+        }
+        Format::Ndjson => {
+            for item in &items {
+                serde_json::to_writer(&mut out, item)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Format::Csv => {
+            let rows = items.iter().map(|item| {
+                vec![
+                    item.user_id.clone(),
+                    item.status.clone(),
+                    item.connections.to_string(),
+                    serde_json::to_string(&item.devices).unwrap_or_default(),
+                    item.in_voice.to_string(),
+                    item.last_seen.clone().unwrap_or_default(),
+                    item.changed_at.clone().unwrap_or_default(),
+                ]
+            });
+            out.write_all(&csv_rows(rows, Some(&PRESENCE_COLUMNS))?)?;
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = presence
+                .iter()
+                .map(|presence| {
+                    let devices: Vec<String> = presence
+                        .devices
+                        .iter()
+                        .map(|device| match &device.user_agent {
+                            Some(agent) => format!("{} ({agent})", device.connection_id),
+                            None => device.connection_id.to_string(),
+                        })
+                        .collect();
+                    vec![
+                        presence.user_id.to_string(),
+                        presence.status.as_str().to_owned(),
+                        presence.devices.len().to_string(),
+                        if presence.in_voice { "yes".into() } else { String::new() },
+                        presence.last_seen.map(|at| show_time(at, local_time)).unwrap_or_default(),
+                        presence.changed_at.map(|at| show_time(at, local_time)).unwrap_or_default(),
+                        devices.join(", "),
+                    ]
+                })
+                .collect();
+            table(&mut out, &["USER", "STATUS", "CONNECTIONS", "IN VOICE", "LAST SEEN", "CHANGED", "DEVICES"], &rows)?;
+            writeln!(out, "{} user(s)", presence.len())?;
         }
     }
     out.flush()

@@ -77,6 +77,13 @@ impl OpenStore {
         }
     }
 
+    pub fn presence(&self) -> &dyn crate::ports::PresenceStore {
+        match self {
+            OpenStore::Sqlite(store) => store,
+            OpenStore::DynamoDb(store) => store,
+        }
+    }
+
     pub fn leases(&self) -> &dyn crate::ports::LeaseStore {
         match self {
             OpenStore::Sqlite(store) => store,
