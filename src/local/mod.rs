@@ -543,7 +543,7 @@ fn spawn_sweep(
     if let Some(lambda) = &config.lambda {
         let (pools, every) = lambda.scheduled_functions(interval);
         if !pools.is_empty() {
-            (scheduled, interval) = (Some((pools, lambda.app().region.clone())), every);
+            (scheduled, interval) = (Some(pools), every);
         }
     }
     tokio::spawn(async move {
@@ -554,10 +554,10 @@ fn spawn_sweep(
                 _ = tokio::time::sleep(interval) => {}
                 _ = &mut stop => return,
             }
-            if let Some((scheduled, region)) = &scheduled {
+            if let Some(scheduled) = &scheduled {
                 // serve --lambda: the template's scheduled functions sweep, as EventBridge invokes them.
-                for pool in scheduled {
-                    let invoked = pool.invoke(lambda::routes::scheduled_event(region));
+                for (pool, event) in scheduled {
+                    let invoked = pool.invoke(event.clone());
                     tokio::select! {
                         result = invoked => if let Err(error) = result {
                             tracing::warn!(%error, "the scheduled function failed");

@@ -344,8 +344,11 @@ async fn the_sweep_works_with_a_management_token() {
     serve.views_when(|views| views.iter().any(|view| view.is_connected())).await;
 
     let (pools, _) = serve.routes.scheduled_functions(Duration::from_secs(60));
-    assert_eq!(pools.len(), 1, "the template schedules the sweep");
-    pools[0].invoke(wsledger::local::lambda::routes::scheduled_event("us-east-1")).await.unwrap();
+    assert_eq!(pools.len(), 2, "the template schedules the sweep and the presence follow-up");
+    assert_eq!(pools[1].1, serde_json::json!({ "wsledger": "presence" }), "the presence schedule's Input");
+    let sweep = &pools[0];
+    assert_eq!(sweep.1["detail-type"], "Scheduled Event");
+    sweep.0.invoke(sweep.1.clone()).await.unwrap();
     let views =
         serve.views_when(|views| views.iter().any(|view| view.disconnect_reason == Some(DisconnectReason::Gone))).await;
     assert_eq!(views.len(), 1);

@@ -140,9 +140,24 @@ impl LambdaRoutes {
 
     /// The functions a schedule invokes, and how often: the shortest `rate(...)` of
     /// their schedules, else `fallback` (`cron(...)` is not emulated).
-    pub fn scheduled_functions(&self, fallback: Duration) -> (Vec<Arc<FunctionPool>>, Duration) {
-        let pools =
-            self.app.schedules.iter().filter_map(|schedule| self.pools.get(&schedule.function).cloned()).collect();
+    pub fn scheduled_functions(&self, fallback: Duration) -> (Vec<(Arc<FunctionPool>, Value)>, Duration) {
+        let region = &self.app.region;
+        let pools = self
+            .app
+            .schedules
+            .iter()
+            .filter_map(|schedule| {
+                let event = match schedule.input.as_deref().map(serde_json::from_str::<Value>) {
+                    Some(Ok(input)) => input,
+                    Some(Err(error)) => {
+                        tracing::warn!(function = %schedule.function, %error, "a schedule's Input is not JSON; sending the scheduled event");
+                        scheduled_event(region)
+                    }
+                    None => scheduled_event(region),
+                };
+                Some((self.pools.get(&schedule.function).cloned()?, event))
+            })
+            .collect();
         let interval = self.app.schedules.iter().filter_map(|schedule| schedule.interval()).min().unwrap_or(fallback);
         (pools, interval)
     }

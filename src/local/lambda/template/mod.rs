@@ -97,6 +97,9 @@ pub struct ScheduleTrigger {
     pub function: String,
     /// `rate(...)` or `cron(...)`, as written.
     pub schedule: String,
+    /// The schedule's `Input`: the event the function gets instead of EventBridge's
+    /// "Scheduled Event" (JSON text, as in the template).
+    pub input: Option<String>,
 }
 
 impl ScheduleTrigger {
@@ -262,7 +265,7 @@ mod tests {
         );
         assert_eq!(app.schedules[0].function, "ProjectorFunction");
         assert_eq!(app.schedules[0].interval(), Some(Duration::from_secs(300)), "{}", app.schedules[0].schedule);
-        let schedule = |text: &str| ScheduleTrigger { function: "F".into(), schedule: text.into() }.interval();
+        let schedule = |text: &str| ScheduleTrigger { function: "F".into(), schedule: text.into(), input: None }.interval();
         assert_eq!(schedule("rate(1 hour)"), Some(Duration::from_secs(3_600)));
         assert_eq!(schedule("cron(0 12 * * ? *)"), None);
         assert_eq!(schedule("rate(0 minutes)"), None);

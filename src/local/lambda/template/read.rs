@@ -240,7 +240,12 @@ impl<'t> Reader<'t> {
                 Some("Schedule") => {
                     let schedule =
                         event_properties.get("Schedule").map(|value| self.resolver.text(value)).transpose()?;
-                    schedules.push(ScheduleTrigger { function: id.to_owned(), schedule: schedule.unwrap_or_default() });
+                    let input = event_properties.get("Input").map(|value| self.resolver.text(value)).transpose()?;
+                    schedules.push(ScheduleTrigger {
+                        function: id.to_owned(),
+                        schedule: schedule.unwrap_or_default(),
+                        input,
+                    });
                 }
                 other => self.unsupported.push(format!("event {name} of {id} ({})", other.unwrap_or("no type"))),
             }
