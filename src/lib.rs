@@ -15,7 +15,7 @@ use wsledger_aws::sync;
 /// `wsledger usage` as a library (the contract's name for it).
 pub use wsledger_aws::usage_queries as usage;
 pub use wsledger_aws::{
-    audit, auth, backoff, delivery, dynamodb_tables, error_chain, handler, lambda, metrics, policy, private_files,
-    presence, projection, projector, settings, sweep, trust_roots,
+    audit, auth, backoff, delivery, dynamodb_tables, error_chain, handler, lambda, metrics, policy, presence,
+    private_files, projection, projector, settings, sweep, trust_roots,
 };
 pub use wsledger_core::{domain, ports};

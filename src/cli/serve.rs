@@ -327,8 +327,10 @@ async fn backend(store_args: &StoreArgs) -> anyhow::Result<Backend> {
 
 /// `--presence-*`, checked: a malformed URL or a missing secret is one line.
 fn presence_settings(args: &ServeArgs) -> Result<crate::presence::PresenceSettings, String> {
-    let webhook =
-        crate::adapters::webhook::check_config(args.presence_webhook.as_deref(), args.presence_webhook_secret.as_deref())?;
+    let webhook = crate::adapters::webhook::check_config(
+        args.presence_webhook.as_deref(),
+        args.presence_webhook_secret.as_deref(),
+    )?;
     Ok(crate::presence::PresenceSettings {
         enabled: !args.no_presence,
         grace: chrono::TimeDelta::seconds(i64::from(args.presence_grace)),

@@ -7,11 +7,11 @@ use tokio::sync::watch;
 
 use crate::adapters::sqlite::SqliteStore;
 use crate::domain::Timestamp;
+use crate::local::Projection;
 use crate::metrics::{Metrics, names};
 use crate::ports::ViewStore;
-use crate::projection::rebuild_connection;
-use crate::local::Projection;
 use crate::presence::Presence;
+use crate::projection::rebuild_connection;
 use crate::projector::{count_batch, project_with_presence};
 
 /// The name of the projector's checkpoint in the embedded store.

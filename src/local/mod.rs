@@ -26,12 +26,12 @@ use tokio::task::JoinHandle;
 
 use crate::adapters::dynamodb::DynamoDbStore;
 use crate::adapters::dynamodb::stream::StreamPoller;
+use crate::adapters::sinks::presence_sinks;
 use crate::adapters::sqlite::SqliteStore;
 use crate::auth::JwtVerifier;
 use crate::domain::Timestamp;
 use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
 use crate::metrics::Metrics;
-use crate::adapters::sinks::presence_sinks;
 use crate::ports::{EventStore, LeaseStore, PresenceStore, ViewStore};
 use crate::presence::{Presence, PresenceSettings, check_due};
 use crate::sweep::{SweepConfig, SweepPorts, sweep};
@@ -511,8 +511,14 @@ fn spawn_projector(
                             let presence = presence.clone();
                             async move {
                                 let presence = presence.as_ref();
-                                crate::lambda::projector::stream_batch(views.as_ref(), &ledger, &records, presence, &metrics)
-                                    .await
+                                crate::lambda::projector::stream_batch(
+                                    views.as_ref(),
+                                    &ledger,
+                                    &records,
+                                    presence,
+                                    &metrics,
+                                )
+                                .await
                             }
                         },
                         Duration::from_millis(500),

@@ -9,7 +9,7 @@ use wsledger::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
     TimeRange, Timestamp, UserId,
 };
-use wsledger::ports::{AppendOutcome, EventStore, Page, PageRequest, StoreError, ViewCursor, ViewStore};
+use wsledger::ports::{AppendOutcome, EventStore, Page, PageRequest, PresenceStore, StoreError, ViewCursor, ViewStore};
 use wsledger::projection::{ProjectionOutcome, project_connection};
 
 /// 2025-11-24T16:00:00Z: most fixtures sit on this day, some on the next.
@@ -386,9 +386,63 @@ macro_rules! store_contract {
             }
 
             #[tokio::test]
+            async fn presence_records_are_conditional_and_listed_when_due() {
+                contract::presence_records_are_conditional_and_listed_when_due($make_store().await).await;
+            }
+
+            #[tokio::test]
             async fn live_connections_come_newest_first_before_the_limit() {
                 contract::live_connections_come_newest_first_before_the_limit($make_store().await).await;
             }
         }
     };
+}
+
+/// Presence records: written whole with a version, listed by when they are due
+/// (never those without a `check_at`), and unseen by every view listing.
+pub async fn presence_records_are_conditional_and_listed_when_due<S: PresenceStore + ViewStore + EventStore>(store: S) {
+    use wsledger::domain::presence::PresenceRecord;
+    let at = |offset_ms: i64| Timestamp::from_epoch_millis(T0 + offset_ms);
+    let user = "ü#1/\"x\",y";
+    let events = vec![envelope("conn-presence", user, "p1", 0, connected("203.0.113.5"))];
+    append_all(&store, &events).await;
+    project_connection(&store, &store, &events).await.unwrap();
+    let mut record = PresenceRecord::new(UserId::parse(user).unwrap());
+    record.observe(&ConnectionInfo::fold(&events).unwrap());
+    record.settle(at(10), chrono::TimeDelta::seconds(5), &["webhook".to_owned()]);
+    assert_eq!(record.outbox.len(), 1);
+
+    assert_eq!(store.put_presence(&record, Some(at(10_000)), None).await.unwrap(), 1);
+    assert!(matches!(store.put_presence(&record, Some(at(10_000)), None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.put_presence(&record, Some(at(10_000)), Some(7)).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.put_presence(&record, Some(at(10_000)), Some(1)).await.unwrap(), 2);
+    assert_eq!(store.presence(&record.user_id).await.unwrap(), Some((record.clone(), 2)));
+
+    let later = PresenceRecord::new(UserId::parse("user-later").unwrap());
+    store.put_presence(&later, Some(at(100_000)), None).await.unwrap();
+    let quiet = PresenceRecord::new(UserId::parse("user-quiet").unwrap());
+    store.put_presence(&quiet, None, None).await.unwrap();
+
+    let due = store.list_presence(Some(at(50_000)), PageRequest::default()).await.unwrap();
+    assert_eq!(due.items, vec![record.clone()]);
+    let mut listed = Vec::new();
+    let mut page = PageRequest::<ViewCursor>::first(1);
+    loop {
+        let next = store.list_presence(None, page.clone()).await.unwrap();
+        listed.extend(next.items.into_iter().map(|record| record.user_id.to_string()));
+        match next.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, vec!["user-later".to_owned(), user.to_owned()], "one page at a time, never user-quiet");
+
+    let live = store.list_live_until_before(at(365 * 86_400_000), PageRequest::default()).await.unwrap();
+    assert_eq!(live.items.len(), 1, "views only: {:?}", live.items);
+    let by_user = store.list_by_user(&record.user_id, None, PageRequest::default()).await.unwrap();
+    assert_eq!(by_user.items.len(), 1);
+    // Taken out of the index.
+    store.put_presence(&record, None, Some(2)).await.unwrap();
+    assert!(store.list_presence(Some(at(50_000)), PageRequest::default()).await.unwrap().items.is_empty());
 }

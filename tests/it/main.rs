@@ -17,6 +17,8 @@ mod migrate_cli;
 mod observability;
 mod ops_cli;
 mod packaged;
+mod presence;
+mod presence_receiver;
 mod projector_lambda;
 mod runtime_api;
 mod same_millisecond;

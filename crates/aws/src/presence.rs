@@ -138,17 +138,16 @@ pub async fn read(
 /// The users online at `now`, in user id order: the records in the store's index,
 /// which holds every user with a live device (and a few more: offlines waiting for
 /// their grace, deliveries to retry).
-pub async fn online(store: &dyn PresenceStore, now: Timestamp) -> Result<Vec<crate::domain::presence::Presence>, StoreError> {
+pub async fn online(
+    store: &dyn PresenceStore,
+    now: Timestamp,
+) -> Result<Vec<crate::domain::presence::Presence>, StoreError> {
     let mut online = Vec::new();
     let mut page = PageRequest::first(1_000);
     loop {
         let listed = store.list_presence(None, page.clone()).await?;
         online.extend(
-            listed
-                .items
-                .iter()
-                .map(|record| record.presence(now))
-                .filter(|presence| !presence.devices.is_empty()),
+            listed.items.iter().map(|record| record.presence(now)).filter(|presence| !presence.devices.is_empty()),
         );
         match listed.next {
             Some(next) => page.after = Some(next),
@@ -171,7 +170,8 @@ async fn update_user(
     let mut attempt = 0;
     loop {
         let stored = presence.store.presence(user_id).await?;
-        let mut record = stored.as_ref().map_or_else(|| PresenceRecord::new(user_id.clone()), |(record, _)| record.clone());
+        let mut record =
+            stored.as_ref().map_or_else(|| PresenceRecord::new(user_id.clone()), |(record, _)| record.clone());
         for view in views {
             record.observe(view);
         }
@@ -214,7 +214,7 @@ async fn try_deliver(
     mut version: Option<u64>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if record.outbox.is_empty() || record.retry_at.is_some_and(|retry_at| retry_at > now) {
+    if record.outbox.is_empty() || !record.delivery_due(now) {
         return Ok(());
     }
     let mut acknowledged: Vec<(String, Vec<String>)> = Vec::new();

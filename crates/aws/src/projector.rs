@@ -136,12 +136,8 @@ pub async fn project_with_presence(
     let projected: Vec<ConnectionInfo> = outcome.views.iter().map(|(_, view)| view.clone()).collect();
     let report = crate::presence::observe(presence, &projected, now).await;
     outcome.presence_told = report.told;
-    let presence_failure = outcome
-        .views
-        .iter()
-        .filter(|(_, view)| report.failed.contains(&view.user_id))
-        .map(|(index, _)| *index)
-        .min();
+    let presence_failure =
+        outcome.views.iter().filter(|(_, view)| report.failed.contains(&view.user_id)).map(|(index, _)| *index).min();
     let view_failure = outcome.retry_from.as_ref().and_then(|sequence_number| {
         records.iter().position(|record| record.sequence_number.as_ref() == Some(sequence_number))
     });

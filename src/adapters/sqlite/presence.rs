@@ -12,8 +12,7 @@ use crate::domain::{Timestamp, UserId};
 use crate::ports::{Page, PageRequest, PresenceStore, StoreError, ViewCursor};
 
 fn decode(json: &str) -> Result<PresenceRecord, StoreError> {
-    let item: PresenceItem =
-        serde_json::from_str(json).map_err(|error| corrupt(format!("presence item: {error}")))?;
+    let item: PresenceItem = serde_json::from_str(json).map_err(|error| corrupt(format!("presence item: {error}")))?;
     PresenceRecord::try_from(item)
 }
 

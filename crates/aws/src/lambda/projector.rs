@@ -87,7 +87,13 @@ pub async fn handle(projector: &Projector<'_>, event: LambdaEvent<Value>) -> Res
             serde_json::from_value(payload).map_err(|error| format!("not a DynamoDB Streams event: {error}"))?;
         let projected = tokio::time::timeout_at(
             super::answer_by(event.context.deadline),
-            stream_batch(projector.views, projector.events, &batch.records, projector.presence.as_ref(), projector.metrics),
+            stream_batch(
+                projector.views,
+                projector.events,
+                &batch.records,
+                projector.presence.as_ref(),
+                projector.metrics,
+            ),
         );
         let response = match projected.await {
             Ok(response) => response,

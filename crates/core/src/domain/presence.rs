@@ -29,6 +29,8 @@ pub const DEFAULT_GRACE: TimeDelta = TimeDelta::seconds(5);
 /// (and counted) beyond it, so a sink that never comes back cannot grow a record
 /// without end (a DynamoDB item holds at most 400 KB).
 pub const OUTBOX_LIMIT: usize = 100;
+/// How long the writer of new events has to deliver them before a check does.
+pub const DELIVERY_CLAIM: TimeDelta = TimeDelta::seconds(30);
 
 /// One live connection of a user, as presence shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +250,8 @@ impl PresenceRecord {
     /// offline, if no device is left.
     fn note_end(&mut self, connection_id: &str, at: Timestamp) {
         if self.told.online && self.pending_offline.as_ref().is_none_or(|pending| pending.since < at) {
-            self.pending_offline = Some(PendingOffline { since: at, cause: format!("{connection_id}@{}", at.epoch_millis()) });
+            self.pending_offline =
+                Some(PendingOffline { since: at, cause: format!("{connection_id}@{}", at.epoch_millis()) });
         }
     }
 
@@ -300,10 +303,10 @@ impl PresenceRecord {
             _ => {}
         }
         if self.devices.is_empty() && self.told.online {
-            let pending = self.pending_offline.clone().unwrap_or(PendingOffline {
-                since: now,
-                cause: format!("now@{}", now.epoch_millis()),
-            });
+            let pending = self
+                .pending_offline
+                .clone()
+                .unwrap_or(PendingOffline { since: now, cause: format!("now@{}", now.epoch_millis()) });
             if now >= pending.since.plus(grace) {
                 self.pending_offline = None;
                 events.push(self.event(PresenceEventType::Offline, pending.since, &pending.cause));
@@ -315,7 +318,18 @@ impl PresenceRecord {
             self.outbox.push(Outgoing { event: event.clone(), sinks: sinks.to_vec() });
         }
         self.outbox.retain(|outgoing| !outgoing.sinks.is_empty());
+        if !self.outbox.is_empty() && self.retry_at.is_none() {
+            // The writer of this record delivers now; a check finds it only if that
+            // writer did not get to it (it stopped, or lost its write).
+            self.retry_at = Some(now.plus(DELIVERY_CLAIM));
+        }
         events
+    }
+
+    /// Whether a delivery should be tried at `now`: no failed round yet, or the
+    /// back-off after the last one has passed.
+    pub fn delivery_due(&self, now: Timestamp) -> bool {
+        self.delivery_failures == 0 || self.retry_at.is_none_or(|retry_at| retry_at <= now)
     }
 
     /// Makes the next presence event and records that subscribers were told it.
@@ -384,7 +398,8 @@ impl PresenceRecord {
     pub fn check_at(&self, grace: TimeDelta) -> Option<Timestamp> {
         let offline = self.pending_offline.as_ref().map(|pending| pending.since.plus(grace));
         let ghost = self.devices.iter().map(|device| device.live_until).min();
-        let retry = if self.outbox.is_empty() { None } else { Some(self.retry_at.unwrap_or(Timestamp::from_epoch_millis(0))) };
+        let retry =
+            if self.outbox.is_empty() { None } else { Some(self.retry_at.unwrap_or(Timestamp::from_epoch_millis(0))) };
         [offline, ghost, retry].into_iter().flatten().min()
     }
 }

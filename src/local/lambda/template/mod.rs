@@ -265,7 +265,8 @@ mod tests {
         );
         assert_eq!(app.schedules[0].function, "ProjectorFunction");
         assert_eq!(app.schedules[0].interval(), Some(Duration::from_secs(300)), "{}", app.schedules[0].schedule);
-        let schedule = |text: &str| ScheduleTrigger { function: "F".into(), schedule: text.into(), input: None }.interval();
+        let schedule =
+            |text: &str| ScheduleTrigger { function: "F".into(), schedule: text.into(), input: None }.interval();
         assert_eq!(schedule("rate(1 hour)"), Some(Duration::from_secs(3_600)));
         assert_eq!(schedule("cron(0 12 * * ? *)"), None);
         assert_eq!(schedule("rate(0 minutes)"), None);

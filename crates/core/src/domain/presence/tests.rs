@@ -134,9 +134,10 @@ fn a_ghost_stops_counting_at_its_live_until_and_a_gone_observation_at_once() {
 
     let mut world = World::new();
     world.told(&[event("a", "a1", 0, 0, connected())], 10);
-    assert_eq!(world.told(&[event("a", "a9", 1_000, 0, disconnected(DisconnectReason::Gone))], 9_000), vec![
-        PresenceEventType::Offline
-    ]);
+    assert_eq!(
+        world.told(&[event("a", "a9", 1_000, 0, disconnected(DisconnectReason::Gone))], 9_000),
+        vec![PresenceEventType::Offline]
+    );
 }
 
 #[test]
@@ -158,6 +159,8 @@ fn delivery_clears_what_a_sink_acknowledged_and_backs_off_after_failures() {
     let mut world = World::new();
     world.sinks = vec!["webhook".into(), "eventbridge".into()];
     world.told(&[event("a", "a1", 0, 0, connected())], 10);
+    assert_eq!(world.record.retry_at, Some(at(10).plus(DELIVERY_CLAIM)), "a check delivers only if the writer did not");
+    assert!(world.record.delivery_due(at(10)), "the writer delivers at once");
     let ids: Vec<String> = world.record.owed_to("webhook").into_iter().map(|event| event.event_id).collect();
     world.record.delivered("webhook", &ids);
     assert!(world.record.owed_to("webhook").is_empty());
@@ -165,6 +168,7 @@ fn delivery_clears_what_a_sink_acknowledged_and_backs_off_after_failures() {
     world.record.delivery_failed(at(10));
     world.record.delivery_failed(at(10));
     assert_eq!(world.record.retry_at, Some(at(2_010)));
+    assert!(!world.record.delivery_due(at(2_009)) && world.record.delivery_due(at(2_010)));
     assert_eq!(world.record.check_at(GRACE), Some(at(2_010)));
     world.record.delivered("eventbridge", &ids);
     world.record.delivery_succeeded();
@@ -178,7 +182,10 @@ fn the_outbox_is_bounded() {
     for index in 0..(OUTBOX_LIMIT as i64 + 7) {
         let connection = format!("c{index}");
         world.told(&[event(&connection, "c", index * 100_000, index * 100_000, connected())], index * 100_000);
-        world.told(&[event(&connection, "d", index * 100_000 + 1, index * 100_000, disconnected(DisconnectReason::Client))], index * 100_000 + 50_000);
+        world.told(
+            &[event(&connection, "d", index * 100_000 + 1, index * 100_000, disconnected(DisconnectReason::Client))],
+            index * 100_000 + 50_000,
+        );
     }
     assert!(world.record.outbox.len() > OUTBOX_LIMIT);
     let dropped = world.record.trim_outbox();
