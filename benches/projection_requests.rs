@@ -2,11 +2,13 @@
 //!
 //! `cargo bench --bench projection_requests` (starts its own DynamoDB Local, as the
 //! tests do). Each batch holds 100 records; with k events per connection it touches
-//! 100/k connections. The projector spends 3 requests per connection touched,
-//! whatever k is: one read of the view, one Query of the connection's history (its
-//! usage is computed again from the whole history), one conditional write. The
-//! usage projection's budget is at most 2 more requests than the view alone (2);
-//! it takes 1. Under `cargo test` it runs a reduced set and checks that bound.
+//! 100/k connections of 10 users. The projector spends 2 requests per connection
+//! touched, whatever k is: one read of the view and one conditional write (the
+//! usage walk goes on from the view; a connection's history is read only when it
+//! cannot, at most once per connection). Presence then spends, per user touched,
+//! one read of the user's record and at most one write (no sink here, so no
+//! delivery write), measured apart. Under `cargo test` it runs a reduced set and
+//! checks those bounds.
 
 use wsledger_testkit::dynamodb_local;
 
@@ -52,6 +54,10 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let (store, counter) = dynamodb_local::fresh_store().await;
+        let presence = wsledger::presence::Presence::new(
+            std::sync::Arc::new(store.clone()),
+            std::sync::Arc::new(wsledger::metrics::Metrics::new()),
+        );
         println!("records per batch: {RECORDS_PER_BATCH}; DynamoDB Local on loopback");
         println!(
             "{:>22} {:>12} {:>16} {:>24} {:>12}",
@@ -114,6 +120,22 @@ fn main() {
                     per_connection <= 2.0 + 2.0 + f64::EPSILON,
                     "at most 2 more requests per connection than the view's 2, got {per_connection}"
                 );
+                let views: Vec<_> = outcome.views.iter().map(|(_, view)| view.clone()).collect();
+                counter.reset();
+                let report = wsledger::presence::observe(&presence, &views, Timestamp::now()).await;
+                let presence_requests = counter.snapshot();
+                let total: u64 = presence_requests.values().sum();
+                println!(
+                    "{:>22} {:>12} {:>16} {:>24.2}   (presence: {} users; {presence_requests:?})",
+                    "",
+                    "",
+                    total,
+                    total as f64 / report.users as f64,
+                    report.users
+                );
+                assert!(report.failed.is_empty());
+                assert!(total as usize <= 2 * report.users, "presence: at most a read and a write per user");
+                assert!(!presence_requests.contains_key("Query") && !presence_requests.contains_key("Scan"));
             }
         }
     });

@@ -245,21 +245,11 @@ impl Server {
                 .with_metrics(metrics.clone());
         let registry = Arc::new(Registry::default());
         let dashboard = config.dashboard.then(|| Arc::new(dashboard::Dashboard::new(config.dashboard_token.clone())));
-        // The projector writes through this, so the dashboard sees every view as it changes.
-        let projected_views: Arc<dyn ViewStore> = match &dashboard {
-            Some(dashboard) => {
-                Arc::new(dashboard::NotifyingViews { inner: views.clone(), dashboard: dashboard.clone() })
-            }
-            None => views.clone(),
-        };
+        let projected_views = projected_views(&views, dashboard.as_ref());
         let stream_function = config.lambda.as_ref().and_then(|lambda| lambda.stream_function());
         // Under --lambda the template's stream function keeps presence (with its own settings).
         let presence = match config.presence.enabled && stream_function.is_none() {
-            true => Some(
-                presence_of(&config.presence, presence_store.clone(), dashboard.as_ref(), metrics.clone())
-                    .await
-                    .map_err(StartError::Presence)?,
-            ),
+            true => Some(presence_of(&config.presence, &presence_store, dashboard.as_ref(), &metrics).await?),
             false => None,
         };
         let state = Arc::new(AppState {
@@ -284,7 +274,7 @@ impl Server {
             metrics: metrics.clone(),
         });
         let http_stats = Arc::new(http::HttpStats::new(metrics.clone()));
-        let tasks = vec![
+        let mut tasks = vec![
             spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
             spawn_sweep(
                 SweepStores { events, views: views.clone(), leases },
@@ -299,10 +289,7 @@ impl Server {
             views: views.clone(),
             dashboard: state.dashboard.clone(),
         });
-        let mut tasks = tasks;
-        if let Some(presence) = &presence {
-            tasks.push(spawn_presence_check(presence.clone(), state.shutdown.clone()));
-        }
+        tasks.extend(presence.clone().map(|presence| spawn_presence_check(presence, state.shutdown.clone())));
         let projector = spawn_projector(
             backend,
             Projection { views: projected_views, presence, metrics },
@@ -402,11 +389,20 @@ fn spawn_http(
     tokio::spawn(http::serve(listener, app, limits, stats, shutdown))
 }
 
+/// The views the projector writes through: with the dashboard on, a decorator that
+/// shows it every view as it changes.
+fn projected_views(views: &Arc<dyn ViewStore>, dashboard: Option<&Arc<dashboard::Dashboard>>) -> Arc<dyn ViewStore> {
+    match dashboard {
+        Some(dashboard) => Arc::new(dashboard::NotifyingViews { inner: views.clone(), dashboard: dashboard.clone() }),
+        None => views.clone(),
+    }
+}
+
+/// The stores of a backend, each behind its port: events, views, leases, presence.
+type Stores = (Arc<dyn EventStore>, Arc<dyn ViewStore>, Arc<dyn LeaseStore>, Arc<dyn PresenceStore>);
+
 /// The stores of a backend, each behind its port.
-#[allow(clippy::type_complexity)]
-fn stores_of(
-    backend: &Backend,
-) -> (Arc<dyn EventStore>, Arc<dyn ViewStore>, Arc<dyn LeaseStore>, Arc<dyn PresenceStore>) {
+fn stores_of(backend: &Backend) -> Stores {
     match backend {
         Backend::Sqlite(store) => {
             (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()))
@@ -420,17 +416,18 @@ fn stores_of(
 /// Presence in-process: the dashboard's stream and the configured sinks.
 async fn presence_of(
     settings: &PresenceSettings,
-    store: Arc<dyn PresenceStore>,
+    store: &Arc<dyn PresenceStore>,
     dashboard: Option<&Arc<dashboard::Dashboard>>,
-    metrics: Arc<Metrics>,
-) -> Result<Presence, String> {
-    let mut presence = Presence::new(store, metrics);
+    metrics: &Arc<Metrics>,
+) -> Result<Presence, StartError> {
+    let mut presence = Presence::new(store.clone(), metrics.clone());
     presence.grace = settings.grace;
     if let Some(dashboard) = dashboard {
         presence.sinks.push(Arc::new(dashboard::PresenceFeed(dashboard.clone())));
     }
     let policy = crate::settings::aws_policy();
-    presence.sinks.extend(presence_sinks(settings, crate::trust_roots::TrustRoots::System, policy).await?);
+    let sinks = presence_sinks(settings, crate::trust_roots::TrustRoots::System, policy).await;
+    presence.sinks.extend(sinks.map_err(StartError::Presence)?);
     Ok(presence)
 }
 

@@ -310,15 +310,21 @@ async fn serve_reports_its_counters_at_metrics() {
     crate::serve::next_text(&mut client).await;
     app.views_when("user-metrics", |views| views.len() == 1).await;
     let url = format!("http://{}/metrics", app.server.local_addr());
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    for expected in [
+    let expected = [
         "wsledger_messages_total 2",
         "wsledger_rejected_total{code=\"invalid_json\"} 1",
         "wsledger_events_appended_total ",
         "wsledger_records_total ",
         "wsledger_views_written_total ",
         "wsledger_open_connections 1",
-    ] {
+    ];
+    // The projector counts a batch once its presence is written too, a moment after the view.
+    let text = wsledger_testkit::eventually(Duration::from_secs(5), "the projector's counters", || async {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        expected.iter().all(|expected| text.contains(expected)).then_some(text)
+    })
+    .await;
+    for expected in expected {
         assert!(text.contains(expected), "{expected:?} in\n{text}");
     }
     app.server.shutdown().await;

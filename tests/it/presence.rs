@@ -162,21 +162,20 @@ async fn serve_tells_presence_with_a_grace_to_a_signed_webhook_and_the_stream() 
             "user.offline"
         ]
     );
-    let received = webhook.received.lock().unwrap();
-    assert_eq!(received.bad_signatures, 0);
-    let failed_ids: HashSet<&str> = received.attempted.iter().filter_map(|event| event["eventId"].as_str()).collect();
-    let ids: Vec<&str> = received.events.iter().filter_map(|event| event["eventId"].as_str()).collect();
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 8, "each event once");
-    assert!(ids.iter().all(|id| failed_ids.contains(id)));
+    let ids: Vec<String> = {
+        let received = webhook.received.lock().unwrap();
+        assert_eq!(received.bad_signatures, 0);
+        let ids: Vec<String> =
+            received.events.iter().filter_map(|event| event["eventId"].as_str().map(str::to_owned)).collect();
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 8, "each event once");
+        let tries = received.attempted.iter().filter(|event| event["eventId"] == ids[6].as_str()).count();
+        assert!(tries >= 4, "the online the webhook refused three times came again with its id ({tries} tries)");
+        ids
+    };
     assert!(app.server.metrics().count_by("PresenceDeliveryFailures", "webhook") >= 1);
     let streamed: Vec<String> =
         stream.lock().unwrap().iter().filter_map(|event| event["eventId"].as_str().map(str::to_owned)).collect();
-    assert_eq!(
-        streamed,
-        ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
-        "the SSE stream tells the same events"
-    );
-    drop(received);
+    assert_eq!(streamed, ids, "the SSE stream tells the same events");
 
     let path = app.path.clone();
     app.server.shutdown().await;

@@ -18,12 +18,15 @@ use crate::ports::{
     ViewStore,
 };
 
+/// A presence record, its version, and when it is due (`None`: not in the index).
+type StoredPresence = (PresenceRecord, u64, Option<Timestamp>);
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     events: Mutex<BTreeMap<(EventId, ConnectionId), EventEnvelope>>,
     views: Mutex<HashMap<ConnectionId, VersionedView>>,
     leases: Mutex<HashMap<UserId, (UserLeases, u64)>>,
-    presence: Mutex<BTreeMap<UserId, (PresenceRecord, u64, Option<Timestamp>)>>,
+    presence: Mutex<BTreeMap<UserId, StoredPresence>>,
     appends: AtomicU64,
 }
 

@@ -148,7 +148,7 @@ mod tests {
         for (url, secret, says) in [
             (Some("https://hooks.example/p"), None, "needs a secret"),
             (None, Some("s"), "without a presence webhook URL"),
-            (Some("hooks.example/p"), Some("s"), "must be http:// or https://"),
+            (Some("hooks.example/p"), Some("s"), "the presence webhook URL \"hooks.example/p\""),
             (Some("ftp://hooks.example/p"), Some("s"), "must be http:// or https://"),
             (Some("http://exa mple"), Some("s"), "is not a URL"),
         ] {
