@@ -404,3 +404,39 @@ async fn the_projector_bootstrap_tells_presence_to_a_webhook_and_eventbridge_at_
     assert_eq!(counter.count("GetItem"), 1, "{requests:?}");
     assert_eq!(counter.count("Query"), wsledger::adapters::dynamodb::LIVE_SHARDS, "{requests:?}");
 }
+
+#[tokio::test]
+async fn serve_on_dynamodb_tells_presence_through_the_stream_poller() {
+    let webhook = Webhook::start("whsec_serve_dynamodb").await;
+    let config = ServeConfig {
+        presence: PresenceSettings {
+            grace: TimeDelta::seconds(1),
+            webhook: Some((webhook.url.clone(), webhook.secret.clone())),
+            ..PresenceSettings::default()
+        },
+        stream_checkpoint: None,
+        ..test_config()
+    };
+    let (store, _) = crate::dynamodb_local::fresh_store().await;
+    let streams = crate::dynamodb_local::streams_client();
+    let server =
+        wsledger::local::Server::start(config, wsledger::local::Backend::DynamoDb { store: store.clone(), streams })
+            .await
+            .unwrap();
+    let url = format!("ws://{}/?userId={}", server.local_addr(), urlencode(USER));
+    let (mut phone, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    let (laptop, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    assert_eq!(webhook.wait_for(USER, 1, Duration::from_secs(15)).await, ["user.online"]);
+    let presence = eventually(Duration::from_secs(15), "both devices in presence", || async {
+        let presence = wsledger::presence::read(&store, &UserId::parse(USER).unwrap(), Timestamp::now()).await.unwrap();
+        presence.filter(|presence| presence.devices.len() == 2)
+    })
+    .await;
+    assert_eq!(presence.user_id.as_str(), USER);
+    phone.close(None).await.unwrap();
+    drop(laptop);
+    let kinds = webhook.wait_for(USER, 2, Duration::from_secs(20)).await;
+    assert_eq!(kinds, ["user.online", "user.offline"]);
+    assert_eq!(webhook.received.lock().unwrap().bad_signatures, 0);
+    server.shutdown().await;
+}
