@@ -96,6 +96,49 @@ async fn project(store: &DynamoDbStore, counter: &RequestCounter, events: &[Even
     Cost { requests: counter.snapshot(), bytes: counter.bytes() }
 }
 
+/// The size of a connection's stored view item (as JSON) and the write units
+/// DynamoDB reports (`ReturnConsumedCapacity`) for writing it again under a probe
+/// key: the table's and the indexes' (each index holds a copy of a live view), with
+/// and without the usage walk (`usageFold`) that round three added to the view.
+async fn view_write_units(store: &DynamoDbStore, connection_id: &ConnectionId) -> String {
+    use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+    let table = &store.tables().connections;
+    let key = AttributeValue::S(connection_id.to_string());
+    let item = store.client().get_item().table_name(table).key("connectionId", key).send().await.unwrap().item.unwrap();
+    let mut lines = Vec::new();
+    for (label, mut probe) in [("with the usage walk", item.clone()), ("without it", item)] {
+        if label == "without it" {
+            probe.remove("usageFold");
+        }
+        let bytes =
+            serde_json::to_vec(&serde_dynamo::from_item::<_, serde_json::Value>(probe.clone()).unwrap()).unwrap().len();
+        probe.insert("connectionId".into(), AttributeValue::S(format!("probe-{label}-{connection_id}")));
+        let written = store
+            .client()
+            .put_item()
+            .table_name(table)
+            .set_item(Some(probe))
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+            .send()
+            .await
+            .unwrap();
+        let capacity = written.consumed_capacity.unwrap();
+        let table_units = capacity.table.and_then(|table| table.capacity_units).unwrap_or(f64::NAN);
+        let indexes: Vec<String> = capacity
+            .global_secondary_indexes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, units)| format!("{name} {}", units.capacity_units.unwrap_or(f64::NAN)))
+            .collect();
+        lines.push(format!(
+            "{label}: {bytes} bytes of JSON, {} WCU in all (table {table_units}; {})",
+            capacity.capacity_units.unwrap_or(f64::NAN),
+            indexes.join(", ")
+        ));
+    }
+    lines.join("; ")
+}
+
 fn main() {
     let benchmarking = std::env::args().any(|arg| arg == "--bench");
     let shapes: &[usize] = if benchmarking { &[10, 100, 1_000, 10_000] } else { &[10, 1_000] };
@@ -144,6 +187,7 @@ fn main() {
                 }
             }
             in_order_bytes.push((length, in_order.bytes_read()));
+            println!("{length:>8} {:>12} {}", "view write", view_write_units(&store, &connection_id).await);
         }
         let (shortest, first) = in_order_bytes[0];
         let (longest, last) = in_order_bytes[in_order_bytes.len() - 1];
