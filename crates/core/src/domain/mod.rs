@@ -11,6 +11,7 @@ mod kind;
 pub mod lease;
 pub mod presence;
 pub mod protocol;
+pub mod recovery;
 mod time;
 pub mod usage;
 mod view;
