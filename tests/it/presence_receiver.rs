@@ -134,7 +134,26 @@ pub struct EventBus {
     pub entries: Arc<Mutex<Vec<Value>>>,
 }
 
+/// Checks a request's SigV4 signature (with the tests' DynamoDB Local secret, the
+/// credentials the bootstraps run with) by `serve`'s verifier, which is checked
+/// against AWS's documented example.
+fn signed_by_the_tests_key(headers: &HeaderMap, body: &[u8]) -> bool {
+    use wsledger::local::gateway::sigv4::{Authorization, SignedRequest, verify};
+    let Some(Ok(authorization)) =
+        headers.get("authorization").and_then(|value| value.to_str().ok()).and_then(Authorization::parse)
+    else {
+        return false;
+    };
+    let request = SignedRequest { method: "POST", path: "/", query: "", headers, body };
+    authorization.scope.ends_with("/events/aws4_request")
+        && verify(&request, &authorization, crate::dynamodb_local::SECRET_KEY, chrono::Utc::now()).is_ok()
+}
+
 async fn put_events(State(entries): State<Arc<Mutex<Vec<Value>>>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !signed_by_the_tests_key(&headers, &body) {
+        return (StatusCode::FORBIDDEN, r#"{"message":"The request signature we calculated does not match"}"#)
+            .into_response();
+    }
     let target = headers.get("x-amz-target").and_then(|value| value.to_str().ok()).unwrap_or_default();
     if target != "AWSEvents.PutEvents" {
         return (StatusCode::BAD_REQUEST, format!("unexpected target {target}")).into_response();

@@ -24,7 +24,7 @@ pub async fn presence_sinks(
     }
     if let Some(bus) = &settings.event_bus {
         let endpoint = crate::settings::lookup("AWS_ENDPOINT_URL_EVENTBRIDGE");
-        sinks.push(Arc::new(EventBridgeSink::new(bus.clone(), endpoint.as_deref(), policy).await));
+        sinks.push(Arc::new(EventBridgeSink::new(bus.clone(), endpoint.as_deref(), policy).await?));
     }
     Ok(sinks)
 }
