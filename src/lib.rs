@@ -16,6 +16,6 @@ use wsledger_aws::sync;
 pub use wsledger_aws::usage_queries as usage;
 pub use wsledger_aws::{
     audit, auth, backoff, delivery, dynamodb_tables, error_chain, handler, lambda, metrics, policy, presence,
-    private_files, projection, projector, settings, sweep, trust_roots,
+    private_files, projection, projector, recovery, settings, sweep, trust_roots,
 };
 pub use wsledger_core::{domain, ports};

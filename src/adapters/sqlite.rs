@@ -27,12 +27,14 @@ use crate::ports::{Change, ChangeRecord};
 use crate::sync::lock;
 
 /// The migrations of `migrations/sqlite`, in order.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_leases.sql"),
     include_str!("../../migrations/sqlite/0003_presence.sql"),
+    include_str!("../../migrations/sqlite/0004_outbox.sql"),
 ];
 
+mod outbox;
 mod presence;
 
 fn sql_error(error: rusqlite::Error) -> StoreError {

@@ -197,7 +197,11 @@ pub fn client() -> (aws_sdk_dynamodb::Client, RequestCounter) {
 /// Table names no other test uses.
 pub fn unique_tables() -> TableNames {
     let suffix = ulid::Ulid::generate().to_string().to_lowercase();
-    TableNames { events: format!("events-{suffix}"), connections: format!("connections-{suffix}") }
+    TableNames {
+        events: format!("events-{suffix}"),
+        connections: format!("connections-{suffix}"),
+        outbox: format!("outbox-{suffix}"),
+    }
 }
 
 /// A store on freshly migrated tables of its own, and the counter of its requests.
@@ -214,6 +218,7 @@ pub fn bootstrap_env(tables: &TableNames) -> Vec<(&'static str, String)> {
     vec![
         ("EVENTS_TABLE_NAME", tables.events.clone()),
         ("CONNECTIONS_TABLE_NAME", tables.connections.clone()),
+        ("OUTBOX_TABLE_NAME", tables.outbox.clone()),
         ("AWS_ENDPOINT_URL_DYNAMODB", endpoint().to_owned()),
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
         ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),

@@ -37,7 +37,7 @@ impl Lambda {
     async fn start() -> Self {
         let (store, _) = dynamodb_local::fresh_store().await;
         let runtime = RuntimeApi::start().await;
-        let TableNames { events, connections } = store.tables().clone();
+        let TableNames { events, connections, .. } = store.tables().clone();
         let process = runtime.spawn(
             &wsledger_testkit::bootstrap_bin("connection-handler"),
             &[

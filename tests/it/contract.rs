@@ -9,7 +9,9 @@ use wsledger::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, ConnectionStatus, DisconnectReason, EventEnvelope, EventId,
     TimeRange, Timestamp, UserId,
 };
-use wsledger::ports::{AppendOutcome, EventStore, Page, PageRequest, PresenceStore, StoreError, ViewCursor, ViewStore};
+use wsledger::ports::{
+    AppendOutcome, EventStore, OutboxStore, Page, PageRequest, PresenceStore, StoreError, ViewCursor, ViewStore,
+};
 use wsledger::projection::{ProjectionOutcome, project_connection};
 
 /// 2025-11-24T16:00:00Z: most fixtures sit on this day, some on the next.
@@ -391,6 +393,11 @@ macro_rules! store_contract {
             }
 
             #[tokio::test]
+            async fn outbox_numbers_concurrent_senders_without_gaps() {
+                contract::outbox_numbers_concurrent_senders_without_gaps($make_store().await).await;
+            }
+
+            #[tokio::test]
             async fn live_connections_come_newest_first_before_the_limit() {
                 contract::live_connections_come_newest_first_before_the_limit($make_store().await).await;
             }
@@ -445,4 +452,75 @@ pub async fn presence_records_are_conditional_and_listed_when_due<S: PresenceSto
     // Taken out of the index.
     store.put_presence(&record, None, Some(2)).await.unwrap();
     assert!(store.list_presence(Some(at(50_000)), PageRequest::default()).await.unwrap().items.is_empty());
+}
+
+/// The outbox of reconnect recovery: numbers from 1 without gaps or repeats under
+/// concurrent senders, messages read back in order by range, a stale head refused,
+/// resume marks kept, and expired messages removed by the stores that sweep.
+pub async fn outbox_numbers_concurrent_senders_without_gaps<S: OutboxStore>(store: S) {
+    use wsledger::domain::recovery::{DEFAULT_RECOVERY_WINDOW, OutboxHead, ResumePlan, ResumeState, plan_resume};
+    let user = UserId::parse("ü#1/\"x\",y").unwrap();
+    let now = Timestamp::from_epoch_millis(T0);
+    let senders = (0..12).map(|sender| {
+        let (store, user) = (&store, &user);
+        async move {
+            let mut numbers = Vec::new();
+            for index in 0..5 {
+                let data = format!("{{\"sender\":{sender},\"index\":{index}}}");
+                let (message, _) =
+                    wsledger::recovery::keep(store, user, &data, now, DEFAULT_RECOVERY_WINDOW).await.unwrap();
+                numbers.push(message.seq);
+            }
+            numbers
+        }
+    });
+    let mut numbers: Vec<u64> = futures::future::join_all(senders).await.into_iter().flatten().collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=60).collect::<Vec<u64>>(), "every number once");
+
+    let (head, version) = store.head(&user).await.unwrap().unwrap();
+    assert_eq!(head.last_seq, 60);
+    let read = store.messages(&user, 10, 60, 100).await.unwrap();
+    assert_eq!(read.iter().map(|message| message.seq).collect::<Vec<_>>(), (11..=60).collect::<Vec<u64>>());
+    assert_eq!(store.messages(&user, 0, 60, 7).await.unwrap().len(), 7, "the limit");
+    assert!(read[0].data.starts_with("{\"sender\":"));
+    assert_eq!(
+        seqs_of(plan_resume(57, head.last_seq, &read, now.plus(chrono::TimeDelta::seconds(1)))),
+        vec![58, 59, 60]
+    );
+
+    let connection = ConnectionId::parse("ResumingConn123=").unwrap();
+    let mut marked = head.clone();
+    marked.mark(&connection, Some(ResumeState::Replaying));
+    assert!(matches!(store.put_head(&user, &marked, Some(version + 1)).await, Err(StoreError::Conflict(_))));
+    let version = store.put_head(&user, &marked, Some(version)).await.unwrap();
+    let stale = OutboxHead { last_seq: 61, resumed: Vec::new() };
+    let message = wsledger::domain::recovery::OutboxMessage {
+        user_id: user.clone(),
+        seq: 61,
+        data: "{}".into(),
+        sent_at: now,
+        expires_at: now.plus(DEFAULT_RECOVERY_WINDOW),
+    };
+    assert!(
+        matches!(store.append_message(&stale, &message, Some(version - 1)).await, Err(StoreError::Conflict(_))),
+        "a sender that read the head before the mark must read it again"
+    );
+    assert_eq!(store.head(&user).await.unwrap().unwrap().0.state_of(&connection), Some(ResumeState::Replaying));
+
+    let later = now.plus(DEFAULT_RECOVERY_WINDOW).plus(chrono::TimeDelta::seconds(1));
+    let removed = store.expire(later).await.unwrap();
+    let left = store.messages(&user, 0, 60, 100).await.unwrap();
+    // The embedded stores remove them all; DynamoDB leaves it to TTL (whenever it runs).
+    assert!(removed == 60 && left.is_empty() || removed == 0, "removed {removed}, left {}", left.len());
+    assert!(matches!(plan_resume(57, 60, &left, later), ResumePlan::Failed { .. }), "past the window");
+}
+
+fn seqs_of(plan: wsledger::domain::recovery::ResumePlan) -> Vec<u64> {
+    match plan {
+        wsledger::domain::recovery::ResumePlan::Replay(messages) => {
+            messages.iter().map(|message| message.seq).collect()
+        }
+        other => panic!("not a replay: {other:?}"),
+    }
 }

@@ -103,7 +103,11 @@ async fn a_missing_table_is_not_found_and_duplicates_cost_one_write() {
     let (client, _) = dynamodb_local::client();
     let store = DynamoDbStore::new(
         client,
-        TableNames { events: "no-such-events".into(), connections: "no-such-connections".into() },
+        TableNames {
+            events: "no-such-events".into(),
+            connections: "no-such-connections".into(),
+            outbox: "no-such-outbox".into(),
+        },
     );
     let event = envelope("conn-missing", "user", "r1", 0, activity(1));
     let error = store.append(&event).await.unwrap_err();

@@ -28,7 +28,7 @@ const USER: &str = "3f1c2a9e-7b64-4d2e-9a51-0c8e6f4b2d17";
 const LIMIT: usize = 3;
 
 async fn handler_processes(store: &DynamoDbStore, count: usize) -> Vec<(RuntimeApi, tokio::process::Child)> {
-    let TableNames { events, connections } = store.tables().clone();
+    let TableNames { events, connections, .. } = store.tables().clone();
     let mut processes = Vec::new();
     for _ in 0..count {
         let runtime = RuntimeApi::start().await;

@@ -12,6 +12,7 @@ fn wsledger(tables: &TableNames, args: &[&str]) -> Output {
         .args(args)
         .env("EVENTS_TABLE_NAME", &tables.events)
         .env("CONNECTIONS_TABLE_NAME", &tables.connections)
+        .env("OUTBOX_TABLE_NAME", &tables.outbox)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_REGION", REGION)
@@ -40,6 +41,8 @@ async fn migrate_creates_both_tables_and_a_second_run_changes_nothing() {
     assert!(stdout.contains(&format!("{}: create the table", tables.events)), "{stdout}");
     assert!(stdout.contains(&format!("{}: enable TTL on expiresAt", tables.events)), "{stdout}");
     assert!(stdout.contains(&format!("{}: create the table", tables.connections)), "{stdout}");
+    assert!(stdout.contains(&format!("{}: create the table", tables.outbox)), "{stdout}");
+    assert!(stdout.contains(&format!("{}: enable TTL on expiresAt", tables.outbox)), "{stdout}");
 
     let (client, counter) = dynamodb_local::client();
     let events = client.describe_table().table_name(&tables.events).send().await.unwrap().table.unwrap();
@@ -74,7 +77,10 @@ async fn migrate_creates_both_tables_and_a_second_run_changes_nothing() {
     assert!(second.status.success(), "stderr: {}", text(&second.stderr));
     assert_eq!(
         text(&second.stdout),
-        format!("{}: up to date, no changes\n{}: up to date, no changes\n", tables.events, tables.connections)
+        format!(
+            "{}: up to date, no changes\n{}: up to date, no changes\n{}: up to date, no changes\n",
+            tables.events, tables.connections, tables.outbox
+        )
     );
 }
 

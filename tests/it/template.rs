@@ -73,6 +73,7 @@ fn the_template_tables_are_the_migrations() {
     let template = template();
     assert_table_matches(&template, "EventsTable", &TableDefinition::events("e"));
     assert_table_matches(&template, "ConnectionsTable", &TableDefinition::connections("c"));
+    assert_table_matches(&template, "OutboxTable", &TableDefinition::outbox("o"));
     let point_in_time = &resource(&template, "EventsTable")["Properties"]["PointInTimeRecoverySpecification"];
     assert_eq!(point_in_time["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 const EVENTS_JSON: &str = include_str!("../../../migrations/dynamodb/events.json");
 const CONNECTIONS_JSON: &str = include_str!("../../../migrations/dynamodb/connections.json");
+const OUTBOX_JSON: &str = include_str!("../../../migrations/dynamodb/outbox.json");
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -84,6 +85,12 @@ impl TableDefinition {
     /// The connections (view) table, named `table_name`.
     pub fn connections(table_name: &str) -> Self {
         Self::parse(CONNECTIONS_JSON, table_name)
+    }
+
+    /// The outbox of reconnect recovery (per user: the head at `seq` 0 and the
+    /// messages kept for the window, removed by TTL), named `table_name`.
+    pub fn outbox(table_name: &str) -> Self {
+        Self::parse(OUTBOX_JSON, table_name)
     }
 
     pub fn stream_view_type(&self) -> Option<&str> {

@@ -25,6 +25,7 @@ pub mod presence;
 pub mod private_files;
 pub mod projection;
 pub mod projector;
+pub mod recovery;
 pub mod setting;
 pub mod settings;
 pub mod sweep;

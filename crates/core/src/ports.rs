@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::domain::lease::UserLeases;
 use crate::domain::presence::{PresenceEvent, PresenceRecord};
 use crate::domain::protocol::ServerMessage;
+use crate::domain::recovery::{OutboxHead, OutboxMessage};
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
@@ -287,6 +288,49 @@ pub trait PresenceStore: Send + Sync {
         due_by: Option<Timestamp>,
         page: PageRequest<ViewCursor>,
     ) -> Result<Page<PresenceRecord, ViewCursor>, StoreError>;
+}
+
+/// A user's outbox for reconnect recovery (`domain::recovery`): the head (the last
+/// sequence number given and the connections that resumed) with a version, and the
+/// messages kept for the recovery window. A message and the head that gives it its
+/// number are written together or not at all, conditional on the head's version,
+/// so concurrent senders never share or skip a number and every sender sees the
+/// resume marks made before its message exists.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// The head and its version; `None` when nothing was sent to the user yet.
+    /// Strongly consistent.
+    async fn head(&self, user_id: &UserId) -> Result<Option<(OutboxHead, u64)>, StoreError>;
+    /// Stores `message` (numbered `head.last_seq`) and `head` at once, if the head
+    /// is still at `expected_version` (`None`: none stored); `StoreError::Conflict`
+    /// otherwise. Returns the head's new version.
+    async fn append_message(
+        &self,
+        head: &OutboxHead,
+        message: &OutboxMessage,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError>;
+    /// Writes the head alone (a resume's marks), on the same condition.
+    async fn put_head(
+        &self,
+        user_id: &UserId,
+        head: &OutboxHead,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError>;
+    /// The messages numbered `after < seq <= until`, in order, at most `limit`
+    /// (messages past their window may still be among them until removed).
+    async fn messages(
+        &self,
+        user_id: &UserId,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Removes the messages past their window at `now` and returns how many (the
+    /// embedded store's sweep; DynamoDB removes them itself, by TTL).
+    async fn expire(&self, _now: Timestamp) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Why a sink did not take presence events.

@@ -10,13 +10,17 @@ use async_trait::async_trait;
 
 use crate::domain::lease::UserLeases;
 use crate::domain::presence::PresenceRecord;
+use crate::domain::recovery::{OutboxHead, OutboxMessage};
 use crate::domain::{
     ConnectionId, ConnectionInfo, ConnectionStatus, EventEnvelope, EventId, TimeRange, Timestamp, UserId,
 };
 use crate::ports::{
-    AppendOutcome, EventStore, LeaseStore, Page, PageRequest, PresenceStore, StoreError, VersionedView, ViewCursor,
-    ViewStore,
+    AppendOutcome, EventStore, LeaseStore, OutboxStore, Page, PageRequest, PresenceStore, StoreError, VersionedView,
+    ViewCursor, ViewStore,
 };
+
+/// A user's outbox head, its version (0: none written) and the messages by number.
+type StoredOutbox = (OutboxHead, u64, BTreeMap<u64, OutboxMessage>);
 
 /// A presence record, its version, and when it is due (`None`: not in the index).
 type StoredPresence = (PresenceRecord, u64, Option<Timestamp>);
@@ -27,6 +31,7 @@ pub struct MemoryStore {
     views: Mutex<HashMap<ConnectionId, VersionedView>>,
     leases: Mutex<HashMap<UserId, (UserLeases, u64)>>,
     presence: Mutex<BTreeMap<UserId, StoredPresence>>,
+    outbox: Mutex<HashMap<UserId, StoredOutbox>>,
     appends: AtomicU64,
 }
 
@@ -246,5 +251,76 @@ impl PresenceStore for MemoryStore {
             items.push(record.clone());
         }
         Ok(Page { items, next: None })
+    }
+}
+
+#[async_trait]
+impl OutboxStore for MemoryStore {
+    async fn head(&self, user_id: &UserId) -> Result<Option<(OutboxHead, u64)>, StoreError> {
+        let outbox = self.outbox.lock().map_err(poisoned)?;
+        Ok(outbox.get(user_id).map(|(head, version, _)| (head.clone(), *version)))
+    }
+
+    async fn append_message(
+        &self,
+        head: &OutboxHead,
+        message: &OutboxMessage,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut outbox = self.outbox.lock().map_err(poisoned)?;
+        let entry = outbox.entry(message.user_id.clone()).or_default();
+        let stored_version = (entry.1 > 0).then_some(entry.1);
+        if stored_version != expected_version || entry.2.contains_key(&message.seq) {
+            return Err(StoreError::Conflict(format!("the outbox of {} moved", message.user_id).into()));
+        }
+        entry.0 = head.clone();
+        entry.1 = expected_version.map_or(1, |version| version + 1);
+        entry.2.insert(message.seq, message.clone());
+        Ok(entry.1)
+    }
+
+    async fn put_head(
+        &self,
+        user_id: &UserId,
+        head: &OutboxHead,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut outbox = self.outbox.lock().map_err(poisoned)?;
+        let entry = outbox.entry(user_id.clone()).or_default();
+        let stored_version = (entry.1 > 0).then_some(entry.1);
+        if stored_version != expected_version {
+            return Err(StoreError::Conflict(format!("the outbox of {user_id} moved").into()));
+        }
+        entry.0 = head.clone();
+        entry.1 = expected_version.map_or(1, |version| version + 1);
+        Ok(entry.1)
+    }
+
+    async fn messages(
+        &self,
+        user_id: &UserId,
+        after: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        if after >= until {
+            return Ok(Vec::new());
+        }
+        let outbox = self.outbox.lock().map_err(poisoned)?;
+        Ok(outbox
+            .get(user_id)
+            .map(|(_, _, messages)| messages.range(after + 1..=until).take(limit).map(|(_, m)| m.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn expire(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut outbox = self.outbox.lock().map_err(poisoned)?;
+        let mut removed = 0;
+        for (_, _, messages) in outbox.values_mut() {
+            let before = messages.len();
+            messages.retain(|_, message| message.is_kept(now));
+            removed += before - messages.len();
+        }
+        Ok(removed)
     }
 }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod outbox;
 mod presence;
+pub use outbox::{OutboxHeadItem, OutboxMessageItem, ResumedItem};
 pub use presence::{DeviceJson, PresenceEventItem, PresenceItem, PresenceJson};
 
 use crate::domain::lease::{Lease, UserLeases};

@@ -17,7 +17,10 @@ where
     let code = error.code().map(str::to_owned);
     let cause = Cause::caused_by(message, error);
     match code.as_deref() {
-        Some("ConditionalCheckFailedException" | "TransactionConflictException") => StoreError::Conflict(cause),
+        // A cancelled transaction (the outbox's) is, for our transactions, a condition that failed.
+        Some("ConditionalCheckFailedException" | "TransactionConflictException" | "TransactionCanceledException") => {
+            StoreError::Conflict(cause)
+        }
         Some(
             "ProvisionedThroughputExceededException"
             | "ThrottlingException"

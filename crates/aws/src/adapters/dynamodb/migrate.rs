@@ -35,9 +35,13 @@ pub struct TableReport {
     pub changes: Vec<TableChange>,
 }
 
-/// The definitions of both tables under their configured names.
-pub fn definitions(tables: &TableNames) -> [TableDefinition; 2] {
-    [TableDefinition::events(&tables.events), TableDefinition::connections(&tables.connections)]
+/// The definitions of the tables under their configured names.
+pub fn definitions(tables: &TableNames) -> [TableDefinition; 3] {
+    [
+        TableDefinition::events(&tables.events),
+        TableDefinition::connections(&tables.connections),
+        TableDefinition::outbox(&tables.outbox),
+    ]
 }
 
 /// Brings both tables to their definitions. Checks everything before changing

@@ -7,6 +7,7 @@ mod event_store;
 mod items;
 mod lease_store;
 pub mod migrate;
+mod outbox_store;
 mod presence_store;
 mod request_counter;
 pub mod stream;
@@ -26,18 +27,21 @@ pub const USER_CONNECTIONS_INDEX: &str = "userId-createdAt-index";
 /// The connections table's sparse index of live connections (`liveShard` + `liveUntil`).
 pub const LIVE_INDEX: &str = "liveShard-liveUntil-index";
 
-/// The names of the two tables.
+/// The names of the tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
     pub events: String,
     pub connections: String,
+    /// Reconnect recovery's outbox (`OUTBOX_TABLE_NAME`).
+    pub outbox: String,
 }
 
 impl TableNames {
     pub const DEFAULT_EVENTS: &'static str = "wsledger-events";
     pub const DEFAULT_CONNECTIONS: &'static str = "wsledger-connections";
+    pub const DEFAULT_OUTBOX: &'static str = "wsledger-outbox";
 
-    /// From `EVENTS_TABLE_NAME` and `CONNECTIONS_TABLE_NAME` as `lookup` finds them,
+    /// From `EVENTS_TABLE_NAME`, `CONNECTIONS_TABLE_NAME` and `OUTBOX_TABLE_NAME` as `lookup` finds them,
     /// with the defaults (`settings::table_names` reads them from the process).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let read = |name: &str, default: &str| {
@@ -46,6 +50,7 @@ impl TableNames {
         Self {
             events: read("EVENTS_TABLE_NAME", Self::DEFAULT_EVENTS),
             connections: read("CONNECTIONS_TABLE_NAME", Self::DEFAULT_CONNECTIONS),
+            outbox: read("OUTBOX_TABLE_NAME", Self::DEFAULT_OUTBOX),
         }
     }
 }
