@@ -6,8 +6,8 @@ use anyhow::Context;
 use chrono::TimeDelta;
 use clap::Args;
 
-use super::stores::{GatewayArgs, StoreArgs, parse_time, retention_days};
-use crate::delivery::send_to_user;
+use super::stores::{GatewayArgs, StoreArgs, explain, parse_time, retention_days};
+use crate::delivery::{Recovery, send_to_user};
 use crate::domain::{Timestamp, UserId};
 use crate::projection::rebuild;
 use crate::sweep::{SweepConfig, SweepPorts, sweep};
@@ -53,6 +53,10 @@ pub struct SendArgs {
     /// The message, a JSON document (sent as its compact text).
     #[arg(long)]
     data: String,
+    /// Keep the message this long for clients that `resume` (reconnect recovery;
+    /// 0 sends it as before, unnumbered).
+    #[arg(long, env = "RECOVERY_WINDOW_SECS", default_value_t = 120, value_name = "SECONDS")]
+    recovery_window: u32,
 }
 
 pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
         serde_json::from_str(&args.data).map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
     let store = args.store.open_existing().await?;
     let gateway = args.gateway.open().await?;
+    let recovery = Recovery { outbox: store.outbox(), window: TimeDelta::seconds(i64::from(args.recovery_window)) };
     let report = send_to_user(
         store.views(),
         store.events(),
@@ -69,10 +74,13 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
         data.to_string().as_bytes(),
         retention_days()?,
         Timestamp::now(),
+        Some(recovery),
     )
     .await
+    .map_err(|error| explain(error, &args.store))
     .context("sending")?;
-    println!("delivered {}, gone {}, failed {}", report.delivered, report.gone, report.failed);
+    let seq = report.seq.map(|seq| format!(" (seq {seq})")).unwrap_or_default();
+    println!("delivered {}, gone {}, failed {}{seq}", report.delivered, report.gone, report.failed);
     Ok(())
 }
 

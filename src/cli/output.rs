@@ -30,7 +30,7 @@ impl Format {
     }
 }
 
-const EVENT_COLUMNS: [&str; 16] = [
+const EVENT_COLUMNS: [&str; 18] = [
     "connectionId",
     "eventId",
     "type",
@@ -47,6 +47,8 @@ const EVENT_COLUMNS: [&str; 16] = [
     "statusCode",
     "detail",
     "expiresAt",
+    "lastSeq",
+    "replayed",
 ];
 
 const VIEW_COLUMNS: [&str; 15] = [
@@ -90,6 +92,8 @@ fn event_row(event: &EventEnvelope) -> Vec<String> {
         text(&item.status_code),
         text(&item.detail),
         text(&item.expires_at),
+        text(&item.last_seq),
+        text(&item.replayed),
     ]
 }
 
@@ -409,6 +413,11 @@ fn details(event: &ConnectionEvent) -> String {
             if *message_count > 0 {
                 parts.push(format!("messages={message_count}"));
             }
+        }
+        ConnectionEvent::Resumed { last_seq, replayed, failure } => {
+            parts.push(format!("lastSeq={last_seq}"));
+            parts.push(format!("replayed={replayed}"));
+            parts.extend(failure.as_ref().map(|failure| format!("failed={failure}")));
         }
     }
     parts.join(" ")

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// API answers for, e.g. a dev box's DNS name (repeatable).
     #[arg(long = "allowed-host", value_name = "NAME")]
     allowed_hosts: Vec<String>,
+    /// Keep messages sent to a user this long for clients that `resume` (0 turns
+    /// reconnect recovery off; default RECOVERY_WINDOW_SECS, else 120).
+    #[arg(long, value_name = "SECONDS")]
+    recovery_window: Option<u32>,
     /// POST presence events to this URL (signed: X-Wsledger-Signature).
     #[arg(long, env = "PRESENCE_WEBHOOK_URL", value_name = "URL")]
     presence_webhook: Option<String>,
@@ -430,6 +434,9 @@ fn handler_config(args: &ServeArgs) -> anyhow::Result<crate::handler::HandlerCon
     policies.max_ledger_events_per_minute =
         args.max_ledger_events_per_minute.unwrap_or(policies.max_ledger_events_per_minute);
     policies.max_voice_seconds_per_day = args.max_voice_seconds_per_day.unwrap_or(policies.max_voice_seconds_per_day);
+    if let Some(seconds) = args.recovery_window {
+        handler.recovery_window = chrono::TimeDelta::seconds(i64::from(seconds));
+    }
     Ok(handler)
 }
 

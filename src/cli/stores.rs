@@ -77,6 +77,13 @@ impl OpenStore {
         }
     }
 
+    pub fn outbox(&self) -> &dyn crate::ports::OutboxStore {
+        match self {
+            OpenStore::Sqlite(store) => store,
+            OpenStore::DynamoDb(store) => store,
+        }
+    }
+
     pub fn presence(&self) -> &dyn crate::ports::PresenceStore {
         match self {
             OpenStore::Sqlite(store) => store,
@@ -173,9 +180,10 @@ pub fn explain(error: crate::ports::StoreError, store: &StoreArgs) -> anyhow::Er
             let tables = settings::table_names();
             let cause = cause.message();
             anyhow::anyhow!(
-                "the DynamoDB tables {} and {} do not exist at {}: create them with `wsledger migrate` ({cause})",
+                "the DynamoDB tables {}, {} and {} do not all exist at {}: create them with `wsledger migrate` ({cause})",
                 tables.events,
                 tables.connections,
+                tables.outbox,
                 store.dynamodb_endpoint()
             )
         }

@@ -32,7 +32,7 @@ use crate::auth::JwtVerifier;
 use crate::domain::Timestamp;
 use crate::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig};
 use crate::metrics::Metrics;
-use crate::ports::{EventStore, LeaseStore, PresenceStore, ViewStore};
+use crate::ports::{EventStore, LeaseStore, OutboxStore, PresenceStore, ViewStore};
 use crate::presence::{Presence, PresenceSettings, check_due};
 use crate::sweep::{SweepConfig, SweepPorts, sweep};
 use gateway::registry::Registry;
@@ -234,7 +234,8 @@ impl Server {
         let local_addr = listener.local_addr().map_err(listen_error)?;
         let (stop, shutdown) = watch::channel(false);
         let (flush, flushing) = watch::channel(false);
-        let (events, views, leases, presence_store) = stores_of(&backend);
+        let Stores { events, views, leases, presence: presence_store, outbox } = stores_of(&backend);
+        let registry = Arc::new(Registry::default());
         // With --lambda, the functions' metrics (their EMF output) count into the same registry.
         let metrics =
             config.lambda.as_ref().map_or_else(|| Arc::new(Metrics::new()), |lambda| lambda.metrics().clone());
@@ -242,8 +243,8 @@ impl Server {
             ConnectionHandler::new(events.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config.handler)
                 .with_views(views.clone())
                 .with_leases(leases.clone())
+                .with_recovery(outbox.clone(), registry.clone())
                 .with_metrics(metrics.clone());
-        let registry = Arc::new(Registry::default());
         let dashboard = config.dashboard.then(|| Arc::new(dashboard::Dashboard::new(config.dashboard_token.clone())));
         let projected_views = projected_views(&views, dashboard.as_ref());
         let stream_function = config.lambda.as_ref().and_then(|lambda| lambda.stream_function());
@@ -277,7 +278,7 @@ impl Server {
         let mut tasks = vec![
             spawn_http(listener, &state, http_stats.clone(), shutdown.clone()),
             spawn_sweep(
-                SweepStores { events, views: views.clone(), leases },
+                SweepStores { events, views: views.clone(), leases, outbox },
                 registry.clone(),
                 &config,
                 metrics.clone(),
@@ -398,18 +399,31 @@ fn projected_views(views: &Arc<dyn ViewStore>, dashboard: Option<&Arc<dashboard:
     }
 }
 
-/// The stores of a backend, each behind its port: events, views, leases, presence.
-type Stores = (Arc<dyn EventStore>, Arc<dyn ViewStore>, Arc<dyn LeaseStore>, Arc<dyn PresenceStore>);
-
 /// The stores of a backend, each behind its port.
+struct Stores {
+    events: Arc<dyn EventStore>,
+    views: Arc<dyn ViewStore>,
+    leases: Arc<dyn LeaseStore>,
+    presence: Arc<dyn PresenceStore>,
+    outbox: Arc<dyn OutboxStore>,
+}
+
 fn stores_of(backend: &Backend) -> Stores {
+    fn of<S>(store: &S) -> Stores
+    where
+        S: EventStore + ViewStore + LeaseStore + PresenceStore + OutboxStore + Clone + 'static,
+    {
+        Stores {
+            events: Arc::new(store.clone()),
+            views: Arc::new(store.clone()),
+            leases: Arc::new(store.clone()),
+            presence: Arc::new(store.clone()),
+            outbox: Arc::new(store.clone()),
+        }
+    }
     match backend {
-        Backend::Sqlite(store) => {
-            (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()))
-        }
-        Backend::DynamoDb { store, .. } => {
-            (Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()), Arc::new(store.clone()))
-        }
+        Backend::Sqlite(store) => of(store),
+        Backend::DynamoDb { store, .. } => of(store),
     }
 }
 
@@ -532,6 +546,8 @@ struct SweepStores {
     events: Arc<dyn EventStore>,
     views: Arc<dyn ViewStore>,
     leases: Arc<dyn LeaseStore>,
+    /// Its expired messages are removed with each sweep (DynamoDB's by TTL).
+    outbox: Arc<dyn OutboxStore>,
 }
 
 fn spawn_sweep(
@@ -583,6 +599,12 @@ fn spawn_sweep(
                     Err(error) => tracing::warn!(error = %crate::error_chain::chain(&error), "the sweep failed"),
                 },
                 _ = &mut stop => return,
+            }
+            match stores.outbox.expire(Timestamp::now()).await {
+                Ok(expired) => metrics.add(crate::metrics::names::MESSAGES_EXPIRED, expired as u64),
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain::chain(&error), "removing expired messages failed")
+                }
             }
         }
     })

@@ -20,6 +20,7 @@ mod packaged;
 mod presence;
 mod presence_receiver;
 mod projector_lambda;
+mod recovery;
 mod runtime_api;
 mod same_millisecond;
 mod serve;

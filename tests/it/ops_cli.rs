@@ -22,6 +22,7 @@ async fn wsledger(store: &DynamoDbStore, args: &[&str]) -> Output {
         .args(["--endpoint-url", dynamodb_local::endpoint()])
         .env("EVENTS_TABLE_NAME", &store.tables().events)
         .env("CONNECTIONS_TABLE_NAME", &store.tables().connections)
+        .env("OUTBOX_TABLE_NAME", &store.tables().outbox)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_REGION", REGION)
@@ -127,7 +128,7 @@ async fn send_reaches_live_connections_and_records_the_gone_ones() {
         ],
     )
     .await;
-    assert_eq!(stdout(&output).trim(), "delivered 1, gone 1, failed 0");
+    assert_eq!(stdout(&output).trim(), "delivered 1, gone 1, failed 0 (seq 1)");
     assert_eq!(api.calls.lock().unwrap().posted["SendLive"], vec![br#"{"text":"hi","type":"notice"}"#.to_vec()]);
     let gone =
         store.connection_history(&ConnectionId::parse("SendGone").unwrap(), Default::default()).await.unwrap().items;

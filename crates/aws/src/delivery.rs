@@ -1,11 +1,18 @@
 //! Server-initiated messages: posting to connections through the gateway, and
-//! recording the ones API Gateway says are gone (410) in the ledger.
+//! recording the ones API Gateway says are gone (410) in the ledger. With
+//! reconnect recovery, a message to a user is numbered and kept first
+//! (`recovery::keep`), then posted: as today to connections that never resumed, as
+//! a `delivery` frame to those that did, and not at all to one whose replay is
+//! running (the replay carries it).
 
 use crate::domain::ConnectionStatus;
+use crate::domain::protocol::ServerMessage;
+use crate::domain::recovery::ResumeState;
 use crate::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, DisconnectReason, EventEnvelope, Timestamp, UserId,
 };
-use crate::ports::{ConnectionGateway, EventStore, GatewayError, PageRequest, StoreError, ViewStore};
+use crate::ports::{ConnectionGateway, EventStore, GatewayError, OutboxStore, PageRequest, StoreError, ViewStore};
+use chrono::TimeDelta;
 
 /// Who a message goes to: enough to record a `Disconnected` if it is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +73,7 @@ pub async fn deliver(
     retention_days: u32,
     now: Timestamp,
 ) -> Result<Delivery, DeliveryError> {
-    match gateway.post(&recipient.connection_id, data).await {
+    match post_with_retries(gateway, &recipient.connection_id, data).await {
         Ok(()) => Ok(Delivery::Delivered),
         Err(GatewayError::Gone) => {
             tracing::info!(connection_id = %recipient.connection_id, "connection gone (410): recording it");
@@ -77,16 +84,52 @@ pub async fn deliver(
     }
 }
 
+/// How many times a post that API Gateway throttled (429) is tried in all.
+const POST_ATTEMPTS: u32 = 4;
+
+/// Posts `data`, trying again after a pause when the connection's posts are
+/// throttled (API Gateway's 429; `serve`'s queue of 32 frames per connection).
+pub async fn post_with_retries(
+    gateway: &dyn ConnectionGateway,
+    connection_id: &ConnectionId,
+    data: &[u8],
+) -> Result<(), GatewayError> {
+    let mut attempt = 1;
+    loop {
+        match gateway.post(connection_id, data).await {
+            Err(GatewayError::Throttled(_)) if attempt < POST_ATTEMPTS => {
+                crate::backoff::pause(attempt + 2).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// What sending to a user did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendReport {
     pub delivered: usize,
     pub gone: usize,
     pub failed: usize,
+    /// The message's number, when it was kept for recovery.
+    pub seq: Option<u64>,
+    /// Connections whose resume was replaying: the replay delivers the message.
+    pub left_to_replay: usize,
+}
+
+/// Reconnect recovery for [`send_to_user`]: where messages are kept, and how long.
+#[derive(Clone, Copy)]
+pub struct Recovery<'a> {
+    pub outbox: &'a dyn OutboxStore,
+    pub window: TimeDelta,
 }
 
 /// Posts `data` to every live connection of `user_id` (an index query, no scan).
-/// Gone connections are recorded; other failures are counted and logged.
+/// Gone connections are recorded; other failures are counted and logged. With
+/// `recovery` (and a window), the message is numbered and kept first; connections
+/// that resumed get it as a `delivery` frame, even before their view exists.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_to_user(
     views: &dyn ViewStore,
     events: &dyn EventStore,
@@ -95,25 +138,56 @@ pub async fn send_to_user(
     data: &[u8],
     retention_days: u32,
     now: Timestamp,
+    recovery: Option<Recovery<'_>>,
 ) -> Result<SendReport, StoreError> {
     let mut report = SendReport::default();
+    let kept = match recovery.filter(|recovery| recovery.window > TimeDelta::zero()) {
+        Some(recovery) => {
+            let text = String::from_utf8_lossy(data);
+            Some(crate::recovery::keep(recovery.outbox, user_id, &text, now, recovery.window).await?)
+        }
+        None => None,
+    };
+    report.seq = kept.as_ref().map(|(message, _)| message.seq);
+    let head = kept.as_ref().map(|(_, head)| head.clone()).unwrap_or_default();
+    let mut recipients: Vec<Recipient> = Vec::new();
     let mut page = PageRequest::first(100);
     loop {
         let connections = views.list_by_user(user_id, Some(ConnectionStatus::Connected), page.clone()).await?;
-        for view in &connections.items {
-            match deliver(gateway, events, &Recipient::from(view), data, retention_days, now).await {
-                Ok(Delivery::Delivered) => report.delivered += 1,
-                Ok(Delivery::Gone) => report.gone += 1,
-                Err(DeliveryError::Ledger(error)) => return Err(error),
-                Err(DeliveryError::Gateway(error)) => {
-                    tracing::warn!(connection_id = %view.connection_id, error = %crate::error_chain::chain(&error), "posting failed");
-                    report.failed += 1;
-                }
-            }
-        }
+        recipients.extend(connections.items.iter().map(Recipient::from));
         match connections.next {
             Some(next) => page.after = Some(next),
-            None => return Ok(report),
+            None => break,
         }
     }
+    // A connection that resumed may not have a view yet (the projection lags).
+    for (connection_id, _) in &head.resumed {
+        if !recipients.iter().any(|recipient| recipient.connection_id == *connection_id) {
+            let recipient =
+                Recipient { connection_id: connection_id.clone(), user_id: user_id.clone(), connected_at: now };
+            recipients.push(recipient);
+        }
+    }
+    for recipient in &recipients {
+        let frame = match (head.state_of(&recipient.connection_id), &kept) {
+            (Some(ResumeState::Replaying), _) => {
+                report.left_to_replay += 1;
+                continue;
+            }
+            (Some(ResumeState::Live), Some((message, _))) => {
+                ServerMessage::Delivery { seq: message.seq, data: message.data.clone() }.to_json().into_bytes()
+            }
+            _ => data.to_vec(),
+        };
+        match deliver(gateway, events, recipient, &frame, retention_days, now).await {
+            Ok(Delivery::Delivered) => report.delivered += 1,
+            Ok(Delivery::Gone) => report.gone += 1,
+            Err(DeliveryError::Ledger(error)) => return Err(error),
+            Err(DeliveryError::Gateway(error)) => {
+                tracing::warn!(connection_id = %recipient.connection_id, error = %crate::error_chain::chain(&error), "posting failed");
+                report.failed += 1;
+            }
+        }
+    }
+    Ok(report)
 }

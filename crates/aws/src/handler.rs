@@ -19,8 +19,10 @@ use crate::domain::{
 use crate::metrics::{Metrics, names};
 use crate::policy::{Limiter, Policies, Verdict};
 use crate::ports::{
-    AppendOutcome, EventStore, LeaseStore, PageRequest, StoreError, TextResponder, ViewStore, VoicePipeline,
+    AppendOutcome, ConnectionGateway, EventStore, LeaseStore, OutboxStore, PageRequest, StoreError, TextResponder,
+    ViewStore, VoicePipeline,
 };
+use crate::recovery::{self, ResumeOutcome};
 
 /// Settings of the handler, from the environment in Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +33,19 @@ pub struct HandlerConfig {
     pub retention_days: u32,
     /// Opt-in limits per user and connection.
     pub policies: Policies,
+    /// Reconnect recovery: how long a message sent to a user is kept for a
+    /// `resume` (`RECOVERY_WINDOW_SECS`; zero turns recovery off).
+    pub recovery_window: TimeDelta,
 }
 
 impl Default for HandlerConfig {
     fn default() -> Self {
-        Self { activity_interval: TimeDelta::seconds(60), retention_days: 90, policies: Policies::default() }
+        Self {
+            activity_interval: TimeDelta::seconds(60),
+            retention_days: 90,
+            policies: Policies::default(),
+            recovery_window: crate::domain::recovery::DEFAULT_RECOVERY_WINDOW,
+        }
     }
 }
 
@@ -51,6 +61,9 @@ impl HandlerConfig {
         }
         if let Some(days) = number("RETENTION_DAYS")? {
             config.retention_days = days;
+        }
+        if let Some(seconds) = number("RECOVERY_WINDOW_SECS")? {
+            config.recovery_window = TimeDelta::seconds(i64::from(seconds));
         }
         config.policies = Policies::from_lookup(&lookup)?;
         Ok(config)
@@ -236,6 +249,8 @@ pub struct ConnectionHandler {
     views: Option<Arc<dyn ViewStore>>,
     /// For `MAX_CONNECTIONS_PER_USER`: the users' connection leases.
     leases: Option<Arc<dyn LeaseStore>>,
+    /// For `resume`: the users' outboxes and the Management API the replay posts through.
+    recovery: Option<(Arc<dyn OutboxStore>, Arc<dyn ConnectionGateway>)>,
     limiter: Mutex<Limiter>,
     voice: Arc<dyn VoicePipeline>,
     text: Arc<dyn TextResponder>,
@@ -255,6 +270,7 @@ impl ConnectionHandler {
             events,
             views: None,
             leases: None,
+            recovery: None,
             limiter: Mutex::new(Limiter::new(config.policies)),
             voice,
             text,
@@ -283,6 +299,13 @@ impl ConnectionHandler {
     /// the ledger by the projection.
     pub fn with_leases(mut self, leases: Arc<dyn LeaseStore>) -> Self {
         self.leases = Some(leases);
+        self
+    }
+
+    /// Reconnect recovery: `resume` replays from `outbox` through `gateway` (without
+    /// them, or with a zero window, a `resume` is answered `resume_failed` `disabled`).
+    pub fn with_recovery(mut self, outbox: Arc<dyn OutboxStore>, gateway: Arc<dyn ConnectionGateway>) -> Self {
+        self.recovery = Some((outbox, gateway));
         self
     }
 
@@ -558,6 +581,9 @@ impl ConnectionHandler {
         if let Err(refused) = self.admit(meta, &user_id, &decision).await {
             return refused;
         }
+        if let ClientMessage::Resume { last_seq } = message {
+            return self.resume(meta, &user_id, last_seq).await;
+        }
         if let Some(event) = decision.records
             && self.append(&self.envelope(meta, user_id.clone(), event)).await.is_err()
         {
@@ -606,6 +632,7 @@ impl ConnectionHandler {
                 self.text.respond(&meta.connection_id, session_id, content).await
             }
             ClientMessage::Ping => Ok(Some(ServerMessage::Pong)),
+            ClientMessage::Resume { .. } => Ok(None),
         };
         match reply {
             Ok(Some(reply)) => Response::frame(200, &reply),
@@ -615,6 +642,43 @@ impl ConnectionHandler {
                 self.unavailable_frame()
             }
         }
+    }
+
+    /// A `resume`: replayed through the Management API (`recovery::resume`), then
+    /// recorded in the ledger (what was asked, how many were replayed, why it
+    /// failed). No route response: every frame went through the gateway, in order.
+    async fn resume(&self, meta: &RequestMeta, user_id: &UserId, asked: u64) -> Response {
+        let Some((outbox, gateway)) =
+            self.recovery.as_ref().filter(|_| self.config.recovery_window > TimeDelta::zero())
+        else {
+            let frame = ServerMessage::ResumeFailed { reason: "disabled".into(), oldest_seq: 0 };
+            return Response::frame(200, &frame);
+        };
+        let outcome =
+            recovery::resume(outbox.as_ref(), gateway.as_ref(), user_id, &meta.connection_id, asked, meta.request_time);
+        let event = match outcome.await {
+            Ok(ResumeOutcome::Replayed { replayed, live_deliveries }) => {
+                self.metrics.metrics.add(names::MESSAGES_REPLAYED, replayed + live_deliveries);
+                ConnectionEvent::Resumed { last_seq: asked, replayed: replayed + live_deliveries, failure: None }
+            }
+            Ok(ResumeOutcome::Failed { reason, .. }) => {
+                self.metrics.metrics.add_by(names::RESUME_FAILURES, "Reason", reason.as_str(), 1);
+                ConnectionEvent::Resumed { last_seq: asked, replayed: 0, failure: Some(reason.as_str().to_owned()) }
+            }
+            Ok(ResumeOutcome::Refused(message)) => {
+                return self.reject(&ProtocolError { code: ErrorCode::InvalidField, message });
+            }
+            Ok(ResumeOutcome::Gone) => return Response::ok(),
+            Err(error) => {
+                tracing::error!(error = %crate::error_chain::chain(&error), "resume failed");
+                return self.unavailable_frame();
+            }
+        };
+        if self.append(&self.envelope(meta, user_id.clone(), event)).await.is_err() {
+            return self.unavailable_frame();
+        }
+        self.record_activity_for(meta, user_id, None).await;
+        Response::ok()
     }
 
     /// The answer when the ledger cannot be reached in time: an `unavailable` error

@@ -34,6 +34,15 @@ pub mod names {
     pub const HISTORY_READS: &str = "HistoryReads";
     /// The largest `now - at` of a batch's events, in milliseconds.
     pub const PROJECTION_LAG_MS: &str = "ProjectionLagMs";
+    // reconnect recovery (connection-handler, `send`)
+    /// Messages numbered and kept for a `resume`.
+    pub const MESSAGES_KEPT: &str = "MessagesKept";
+    /// Messages a `resume` sent again.
+    pub const MESSAGES_REPLAYED: &str = "MessagesReplayed";
+    /// By `Reason` (`expired`, `too_many`, `too_large`): resumes answered `resume_failed`.
+    pub const RESUME_FAILURES: &str = "ResumeFailures";
+    /// Kept messages removed past the window by the embedded store's sweep.
+    pub const MESSAGES_EXPIRED: &str = "MessagesExpired";
     // presence (projector)
     /// Presence events made (`user.online`, ...).
     pub const PRESENCE_EVENTS: &str = "PresenceEvents";
@@ -53,7 +62,7 @@ pub mod names {
     pub const OPEN_CONNECTIONS: &str = "OpenConnections";
 
     /// The counters and gauges the Lambda functions write (EMF), by name.
-    pub const FUNCTION_METRICS: [&str; 23] = [
+    pub const FUNCTION_METRICS: [&str; 26] = [
         MESSAGES,
         REJECTED,
         EVENTS_APPENDED,
@@ -70,6 +79,9 @@ pub mod names {
         FAILED_RECORDS,
         HISTORY_READS,
         PROJECTION_LAG_MS,
+        MESSAGES_KEPT,
+        MESSAGES_REPLAYED,
+        RESUME_FAILURES,
         PRESENCE_EVENTS,
         PRESENCE_DELIVERED,
         PRESENCE_DELIVERY_FAILURES,

@@ -1,12 +1,16 @@
-//! Reconnect recovery as a service over the [`OutboxStore`] port: numbering and
-//! keeping a message before it is posted ([`keep`]). The rules are
-//! `domain::recovery`'s. Not yet wired into `delivery`, the handler and `serve`.
+//! Reconnect recovery as a service over the [`OutboxStore`] and
+//! [`ConnectionGateway`] ports: numbering and keeping a message before it is posted
+//! ([`keep`], which `delivery` calls), and serving a `resume` ([`resume`], which the
+//! handler calls). The rules are `domain::recovery`'s.
 
 use chrono::TimeDelta;
 
-use crate::domain::recovery::{OutboxHead, OutboxMessage};
-use crate::domain::{Timestamp, UserId};
-use crate::ports::{OutboxStore, StoreError};
+use crate::domain::protocol::ServerMessage;
+use crate::domain::recovery::{
+    MAX_REPLAY_MESSAGES, OutboxHead, OutboxMessage, ResumeFailure, ResumePlan, ResumeState, plan_resume,
+};
+use crate::domain::{ConnectionId, Timestamp, UserId};
+use crate::ports::{ConnectionGateway, GatewayError, OutboxStore, StoreError};
 
 /// How often a numbering that lost to a concurrent sender (or a resume's mark) is
 /// tried again before the send fails: enough for dozens of senders of one user at once.
@@ -45,4 +49,173 @@ pub async fn keep(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// What a resume did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// `resumed` and this many deliveries were posted (and any message sent while
+    /// they were, after them); the connection is live.
+    Replayed { replayed: u64, live_deliveries: u64 },
+    /// `resume_failed` was posted; nothing changed.
+    Failed { reason: ResumeFailure, oldest_seq: u64 },
+    /// The request was wrong (a `lastSeq` ahead of the last message): an error
+    /// frame, nothing changed.
+    Refused(String),
+    /// The connection went away while being replayed to.
+    Gone,
+}
+
+/// Why a resume could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("the outbox: {0}")]
+    Store(#[from] StoreError),
+    #[error("posting to the connection: {0}")]
+    Gateway(GatewayError),
+    #[error("the outbox kept changing; the resume gave up")]
+    Busy,
+}
+
+/// How many times a resume re-reads the outbox head before it gives up (a user
+/// receiving messages without pause while one of their connections resumes).
+const MAX_RESUME_ROUNDS: u32 = 64;
+
+/// Serves `resume` from `asked` on `connection` of `user`: marks the connection
+/// replaying, posts `resumed` and every kept message after `asked` in order, then
+/// any message sent meanwhile, and marks it live once no message came in between
+/// (see `domain::recovery`). Frames go through `gateway`, so that they arrive in
+/// order whatever runs the handler.
+pub async fn resume(
+    outbox: &dyn OutboxStore,
+    gateway: &dyn ConnectionGateway,
+    user_id: &UserId,
+    connection: &ConnectionId,
+    asked: u64,
+    now: Timestamp,
+) -> Result<ResumeOutcome, ResumeError> {
+    let (head, _) = match mark(outbox, user_id, connection, Some(ResumeState::Replaying), Some(asked)).await? {
+        Marked::Done(head, version) => (head, version),
+        Marked::Ahead(last_seq) => {
+            return Ok(ResumeOutcome::Refused(format!(
+                "resume: data.lastSeq {asked} is ahead of the last message sent to this user ({last_seq})"
+            )));
+        }
+    };
+    let kept = outbox.messages(user_id, asked, head.last_seq, MAX_REPLAY_MESSAGES + 1).await?;
+    let messages = match plan_resume(asked, head.last_seq, &kept, now) {
+        ResumePlan::Replay(messages) => messages,
+        ResumePlan::Failed { reason, oldest_seq } => {
+            mark(outbox, user_id, connection, None, None).await?;
+            let frame = ServerMessage::ResumeFailed { reason: reason.as_str().to_owned(), oldest_seq };
+            return match post(gateway, connection, &frame).await? {
+                true => Ok(ResumeOutcome::Failed { reason, oldest_seq }),
+                false => Ok(ResumeOutcome::Gone),
+            };
+        }
+        ResumePlan::Refused(message) => return Ok(ResumeOutcome::Refused(message)),
+    };
+    let replayed = messages.len() as u64;
+    if !post(gateway, connection, &ServerMessage::Resumed { last_seq: asked, replayed }).await? {
+        return Ok(ResumeOutcome::Gone);
+    }
+    if !post_all(gateway, connection, &messages).await? {
+        return Ok(ResumeOutcome::Gone);
+    }
+    match go_live(outbox, gateway, user_id, connection, head.last_seq).await? {
+        Some(live_deliveries) => Ok(ResumeOutcome::Replayed { replayed, live_deliveries }),
+        None => Ok(ResumeOutcome::Gone),
+    }
+}
+
+/// Marks the connection live, on condition that the head has not moved since it
+/// was read; posts what was sent after `through` (during the replay) first.
+/// `None`: the connection is gone.
+async fn go_live(
+    outbox: &dyn OutboxStore,
+    gateway: &dyn ConnectionGateway,
+    user_id: &UserId,
+    connection: &ConnectionId,
+    mut through: u64,
+) -> Result<Option<u64>, ResumeError> {
+    let mut live_deliveries = 0;
+    for _ in 0..MAX_RESUME_ROUNDS {
+        let (mut head, current) = outbox.head(user_id).await?.ok_or(ResumeError::Busy)?;
+        if head.last_seq > through {
+            let sent_meanwhile = outbox.messages(user_id, through, head.last_seq, usize::MAX).await?;
+            if !post_all(gateway, connection, &sent_meanwhile).await? {
+                return Ok(None);
+            }
+            live_deliveries += sent_meanwhile.len() as u64;
+            through = head.last_seq;
+        }
+        head.mark(connection, Some(ResumeState::Live));
+        match outbox.put_head(user_id, &head, Some(current)).await {
+            Ok(_) => return Ok(Some(live_deliveries)),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ResumeError::Busy)
+}
+
+enum Marked {
+    Done(OutboxHead, u64),
+    /// The resume asked from beyond the head's last number.
+    Ahead(u64),
+}
+
+/// Sets the connection's mark in the head (`None` forgets it), again on conflict;
+/// with `asked`, refuses first when it is ahead of the head.
+async fn mark(
+    outbox: &dyn OutboxStore,
+    user_id: &UserId,
+    connection: &ConnectionId,
+    state: Option<ResumeState>,
+    asked: Option<u64>,
+) -> Result<Marked, ResumeError> {
+    for attempt in 0..MAX_RESUME_ROUNDS {
+        let (mut head, version) = match outbox.head(user_id).await? {
+            Some((head, version)) => (head, Some(version)),
+            None => (OutboxHead::default(), None),
+        };
+        if asked.is_some_and(|asked| asked > head.last_seq) {
+            return Ok(Marked::Ahead(head.last_seq));
+        }
+        head.mark(connection, state);
+        match outbox.put_head(user_id, &head, version).await {
+            Ok(version) => return Ok(Marked::Done(head, version)),
+            Err(StoreError::Conflict(_)) => crate::backoff::pause(attempt.min(4) + 1).await,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ResumeError::Busy)
+}
+
+/// Posts `frame`; false when the connection is gone.
+async fn post(
+    gateway: &dyn ConnectionGateway,
+    connection: &ConnectionId,
+    frame: &ServerMessage,
+) -> Result<bool, ResumeError> {
+    match crate::delivery::post_with_retries(gateway, connection, frame.to_json().as_bytes()).await {
+        Ok(()) => Ok(true),
+        Err(GatewayError::Gone) => Ok(false),
+        Err(error) => Err(ResumeError::Gateway(error)),
+    }
+}
+
+/// Posts each message as a `delivery`, in order; false when the connection is gone.
+async fn post_all(
+    gateway: &dyn ConnectionGateway,
+    connection: &ConnectionId,
+    messages: &[OutboxMessage],
+) -> Result<bool, ResumeError> {
+    for message in messages {
+        let frame = ServerMessage::Delivery { seq: message.seq, data: message.data.clone() };
+        if !post(gateway, connection, &frame).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -287,9 +287,15 @@ async fn run_connection(
     }
 }
 
+/// A message being handled: its route response, once the integration answers.
+type Handling<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = HandlerResponse> + Send + 'a>>;
+
 /// Reads frames and writes replies and posts, one frame in flight at a time, until
 /// something ends the connection. Every wait here is raced against the limits,
-/// `DELETE @connections` and shutdown, so none of them waits on the client.
+/// `DELETE @connections` and shutdown, so none of them waits on the client. A
+/// message is handled while posts keep going out, as on API Gateway (a handler
+/// that posts to its own connection, as a `resume` does, is not stuck behind
+/// itself); the next message is read once it has been answered.
 async fn converse(
     state: &AppState,
     context: &ConnectionContext,
@@ -308,6 +314,7 @@ async fn converse(
     let shutdown = crate::local::stopped(state.shutdown.clone());
     let closing = live.outbox.close_requested();
     tokio::pin!(going_away, shutdown, closing);
+    let mut handling: Option<Handling<'_>> = None;
     loop {
         let ready = writer.is_ready();
         tokio::select! {
@@ -325,38 +332,26 @@ async fn converse(
                     return Ending::Stalled;
                 }
             },
-            // Read only when the last frame has left: a client that does not read
-            // is not read from either (and the write deadline ends it).
-            frame = stream.next(), if ready => {
-                let body = match frame {
-                    Some(Ok(Message::Text(text))) => MessageBody::Text(text.to_string()),
-                    Some(Ok(Message::Binary(bytes))) => MessageBody::Binary(bytes.into()),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(frame))) => {
-                        let (code, reason) = frame.map_or((1005, String::new()), |frame| (frame.code, frame.reason.to_string()));
-                        let reason = format!(
-                            "Client-side close frame status code '{code}' ({}) - with reason '{reason}'",
-                            close_name(code)
-                        );
-                        return Ending::Client { code, reason };
-                    }
-                    Some(Err(error)) => {
-                        let (code, reason) = read_error(error);
-                        if code == 1009 {
-                            return Ending::Server { code, frame_reason: "Message too big".into(), recorded_reason: reason };
-                        }
-                        return Ending::Client { code, reason };
-                    }
-                    None => return Ending::abnormal(),
+            response = async { handling.as_mut().expect("polled only while handling").await }, if ready && handling.is_some() => {
+                handling = None;
+                if let Some(reply) = response.body {
+                    writer.start(Message::Text(reply.into()), write_timeout);
+                }
+            }
+            // Read only when the last frame has left and the last message has been
+            // answered: a client that does not read is not read from either (and
+            // the write deadline ends it).
+            frame = stream.next(), if ready && handling.is_none() => {
+                let body = match message_body(frame) {
+                    Ok(Some(body)) => body,
+                    Ok(None) => continue,
+                    Err(ending) => return ending,
                 };
                 let now = request_time(live);
                 going_away.as_mut().reset(going_away_at(tokio::time::Instant::now()));
                 // Boxed: the message's work exists only while it is handled, so an
                 // idle connection's task stays small.
-                let response = Box::pin(handle_message(state, context, body, now)).await;
-                if let Some(reply) = response.body {
-                    writer.start(Message::Text(reply.into()), write_timeout);
-                }
+                handling = Some(Box::pin(handle_message(state, context, body, now)));
             }
             data = live.outbox.next_post(), if ready => {
                 let message = match std::str::from_utf8(&data) {
@@ -366,6 +361,30 @@ async fn converse(
                 writer.start(message, write_timeout);
             }
         }
+    }
+}
+
+/// What a read frame is: a message to handle, nothing to handle (a ping or a
+/// pong), or the end of the connection.
+fn message_body(frame: Option<Result<Message, axum::Error>>) -> Result<Option<MessageBody>, Ending> {
+    match frame {
+        Some(Ok(Message::Text(text))) => Ok(Some(MessageBody::Text(text.to_string()))),
+        Some(Ok(Message::Binary(bytes))) => Ok(Some(MessageBody::Binary(bytes.into()))),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = frame.map_or((1005, String::new()), |frame| (frame.code, frame.reason.to_string()));
+            let reason =
+                format!("Client-side close frame status code '{code}' ({}) - with reason '{reason}'", close_name(code));
+            Err(Ending::Client { code, reason })
+        }
+        Some(Err(error)) => {
+            let (code, reason) = read_error(error);
+            if code == 1009 {
+                return Err(Ending::Server { code, frame_reason: "Message too big".into(), recorded_reason: reason });
+            }
+            Err(Ending::Client { code, reason })
+        }
+        None => Err(Ending::abnormal()),
     }
 }
 

@@ -50,6 +50,12 @@ pub struct EventItem {
     pub status_code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// `Resumed`: the `lastSeq` the client asked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
+    /// `Resumed`: how many messages were replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<u64>,
 }
 
 impl From<&EventEnvelope> for EventItem {
@@ -71,6 +77,8 @@ impl From<&EventEnvelope> for EventItem {
             reason: None,
             status_code: None,
             detail: None,
+            last_seq: None,
+            replayed: None,
         };
         match &envelope.event {
             ConnectionEvent::Connected { ip_address, user_agent } => {
@@ -91,6 +99,11 @@ impl From<&EventEnvelope> for EventItem {
                 item.status_code = *status_code;
                 item.detail = detail.clone();
                 item.message_count = (*message_count > 0).then_some(*message_count);
+            }
+            ConnectionEvent::Resumed { last_seq, replayed, failure } => {
+                item.last_seq = Some(*last_seq);
+                item.replayed = Some(*replayed);
+                item.reason = failure.clone();
             }
         }
         item
@@ -135,6 +148,11 @@ impl TryFrom<EventItem> for EventEnvelope {
                 status_code: item.status_code,
                 detail: item.detail,
                 message_count: item.message_count.unwrap_or_default(),
+            },
+            EventKind::Resumed => ConnectionEvent::Resumed {
+                last_seq: item.last_seq.unwrap_or_default(),
+                replayed: item.replayed.unwrap_or_default(),
+                failure: item.reason,
             },
         };
         Ok(EventEnvelope {

@@ -261,13 +261,20 @@ fn config_reads_the_environment_and_refuses_nonsense() {
         HandlerConfig::from_lookup(|name| environment.get(name).cloned())
     };
     assert_eq!(
-        config(&[("ACTIVITY_INTERVAL_SECS", "5"), ("RETENTION_DAYS", "0"), ("MAX_MESSAGES_PER_SECOND", "7")]),
+        config(&[
+            ("ACTIVITY_INTERVAL_SECS", "5"),
+            ("RETENTION_DAYS", "0"),
+            ("MAX_MESSAGES_PER_SECOND", "7"),
+            ("RECOVERY_WINDOW_SECS", "30")
+        ]),
         Ok(HandlerConfig {
             activity_interval: TimeDelta::seconds(5),
             retention_days: 0,
             policies: Policies { max_messages_per_second: 7, ..Policies::default() },
+            recovery_window: TimeDelta::seconds(30),
         })
     );
+    assert!(config(&[("RECOVERY_WINDOW_SECS", "two minutes")]).unwrap_err().contains("RECOVERY_WINDOW_SECS"));
     assert!(config(&[("ACTIVITY_INTERVAL_SECS", "soon")]).unwrap_err().contains("ACTIVITY_INTERVAL_SECS"));
     assert!(config(&[("MAX_CONNECTIONS_PER_USER", "-2")]).unwrap_err().contains("MAX_CONNECTIONS_PER_USER"));
     assert_eq!(config(&[]), Ok(HandlerConfig::default()));

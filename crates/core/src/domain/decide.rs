@@ -26,11 +26,15 @@ pub fn decide(message: &ClientMessage) -> Decision {
             Some(ConnectionEvent::VoiceStarted { session_id: session_id.clone(), audio_format: audio_format.clone() })
         }
         ClientMessage::VoiceEnd { session_id } => Some(ConnectionEvent::VoiceEnded { session_id: session_id.clone() }),
-        ClientMessage::VoiceData { .. } | ClientMessage::TextMessage { .. } | ClientMessage::Ping => None,
+        ClientMessage::VoiceData { .. }
+        | ClientMessage::TextMessage { .. }
+        | ClientMessage::Ping
+        | ClientMessage::Resume { .. } => None,
     };
     Decision {
         answer_at_once: (*message == ClientMessage::Ping).then_some(ServerMessage::Pong),
-        limited_as_ledger_event: records.is_some(),
+        // A resume records its `Resumed` once served (what it replayed is known then).
+        limited_as_ledger_event: records.is_some() || matches!(message, ClientMessage::Resume { .. }),
         needs_voice_quota: matches!(message, ClientMessage::VoiceStart { .. }),
         records,
     }

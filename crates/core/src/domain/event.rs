@@ -34,6 +34,13 @@ pub enum ConnectionEvent {
         detail: Option<String>,
         message_count: u64,
     },
+    /// A `resume` (reconnect recovery): the `lastSeq` the client asked from, how
+    /// many messages it was sent, and why it failed if it did (`expired`, ...).
+    Resumed {
+        last_seq: u64,
+        replayed: u64,
+        failure: Option<String>,
+    },
 }
 
 /// Why a connection ended.
@@ -92,6 +99,7 @@ impl ConnectionEvent {
             ConnectionEvent::VoiceStarted { .. } => EventKind::VoiceStarted,
             ConnectionEvent::VoiceEnded { .. } => EventKind::VoiceEnded,
             ConnectionEvent::Disconnected { .. } => EventKind::Disconnected,
+            ConnectionEvent::Resumed { .. } => EventKind::Resumed,
         }
     }
 
@@ -108,7 +116,9 @@ impl ConnectionEvent {
             ConnectionEvent::VoiceStarted { session_id, .. } | ConnectionEvent::VoiceEnded { session_id } => {
                 Some(session_id)
             }
-            ConnectionEvent::Connected { .. } | ConnectionEvent::Disconnected { .. } => None,
+            ConnectionEvent::Connected { .. }
+            | ConnectionEvent::Disconnected { .. }
+            | ConnectionEvent::Resumed { .. } => None,
         }
     }
 }

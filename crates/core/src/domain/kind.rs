@@ -12,13 +12,16 @@ pub enum EventKind {
     VoiceStarted,
     VoiceEnded,
     Disconnected,
+    /// A client's `resume` (reconnect recovery): what it asked, what it got.
+    Resumed,
 }
 
 impl EventKind {
     /// The kinds in the order of a connection's life, which is also the order of
     /// events of one millisecond (see [`EventKind::lifecycle_rank`]).
-    pub const LIFECYCLE: [EventKind; 5] = [
+    pub const LIFECYCLE: [EventKind; 6] = [
         EventKind::Connected,
+        EventKind::Resumed,
         EventKind::VoiceStarted,
         EventKind::Activity,
         EventKind::VoiceEnded,
@@ -28,23 +31,25 @@ impl EventKind {
     /// The kind's place in a connection's life: events of one millisecond sort by
     /// it. `Activity` (the messages of an interval) sits between the start and the
     /// end of a voice session, whose audio it counts; a session's end and the
-    /// connection's end come last.
+    /// connection's end come last. `Resumed` (added later) shares `VoiceStarted`'s
+    /// rank: after `Connected`, before the rest, the hash deciding between the two.
     pub fn lifecycle_rank(&self) -> u8 {
         match self {
             EventKind::Connected => 0,
-            EventKind::VoiceStarted => 1,
+            EventKind::VoiceStarted | EventKind::Resumed => 1,
             EventKind::Activity => 2,
             EventKind::VoiceEnded => 3,
             EventKind::Disconnected => 4,
         }
     }
 
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Connected,
         EventKind::Activity,
         EventKind::VoiceStarted,
         EventKind::VoiceEnded,
         EventKind::Disconnected,
+        EventKind::Resumed,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -54,6 +59,7 @@ impl EventKind {
             EventKind::VoiceStarted => "VoiceStarted",
             EventKind::VoiceEnded => "VoiceEnded",
             EventKind::Disconnected => "Disconnected",
+            EventKind::Resumed => "Resumed",
         }
     }
 

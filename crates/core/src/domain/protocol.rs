@@ -37,11 +37,26 @@ pub const MAX_AUDIO_FORMAT_CHARS: usize = 64;
 /// A valid message from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
-    VoiceStart { audio_format: String, session_id: String },
-    VoiceData { session_id: String, audio: Vec<u8> },
-    VoiceEnd { session_id: String },
-    TextMessage { content: String, session_id: String },
+    VoiceStart {
+        audio_format: String,
+        session_id: String,
+    },
+    VoiceData {
+        session_id: String,
+        audio: Vec<u8>,
+    },
+    VoiceEnd {
+        session_id: String,
+    },
+    TextMessage {
+        content: String,
+        session_id: String,
+    },
     Ping,
+    /// Reconnect recovery: deliver what was sent to this user after `last_seq`.
+    Resume {
+        last_seq: u64,
+    },
 }
 
 impl ClientMessage {
@@ -53,6 +68,7 @@ impl ClientMessage {
             ClientMessage::VoiceEnd { .. } => "voice_end",
             ClientMessage::TextMessage { .. } => "text_message",
             ClientMessage::Ping => "ping",
+            ClientMessage::Resume { .. } => "resume",
         }
     }
 
@@ -62,7 +78,7 @@ impl ClientMessage {
             | ClientMessage::VoiceData { session_id, .. }
             | ClientMessage::VoiceEnd { session_id }
             | ClientMessage::TextMessage { session_id, .. } => Some(session_id),
-            ClientMessage::Ping => None,
+            ClientMessage::Ping | ClientMessage::Resume { .. } => None,
         }
     }
 }
@@ -147,11 +163,41 @@ impl ProtocolError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMessage {
     Pong,
-    Error { code: ErrorCode, message: String },
-    VoiceStarted { session_id: String },
-    VoiceDataReceived { session_id: String, bytes: usize },
-    VoiceEnded { session_id: String },
-    TextResponse { session_id: String, content: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    VoiceStarted {
+        session_id: String,
+    },
+    VoiceDataReceived {
+        session_id: String,
+        bytes: usize,
+    },
+    VoiceEnded {
+        session_id: String,
+    },
+    TextResponse {
+        session_id: String,
+        content: String,
+    },
+    /// The answer to a `resume`: `replayed` deliveries follow, in order.
+    Resumed {
+        last_seq: u64,
+        replayed: u64,
+    },
+    /// A `resume` that cannot be served: the client reloads. `oldest_seq` is the
+    /// oldest message still kept.
+    ResumeFailed {
+        reason: String,
+        oldest_seq: u64,
+    },
+    /// A message sent to the user, to a connection that resumed: its number and
+    /// the message (JSON as sent; other text as a JSON string).
+    Delivery {
+        seq: u64,
+        data: String,
+    },
 }
 
 impl ServerMessage {
@@ -177,6 +223,16 @@ impl ServerMessage {
             }
             ServerMessage::TextResponse { session_id, content } => {
                 json!({ "type": "text_response", "data": { "sessionId": session_id, "content": content } })
+            }
+            ServerMessage::Resumed { last_seq, replayed } => {
+                json!({ "type": "resumed", "data": { "lastSeq": last_seq, "replayed": replayed } })
+            }
+            ServerMessage::ResumeFailed { reason, oldest_seq } => {
+                json!({ "type": "resume_failed", "data": { "reason": reason, "oldestSeq": oldest_seq } })
+            }
+            ServerMessage::Delivery { seq, data } => {
+                let data = serde_json::from_str::<Value>(data).unwrap_or_else(|_| Value::String(data.clone()));
+                json!({ "type": "delivery", "seq": seq, "data": data })
             }
         };
         value.to_string()
@@ -240,10 +296,11 @@ pub fn parse_client_message(body: &str) -> Result<ClientMessage, ProtocolError> 
             let session_id = fields.session_id()?;
             Ok(ClientMessage::TextMessage { content: fields.content()?, session_id })
         }
+        "resume" => Ok(ClientMessage::Resume { last_seq: fields.sequence_number("lastSeq")? }),
         other => Err(ProtocolError::new(
             ErrorCode::UnknownType,
             format!(
-                "unknown message type {:?}; expected one of voice_start, voice_data, voice_end, text_message, ping",
+                "unknown message type {:?}; expected one of voice_start, voice_data, voice_end, text_message, ping, resume",
                 truncate(other, 64)
             ),
         )),
@@ -299,6 +356,23 @@ impl Fields<'_> {
             return Err(ProtocolError::field(self.message_type, field, "contains characters that are not allowed"));
         }
         Ok(text.to_owned())
+    }
+
+    /// A whole number from 0 to 2^53 - 1 (what a JavaScript client can hold exactly).
+    fn sequence_number(&self, field: &str) -> Result<u64, ProtocolError> {
+        const MAX: u64 = (1 << 53) - 1;
+        match self.data.get(field) {
+            None | Some(Value::Null) => Err(ProtocolError::field(self.message_type, field, "is required")),
+            Some(Value::Number(number)) => match number.as_u64() {
+                Some(value) if value <= MAX => Ok(value),
+                _ => Err(ProtocolError::field(self.message_type, field, "must be a whole number from 0 to 2^53 - 1")),
+            },
+            Some(other) => Err(ProtocolError::field(
+                self.message_type,
+                field,
+                format!("must be a number, not {}", json_kind(other)),
+            )),
+        }
     }
 
     fn session_id(&self) -> Result<String, ProtocolError> {

@@ -127,7 +127,7 @@ impl ConnectionUsage {
                         open = None;
                     }
                 }
-                ConnectionEvent::Connected { .. } => {}
+                ConnectionEvent::Connected { .. } | ConnectionEvent::Resumed { .. } => {}
             }
         }
         if let Some((_, since)) = open {

@@ -202,7 +202,7 @@ impl ConnectionInfo {
                     self.user_agent = user_agent.clone();
                 }
             }
-            ConnectionEvent::Activity { .. } => {}
+            ConnectionEvent::Activity { .. } | ConnectionEvent::Resumed { .. } => {}
             ConnectionEvent::VoiceStarted { session_id, audio_format } => {
                 if self.voice_event_id.is_none_or(|seen| event_id > seen) {
                     self.voice_event_id = Some(event_id);

@@ -143,3 +143,44 @@ proptest! {
         let _ = parse_client_message(&body);
     }
 }
+
+#[test]
+fn resume_takes_a_whole_last_seq_and_refuses_anything_else() {
+    assert_eq!(
+        parse_client_message(r#"{"type":"resume","data":{"lastSeq":42}}"#),
+        Ok(ClientMessage::Resume { last_seq: 42 })
+    );
+    assert_eq!(
+        parse_client_message(r#"{"type":"resume","data":{"lastSeq":0}}"#),
+        Ok(ClientMessage::Resume { last_seq: 0 })
+    );
+    for bad in [
+        r#"{"type":"resume"}"#,
+        r#"{"type":"resume","data":{"lastSeq":-1}}"#,
+        r#"{"type":"resume","data":{"lastSeq":1.5}}"#,
+        r#"{"type":"resume","data":{"lastSeq":"7"}}"#,
+        r#"{"type":"resume","data":{"lastSeq":9007199254740992}}"#,
+        r#"{"type":"resume","data":{"lastSeq":1e400}}"#,
+    ] {
+        let error = parse_client_message(bad).unwrap_err();
+        assert!(matches!(error.code, ErrorCode::InvalidField | ErrorCode::InvalidJson), "{bad}: {error:?}");
+        assert!(error.message.contains("lastSeq") || error.code == ErrorCode::InvalidJson, "{bad}: {error:?}");
+    }
+}
+
+#[test]
+fn recovery_frames_carry_the_contract_names() {
+    let resumed: serde_json::Value =
+        serde_json::from_str(&ServerMessage::Resumed { last_seq: 3, replayed: 2 }.to_json()).unwrap();
+    assert_eq!(resumed, serde_json::json!({"type":"resumed","data":{"lastSeq":3,"replayed":2}}));
+    let failed: serde_json::Value =
+        serde_json::from_str(&ServerMessage::ResumeFailed { reason: "expired".into(), oldest_seq: 9 }.to_json())
+            .unwrap();
+    assert_eq!(failed, serde_json::json!({"type":"resume_failed","data":{"reason":"expired","oldestSeq":9}}));
+    let json: serde_json::Value =
+        serde_json::from_str(&ServerMessage::Delivery { seq: 4, data: r#"{"answer":"hi"}"#.into() }.to_json()).unwrap();
+    assert_eq!(json, serde_json::json!({"type":"delivery","seq":4,"data":{"answer":"hi"}}));
+    let text: serde_json::Value =
+        serde_json::from_str(&ServerMessage::Delivery { seq: 5, data: "plain \"text\"".into() }.to_json()).unwrap();
+    assert_eq!(text, serde_json::json!({"type":"delivery","seq":5,"data":"plain \"text\""}));
+}

@@ -90,7 +90,7 @@ impl UsageEvent {
             }
             ConnectionEvent::VoiceStarted { session_id, .. } => Effect::VoiceStarted(session_id.clone()),
             ConnectionEvent::VoiceEnded { session_id } => Effect::VoiceEnded(session_id.clone()),
-            ConnectionEvent::Connected { .. } => Effect::Nothing,
+            ConnectionEvent::Connected { .. } | ConnectionEvent::Resumed { .. } => Effect::Nothing,
         };
         UsageEvent { event_id: envelope.event_id, at: envelope.at.epoch_millis(), effect }
     }
