@@ -327,3 +327,55 @@ async fn senders_in_several_processes_number_without_gaps_or_repeats() {
     }
     harness.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_handler_bootstrap_replays_through_the_management_api() {
+    use crate::lambda_runtime_api::{Outcome, RuntimeApi, websocket_event};
+    let (store, _) = crate::dynamodb_local::fresh_store().await;
+    let api = crate::management_api::ManagementApi::start(&[]).await;
+    // The fixtures' authorizer context names this user.
+    let user = UserId::parse("3f1c2a9e-7b64-4d2e-9a51-0c8e6f4b2d17").unwrap();
+    let window = chrono::TimeDelta::seconds(120);
+    for n in 1..=3 {
+        wsledger::recovery::keep(&store, &user, &json!({ "n": n }).to_string(), Timestamp::now(), window)
+            .await
+            .unwrap();
+    }
+    let runtime = RuntimeApi::start().await;
+    let mut env = crate::dynamodb_local::bootstrap_env(store.tables());
+    env.push(("WEBSOCKET_API_ENDPOINT", api.endpoint.clone()));
+    let _handler = runtime.spawn(&wsledger_testkit::bootstrap_bin("connection-handler"), &env);
+    let default = include_str!("../fixtures/apigw/default.json");
+    let connected_at = Timestamp::now().epoch_millis() - 1_000;
+    let invoke = |body: &str| {
+        let event =
+            websocket_event(default, "ResumingLambda1=", connected_at, Timestamp::now().epoch_millis(), Some(body));
+        async {
+            match runtime.invoke(event).await {
+                Outcome::Response(response) => response,
+                Outcome::Error(error) => panic!("{error}"),
+            }
+        }
+    };
+    let response = invoke(r#"{"type":"resume","data":{"lastSeq":1}}"#).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert!(response.get("body").is_none_or(Value::is_null), "no route response: the frames went through @connections");
+    let posted: Vec<Value> = api.calls.lock().unwrap().posted["ResumingLambda1="]
+        .iter()
+        .map(|body| serde_json::from_slice(body).unwrap())
+        .collect();
+    assert_eq!(posted, vec![json!({"type":"resumed","data":{"lastSeq":1,"replayed":2}}), delivery(2), delivery(3)]);
+    let future = invoke(r#"{"type":"resume","data":{"lastSeq":7}}"#).await;
+    let frame: Value = serde_json::from_str(future["body"].as_str().unwrap()).unwrap();
+    assert_eq!((frame["type"].as_str(), frame["code"].as_str()), (Some("error"), Some("invalid_field")));
+    assert_eq!(api.calls.lock().unwrap().posted["ResumingLambda1="].len(), 3, "a future lastSeq changes nothing");
+    let history = store
+        .connection_history(&wsledger::domain::ConnectionId::parse("ResumingLambda1=").unwrap(), PageRequest::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        history.iter().any(|event| event.event == ConnectionEvent::Resumed { last_seq: 1, replayed: 2, failure: None }),
+        "{history:?}"
+    );
+}

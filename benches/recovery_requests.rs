@@ -1,0 +1,120 @@
+//! What reconnect recovery adds, in DynamoDB requests and bytes: per message sent
+//! to a user (numbered and kept before it is posted), and per `resume`.
+//!
+//! `cargo bench --bench recovery_requests` (starts its own DynamoDB Local, as the
+//! tests do). Requests are counted by operation and the bytes of DynamoDB's answers
+//! summed with an SDK interceptor; counts do not depend on the machine. One user
+//! with one live connection; messages of about 100 bytes. Under `cargo test` it
+//! checks that a connection that never resumes costs no outbox request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+use wsledger::delivery::{Recovery, send_to_user};
+use wsledger::domain::{ConnectionEvent, ConnectionId, EventEnvelope, Timestamp, UserId};
+use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig, RequestMeta, Route};
+use wsledger::ports::{ConnectionGateway, EventStore, GatewayConnection, GatewayError};
+use wsledger::projection::project_connection;
+use wsledger_testkit::dynamodb_local;
+
+/// A Management API that takes every post (the network is not what is measured).
+struct Accepting;
+
+#[async_trait]
+impl ConnectionGateway for Accepting {
+    async fn post(&self, _: &ConnectionId, _: &[u8]) -> Result<(), GatewayError> {
+        Ok(())
+    }
+    async fn get(&self, _: &ConnectionId) -> Result<GatewayConnection, GatewayError> {
+        Ok(GatewayConnection::default())
+    }
+    async fn delete(&self, _: &ConnectionId) -> Result<(), GatewayError> {
+        Ok(())
+    }
+}
+
+fn line(label: &str, requests: &BTreeMap<String, u64>, bytes: &BTreeMap<String, u64>, per: u64) {
+    let total: u64 = requests.values().sum();
+    let read: u64 = bytes.values().sum();
+    println!(
+        "{label:<44} {:>8.2} requests {:>9.0} bytes read   {requests:?}",
+        total as f64 / per as f64,
+        read as f64 / per as f64
+    );
+}
+
+fn main() {
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let messages: u64 = if benchmarking { 200 } else { 20 };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (store, counter) = dynamodb_local::fresh_store().await;
+        let user = UserId::parse("bench-recovery").unwrap();
+        let connection = ConnectionId::parse("BenchRecovery01=").unwrap();
+        let connected = EventEnvelope::for_request(
+            connection.clone(),
+            user.clone(),
+            "c",
+            Timestamp::now(),
+            Timestamp::now(),
+            ConnectionEvent::Connected { ip_address: None, user_agent: None },
+        );
+        store.append(&connected).await.unwrap();
+        project_connection(&store, &store, std::slice::from_ref(&connected)).await.unwrap();
+        let data = json!({ "type": "answer", "text": "x".repeat(60) }).to_string();
+        println!(
+            "DynamoDB Local on loopback; one live connection; {}-byte messages; per message or per resume",
+            data.len()
+        );
+
+        for (label, window) in [("send, recovery off (today)", 0), ("send, recovery on (numbered and kept)", 120)] {
+            counter.reset();
+            for _ in 0..messages {
+                let recovery = Recovery { outbox: &store, window: chrono::TimeDelta::seconds(window) };
+                send_to_user(&store, &store, &Accepting, &user, data.as_bytes(), 0, Timestamp::now(), Some(recovery))
+                    .await
+                    .unwrap();
+            }
+            line(label, &counter.snapshot(), &counter.bytes(), messages);
+        }
+
+        let gateway = Arc::new(Accepting);
+        let handler = ConnectionHandler::new(
+            Arc::new(store.clone()),
+            Arc::new(AcknowledgingVoice),
+            Arc::new(EchoText),
+            HandlerConfig { retention_days: 0, ..HandlerConfig::default() },
+        )
+        .with_recovery(Arc::new(store.clone()), gateway);
+        let meta = |request: &str| RequestMeta {
+            connection_id: connection.clone(),
+            request_id: request.into(),
+            request_time: Timestamp::now(),
+            connected_at: connected.connected_at,
+            user_id: Some(user.clone()),
+        };
+        counter.reset();
+        for index in 0..messages {
+            let body = r#"{"type":"text_message","data":{"content":"Hello, AI!","sessionId":"chat-session-123"}}"#;
+            handler.handle(&meta(&format!("t{index}")), Route::Message { body: body.into() }).await;
+        }
+        let never_resumed = counter.snapshot();
+        line("messages of a connection that never resumes", &never_resumed, &counter.bytes(), messages);
+        assert!(
+            !never_resumed.contains_key("Query")
+                && !never_resumed.contains_key("GetItem")
+                && !never_resumed.contains_key("TransactWriteItems"),
+            "a connection that never resumes never reads the outbox: {never_resumed:?}"
+        );
+
+        for replay in [0u64, 10, 100.min(messages)] {
+            let last = messages;
+            counter.reset();
+            let body = json!({ "type": "resume", "data": { "lastSeq": last - replay } }).to_string();
+            handler.handle(&meta(&format!("r{replay}")), Route::Message { body }).await;
+            line(&format!("resume replaying {replay} message(s)"), &counter.snapshot(), &counter.bytes(), 1);
+        }
+    });
+}
