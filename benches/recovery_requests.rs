@@ -72,7 +72,7 @@ fn main() {
         for (label, window) in [("send, recovery off (today)", 0), ("send, recovery on (numbered and kept)", 120)] {
             counter.reset();
             for _ in 0..messages {
-                let recovery = Recovery { outbox: &store, window: chrono::TimeDelta::seconds(window) };
+                let recovery = Recovery { outbox: &store, window: chrono::TimeDelta::seconds(window), metrics: None };
                 send_to_user(&store, &store, &Accepting, &user, data.as_bytes(), 0, Timestamp::now(), Some(recovery))
                     .await
                     .unwrap();

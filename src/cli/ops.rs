@@ -65,7 +65,8 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
         serde_json::from_str(&args.data).map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
     let store = args.store.open_existing().await?;
     let gateway = args.gateway.open().await?;
-    let recovery = Recovery { outbox: store.outbox(), window: TimeDelta::seconds(i64::from(args.recovery_window)) };
+    let window = TimeDelta::seconds(i64::from(args.recovery_window));
+    let recovery = Recovery { outbox: store.outbox(), window, metrics: None };
     let report = send_to_user(
         store.views(),
         store.events(),

@@ -85,7 +85,7 @@ impl Harness {
     }
 
     async fn send(&self, n: u64) -> SendReport {
-        let recovery = Recovery { outbox: self.store.as_ref(), window: self.window };
+        let recovery = Recovery { outbox: self.store.as_ref(), window: self.window, metrics: None };
         let data = json!({ "n": n }).to_string();
         let user = UserId::parse(USER).unwrap();
         send_to_user(

@@ -123,6 +123,8 @@ pub struct SendReport {
 pub struct Recovery<'a> {
     pub outbox: &'a dyn OutboxStore,
     pub window: TimeDelta,
+    /// Where `MessagesKept` is counted, if anywhere.
+    pub metrics: Option<&'a crate::metrics::Metrics>,
 }
 
 /// Posts `data` to every live connection of `user_id` (an index query, no scan).
@@ -144,7 +146,11 @@ pub async fn send_to_user(
     let kept = match recovery.filter(|recovery| recovery.window > TimeDelta::zero()) {
         Some(recovery) => {
             let text = String::from_utf8_lossy(data);
-            Some(crate::recovery::keep(recovery.outbox, user_id, &text, now, recovery.window).await?)
+            let kept = crate::recovery::keep(recovery.outbox, user_id, &text, now, recovery.window).await?;
+            if let Some(metrics) = recovery.metrics {
+                metrics.add(crate::metrics::names::MESSAGES_KEPT, 1);
+            }
+            Some(kept)
         }
         None => None,
     };

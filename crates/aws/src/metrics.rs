@@ -35,7 +35,8 @@ pub mod names {
     /// The largest `now - at` of a batch's events, in milliseconds.
     pub const PROJECTION_LAG_MS: &str = "ProjectionLagMs";
     // reconnect recovery (connection-handler, `send`)
-    /// Messages numbered and kept for a `resume`.
+    /// Messages numbered and kept for a `resume` (by `send_to_user` with a
+    /// registry in its `Recovery`; no function sends, so no EMF line carries it).
     pub const MESSAGES_KEPT: &str = "MessagesKept";
     /// Messages a `resume` sent again.
     pub const MESSAGES_REPLAYED: &str = "MessagesReplayed";
@@ -62,7 +63,7 @@ pub mod names {
     pub const OPEN_CONNECTIONS: &str = "OpenConnections";
 
     /// The counters and gauges the Lambda functions write (EMF), by name.
-    pub const FUNCTION_METRICS: [&str; 26] = [
+    pub const FUNCTION_METRICS: [&str; 25] = [
         MESSAGES,
         REJECTED,
         EVENTS_APPENDED,
@@ -79,7 +80,6 @@ pub mod names {
         FAILED_RECORDS,
         HISTORY_READS,
         PROJECTION_LAG_MS,
-        MESSAGES_KEPT,
         MESSAGES_REPLAYED,
         RESUME_FAILURES,
         PRESENCE_EVENTS,
