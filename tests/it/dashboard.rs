@@ -9,6 +9,7 @@ use serde_json::Value;
 use wsledger::adapters::sqlite::SqliteStore;
 use wsledger::local::{Backend, ServeConfig, Server};
 
+use crate::serve::urlencode;
 use crate::sqlite::temp_db;
 
 async fn server(dashboard: bool, token: Option<&str>) -> Server {
@@ -63,10 +64,6 @@ async fn the_dashboard_serves_its_page_and_json_and_honours_its_token() {
 async fn get_json(url: &str) -> Value {
     let text = reqwest::get(url).await.unwrap().text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{url}: {error}: {text}"))
-}
-
-fn urlencode(id: &str) -> String {
-    id.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F")
 }
 
 /// Where screenshots and other test artifacts go.

@@ -16,21 +16,12 @@ use wsledger::presence::PresenceSettings;
 use wsledger_testkit::eventually;
 
 use crate::presence_receiver::{EventBus, Webhook};
-use crate::serve::{App, Client, next_text, test_config};
+use crate::serve::{App, Client, next_text, test_config, urlencode};
 use crate::sqlite::temp_db;
 
 /// A user id with characters that need care in URLs, JSON, CSV and keys.
 const USER: &str = "ana+ü/#1,\"x\"";
 const GRACE: Duration = Duration::from_secs(3);
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
 
 async fn presence_of(app: &App, user: &str) -> Value {
     let url = format!("http://{}/api/presence?user={}", app.server.local_addr(), urlencode(user));

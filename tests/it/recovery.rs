@@ -18,19 +18,10 @@ use wsledger::local::{Backend, ServeConfig, Server};
 use wsledger::ports::{EventStore, OutboxStore, PageRequest, ViewStore};
 use wsledger_testkit::eventually;
 
-use crate::serve::{Client, management_client, test_config};
+use crate::serve::{Client, management_client, test_config, urlencode, wsledger_send};
 use crate::sqlite::temp_db;
 
 const USER: &str = "ana/#1+ü";
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
 
 trait Stores: EventStore + ViewStore + OutboxStore + Send + Sync {}
 impl<S: EventStore + ViewStore + OutboxStore + Send + Sync> Stores for S {}
@@ -295,16 +286,8 @@ async fn senders_in_several_processes_number_without_gaps_or_repeats() {
         async move {
             let mut seqs = Vec::new();
             for index in 0..5 {
-                let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
-                    .args(["send", "--store", &format!("sqlite:{}", path.display()), "--user", USER])
-                    .args(["--data", &json!({ "process": process, "index": index }).to_string()])
-                    .args(["--websocket-endpoint", &endpoint])
-                    .env("AWS_ACCESS_KEY_ID", "local")
-                    .env("AWS_SECRET_ACCESS_KEY", "local")
-                    .env("AWS_REGION", "us-east-1")
-                    .output()
-                    .await
-                    .unwrap();
+                let data = json!({ "process": process, "index": index }).to_string();
+                let output = wsledger_send(&path, &endpoint, USER, &data).await;
                 let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
                 assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
                 let seq = stdout

@@ -75,6 +75,31 @@ impl App {
     }
 }
 
+/// `text` percent-encoded for a query string (every byte but the unreserved ones).
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// `wsledger send` to `user` with `data` on the SQLite store at `path`, through the
+/// `@connections` of `endpoint`.
+pub async fn wsledger_send(path: &Path, endpoint: &str, user: &str, data: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
+        .args(["send", "--store", &format!("sqlite:{}", path.display()), "--user", user])
+        .args(["--data", data])
+        .args(["--websocket-endpoint", endpoint])
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .await
+        .unwrap()
+}
+
 pub async fn next_text(client: &mut Client) -> Value {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a frame within 5 s") {
@@ -515,16 +540,8 @@ async fn a_gone_observation_during_connect_is_overridden_by_the_client_talking()
     let kinds: Vec<EventKind> = history.iter().map(|event| event.kind()).collect();
     assert_eq!(kinds, [EventKind::Connected, EventKind::Disconnected, EventKind::Activity], "both in the history");
 
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsledger"))
-        .args(["send", "--store", &format!("sqlite:{}", app.path.display()), "--user", "user-race"])
-        .args(["--data", r#"{"type":"notice"}"#])
-        .args(["--websocket-endpoint", &format!("http://{}", app.server.local_addr())])
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .await
-        .unwrap();
+    let endpoint = format!("http://{}", app.server.local_addr());
+    let output = wsledger_send(&app.path, &endpoint, "user-race", r#"{"type":"notice"}"#).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(next_text(&mut client).await, json!({"type": "notice"}), "send --user reached it");
     app.server.shutdown().await;

@@ -83,7 +83,16 @@ pub async fn observe(presence: &Presence, views: &[ConnectionInfo], now: Timesta
     for view in views {
         by_user.entry(view.user_id.clone()).or_default().push(view.clone());
     }
-    let results: Vec<(UserId, Result<Vec<PresenceEvent>, StoreError>)> = stream::iter(by_user)
+    update_all(presence, by_user, now).await
+}
+
+/// Brings each user up to date with their views, [`CONCURRENCY`] users at a time.
+async fn update_all(
+    presence: &Presence,
+    users: impl IntoIterator<Item = (UserId, Vec<ConnectionInfo>)>,
+    now: Timestamp,
+) -> PresenceReport {
+    let results: Vec<(UserId, Result<Vec<PresenceEvent>, StoreError>)> = stream::iter(users)
         .map(|(user_id, views)| async move {
             let result = update_user(presence, &user_id, &views, now).await;
             (user_id, result)
@@ -111,19 +120,7 @@ pub async fn check_due(presence: &Presence, now: Timestamp) -> Result<PresenceRe
             _ => break,
         }
     }
-    let results: Vec<(UserId, Result<Vec<PresenceEvent>, StoreError>)> = stream::iter(due)
-        .map(|user_id| async move {
-            let result = update_user(presence, &user_id, &[], now).await;
-            (user_id, result)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut report = PresenceReport::default();
-    for (user_id, result) in results {
-        report.merge(user_id, result);
-    }
-    Ok(report)
+    Ok(update_all(presence, due.into_iter().map(|user_id| (user_id, Vec::new())), now).await)
 }
 
 /// The presence of one user as read at `now` (`None`: never seen).

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -267,21 +267,27 @@ async fn stream(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(dashboard) = authorized(&state, &headers, &query) else { return refuse() };
-    let receiver = dashboard.updates.subscribe();
-    let events = futures::stream::unfold(receiver, |mut receiver| async move {
+    sse(dashboard.updates.subscribe(), "view", state.shutdown.clone())
+}
+
+/// Server-Sent Events of what `receiver` gets, each as an `event: {name}`; a page
+/// that fell behind gets `resync` (and reloads what it shows), until the server
+/// stops or the page leaves.
+fn sse(
+    receiver: broadcast::Receiver<String>,
+    name: &'static str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Response {
+    let events = futures::stream::unfold(receiver, move |mut receiver| async move {
         let event = match receiver.recv().await {
-            Ok(view) => Event::default().event("view").data(view),
-            // A slow page missed updates: it reloads the whole list.
+            Ok(data) => Event::default().event(name).data(data),
             Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok::<Event, Infallible>(event), receiver))
     });
-    sse(events.take_until(crate::local::stopped(state.shutdown.clone()))).into_response()
-}
-
-fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> impl IntoResponse {
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let events = events.take_until(crate::local::stopped(shutdown));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {

@@ -3,16 +3,12 @@
 //! Server-Sent Events), and the sink that feeds that stream.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
-use tokio::sync::broadcast;
 
 use super::{Dashboard, DashboardState, authorized, refuse, sse, store_error};
 use crate::adapters::stored::{PresenceEventItem, PresenceJson};
@@ -80,15 +76,5 @@ pub(super) async fn presence_stream(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(dashboard) = authorized(&state, &headers, &query) else { return refuse() };
-    let receiver = dashboard.presence_updates.subscribe();
-    let events = futures::stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(json) => Event::default().event("presence").data(json),
-            // A slow page missed events: it reloads `GET /api/presence`.
-            Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok::<Event, Infallible>(event), receiver))
-    });
-    sse(events.take_until(crate::local::stopped(state.shutdown.clone()))).into_response()
+    sse(dashboard.presence_updates.subscribe(), "presence", state.shutdown.clone())
 }

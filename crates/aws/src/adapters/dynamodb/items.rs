@@ -47,6 +47,14 @@ pub(crate) fn event_from_item(item: Item) -> Result<EventEnvelope, StoreError> {
     EventEnvelope::try_from(item)
 }
 
+/// Takes the `version` attribute out of an item written with [`put_if_version`]
+/// (or its transactional form); `what` names the item in the error.
+pub(crate) fn take_version(item: &mut Item, what: &str) -> Result<u64, StoreError> {
+    item.remove("version")
+        .and_then(|version| version.as_n().ok().and_then(|number| number.parse::<u64>().ok()))
+        .ok_or_else(|| corrupt(format!("{what} without a version")))
+}
+
 /// A PutItem that succeeds only over the item at `expected_version`, or where there
 /// is no item yet (`None`): the optimistic write of views and leases.
 pub(crate) fn put_if_version(

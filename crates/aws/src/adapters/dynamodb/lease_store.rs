@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::DynamoDbStore;
 use super::error::store_error;
-use super::items::{Item, put_if_version};
+use super::items::{Item, put_if_version, take_version};
 use crate::adapters::stored::{LeasesItem, corrupt};
 use crate::domain::UserId;
 use crate::domain::lease::UserLeases;
@@ -33,10 +33,7 @@ impl LeaseStore for DynamoDbStore {
             .await
             .map_err(|error| store_error("GetItem", error))?;
         let Some(mut item) = output.item else { return Ok(None) };
-        let version = item
-            .remove("version")
-            .and_then(|version| version.as_n().ok().and_then(|number| number.parse::<u64>().ok()))
-            .ok_or_else(|| corrupt("leases item without a version"))?;
+        let version = take_version(&mut item, "leases item")?;
         item.remove("connectionId");
         let leases: LeasesItem =
             serde_dynamo::from_item(item).map_err(|error| corrupt(format!("leases item: {error}")))?;

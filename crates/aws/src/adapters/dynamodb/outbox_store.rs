@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::DynamoDbStore;
 use super::error::store_error;
-use super::items::Item;
+use super::items::{Item, take_version};
 use crate::adapters::stored::{OutboxHeadItem, OutboxMessageItem, corrupt};
 use crate::domain::UserId;
 use crate::domain::recovery::{OutboxHead, OutboxMessage};
@@ -50,10 +50,7 @@ impl OutboxStore for DynamoDbStore {
             .await
             .map_err(|error| store_error("GetItem", error))?;
         let Some(mut item) = output.item else { return Ok(None) };
-        let version = item
-            .remove("version")
-            .and_then(|version| version.as_n().ok().and_then(|number| number.parse::<u64>().ok()))
-            .ok_or_else(|| corrupt("outbox head without a version"))?;
+        let version = take_version(&mut item, "outbox head")?;
         item.remove("userId");
         item.remove("seq");
         let head: OutboxHeadItem =

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest, Sha256};
 
 use super::error::store_error;
-use super::items::{Item, LIVE_SHARDS, put_if_version};
+use super::items::{Item, LIVE_SHARDS, put_if_version, take_version};
 use super::view_store::{decode_cursor, encode_cursor, read_items};
 use super::{DynamoDbStore, LIVE_INDEX};
 use crate::adapters::stored::{PresenceItem, corrupt};
@@ -41,10 +41,7 @@ fn shard_of_user(user_id: &UserId) -> u64 {
 }
 
 fn record_from_item(mut item: Item) -> Result<(PresenceRecord, u64), StoreError> {
-    let version = item
-        .remove("version")
-        .and_then(|version| version.as_n().ok().and_then(|number| number.parse::<u64>().ok()))
-        .ok_or_else(|| corrupt("presence item without a version"))?;
+    let version = take_version(&mut item, "presence item")?;
     for index_attribute in ["connectionId", "liveShard", "liveUntil"] {
         item.remove(index_attribute);
     }
