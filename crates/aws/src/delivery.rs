@@ -73,7 +73,7 @@ pub async fn deliver(
     retention_days: u32,
     now: Timestamp,
 ) -> Result<Delivery, DeliveryError> {
-    match post_with_retries(gateway, &recipient.connection_id, data).await {
+    match crate::posting::post_with_retries(gateway, &recipient.connection_id, data).await {
         Ok(()) => Ok(Delivery::Delivered),
         Err(GatewayError::Gone) => {
             tracing::info!(connection_id = %recipient.connection_id, "connection gone (410): recording it");
@@ -81,28 +81,6 @@ pub async fn deliver(
             Ok(Delivery::Gone)
         }
         Err(error) => Err(DeliveryError::Gateway(error)),
-    }
-}
-
-/// How many times a post that API Gateway throttled (429) is tried in all.
-const POST_ATTEMPTS: u32 = 4;
-
-/// Posts `data`, trying again after a pause when the connection's posts are
-/// throttled (API Gateway's 429; `serve`'s queue of 32 frames per connection).
-pub async fn post_with_retries(
-    gateway: &dyn ConnectionGateway,
-    connection_id: &ConnectionId,
-    data: &[u8],
-) -> Result<(), GatewayError> {
-    let mut attempt = 1;
-    loop {
-        match gateway.post(connection_id, data).await {
-            Err(GatewayError::Throttled(_)) if attempt < POST_ATTEMPTS => {
-                crate::backoff::pause(attempt + 2).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod lambda;
 pub mod leases;
 pub mod metrics;
 pub mod policy;
+pub mod posting;
 pub mod presence;
 pub mod private_files;
 pub mod projection;

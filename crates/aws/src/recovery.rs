@@ -198,7 +198,7 @@ async fn post(
     connection: &ConnectionId,
     frame: &ServerMessage,
 ) -> Result<bool, ResumeError> {
-    match crate::delivery::post_with_retries(gateway, connection, frame.to_json().as_bytes()).await {
+    match crate::posting::post_with_retries(gateway, connection, frame.to_json().as_bytes()).await {
         Ok(()) => Ok(true),
         Err(GatewayError::Gone) => Ok(false),
         Err(error) => Err(ResumeError::Gateway(error)),
