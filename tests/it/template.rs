@@ -125,13 +125,15 @@ fn the_template_wires_functions_authorizer_stream_and_sweep() {
     assert_eq!(text(&stream["DestinationConfig"]["OnFailure"]["Type"]), "SQS");
     assert_eq!(text(&projector["Events"]["Sweep"]["Type"]), "Schedule");
 
-    // execute-api:ManageConnections only where the Management API is used (the sweep).
-    let manages = |function: &str| {
-        let policies = serde_yaml::to_string(&resource(&template, function)["Properties"]["Policies"]).unwrap();
-        policies.contains("execute-api:ManageConnections")
-    };
+    // execute-api:ManageConnections only where the Management API is used: the
+    // sweep's GET, and a resume's replay (POST only).
+    let policies =
+        |function: &str| serde_yaml::to_string(&resource(&template, function)["Properties"]["Policies"]).unwrap();
+    let manages = |function: &str| policies(function).contains("execute-api:ManageConnections");
     assert!(manages("ProjectorFunction"));
-    assert!(!manages("ConnectionHandlerFunction"));
+    assert!(manages("ConnectionHandlerFunction"));
+    let handler = policies("ConnectionHandlerFunction");
+    assert!(handler.contains("/POST/@connections/*") && !handler.contains("/GET/") && !handler.contains("/DELETE/"));
     assert!(!manages("AuthorizerFunction"));
 
     for output in ["WebSocketUrl", "ConnectionsEndpoint"] {
