@@ -319,6 +319,41 @@ async fn the_seed_readme_client_works_in_lambda_mode() {
     serve.stop().await;
 }
 
+/// Reconnect recovery in Lambda mode: the packaged handler serves a `resume` by
+/// posting `resumed` and the missed messages through `serve`'s `@connections`
+/// while `serve` waits for its answer.
+#[tokio::test]
+async fn a_resume_replays_through_the_packaged_handler_in_lambda_mode() {
+    use futures::{SinkExt, StreamExt};
+    let serve = LambdaServe::start(wsledger::local::Limits::default()).await;
+    let window = chrono::TimeDelta::seconds(120);
+    for n in 1..=2 {
+        let data = json!({ "n": n }).to_string();
+        wsledger::recovery::keep(&serve.store, &serve.user(), &data, wsledger::domain::Timestamp::now(), window)
+            .await
+            .unwrap();
+    }
+    let mut client = serve.connect().await;
+    let resume = json!({"type":"resume","data":{"lastSeq":0}}).to_string();
+    client.send(tokio_tungstenite::tungstenite::Message::text(resume)).await.unwrap();
+    let mut frames = Vec::new();
+    while frames.len() < 3 {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(20), client.next()).await.unwrap();
+        if let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = frame {
+            frames.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+        }
+    }
+    assert_eq!(
+        frames,
+        vec![
+            json!({"type":"resumed","data":{"lastSeq":0,"replayed":2}}),
+            json!({"type":"delivery","seq":1,"data":{"n":1}}),
+            json!({"type":"delivery","seq":2,"data":{"n":2}}),
+        ]
+    );
+    serve.stop().await;
+}
+
 /// With `--management-token`, the functions' own `@connections` calls succeed (they
 /// sign with the credentials `serve` gave them, which it verifies), so the sweep
 /// closes a ghost; a caller with the token as key id but another secret, or any
