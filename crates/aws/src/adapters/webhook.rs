@@ -65,6 +65,7 @@ pub struct WebhookSink {
     secret: String,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     resting_until: Mutex<Option<Instant>>,
+    attempt_timeout: Duration,
 }
 
 impl WebhookSink {
@@ -72,7 +73,7 @@ impl WebhookSink {
     pub fn new(uri: hyper::Uri, secret: String, roots: TrustRoots) -> Result<Self, String> {
         let connector = crate::https_get::connector(crate::https_get::root_store(roots))?;
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { uri, secret, client, resting_until: Mutex::new(None) })
+        Ok(Self { uri, secret, client, resting_until: Mutex::new(None), attempt_timeout: ATTEMPT_TIMEOUT })
     }
 
     async fn attempt(&self, body: &Bytes) -> Result<(), String> {
@@ -84,9 +85,9 @@ impl WebhookSink {
             .header("x-wsledger-signature", signature(&self.secret, timestamp, body))
             .body(Full::new(body.clone()))
             .map_err(|error| error.to_string())?;
-        let response = tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(request))
+        let response = tokio::time::timeout(self.attempt_timeout, self.client.request(request))
             .await
-            .map_err(|_| format!("no answer within {ATTEMPT_TIMEOUT:?}"))?
+            .map_err(|_| format!("no answer within {:?}", self.attempt_timeout))?
             .map_err(|error| error.to_string())?;
         let status = response.status();
         if status.is_success() {
@@ -139,6 +140,40 @@ mod tests {
             signature("whsec_test", 1_700_000_000, br#"{"events":[]}"#),
             "v1=4f6f9b7a41398ad124e52a1320534f978e522923f3f2b2724e31d7a9dbf78a7f"
         );
+    }
+
+    /// A receiver that accepts connections and never answers: the publish fails
+    /// after its attempts, within their bounds, and the next one rests at once.
+    #[tokio::test]
+    async fn a_webhook_that_never_answers_fails_within_bounds_and_then_rests() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let held = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let holder = held.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                holder.lock().unwrap().push(socket);
+            }
+        });
+        let (uri, secret) = check_config(Some(&url), Some("s")).unwrap().unwrap();
+        let mut sink = WebhookSink::new(uri, secret, TrustRoots::System).unwrap();
+        sink.attempt_timeout = Duration::from_millis(200);
+        let event = PresenceEvent {
+            event_id: "01KAV9FT3V2KRMX7E5F8FPAMEJ".into(),
+            kind: crate::domain::presence::PresenceEventType::Online,
+            user_id: crate::domain::UserId::parse("u").unwrap(),
+            at: Timestamp::from_epoch_millis(1_764_000_000_000),
+            connections: 1,
+        };
+        let started = Instant::now();
+        let error = sink.publish(std::slice::from_ref(&event)).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(error.0.contains("no answer within") && error.0.contains("3 attempts"), "{error}");
+        assert!(took < Duration::from_secs(6), "three 200 ms attempts and two pauses, not {took:?}");
+        let started = Instant::now();
+        let resting = sink.publish(std::slice::from_ref(&event)).await.unwrap_err();
+        assert!(resting.0.contains("resting") && started.elapsed() < Duration::from_millis(500), "{resting}");
+        assert_eq!(held.lock().unwrap().len(), 3, "one connection per attempt, none while resting");
     }
 
     #[test]
