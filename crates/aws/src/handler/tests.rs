@@ -405,3 +405,68 @@ async fn two_containers_lose_at_most_one_interval_of_messages_each() {
     let recorded = recorded_messages(&single.store.inner().all_events());
     assert_eq!(recorded, 100);
 }
+
+/// A Management API that records what is posted to each connection.
+#[derive(Default)]
+struct Posted(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl ConnectionGateway for Posted {
+    async fn post(&self, _: &ConnectionId, data: &[u8]) -> Result<(), crate::ports::GatewayError> {
+        self.0.lock().unwrap().push(String::from_utf8_lossy(data).into_owned());
+        Ok(())
+    }
+    async fn get(&self, _: &ConnectionId) -> Result<crate::ports::GatewayConnection, crate::ports::GatewayError> {
+        Ok(Default::default())
+    }
+    async fn delete(&self, _: &ConnectionId) -> Result<(), crate::ports::GatewayError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_resume_past_a_thousand_messages_fails_too_many_and_is_recorded_and_off_it_says_disabled() {
+    let mut session = Session::new();
+    let outbox = Arc::new(MemoryStore::default());
+    let posted = Arc::new(Posted::default());
+    session.handler = ConnectionHandler::new(
+        session.store.clone(),
+        Arc::new(AcknowledgingVoice),
+        Arc::new(EchoText),
+        HandlerConfig { retention_days: 36_500, ..HandlerConfig::default() },
+    )
+    .with_recovery(outbox.clone(), posted.clone());
+    session.connect().await;
+    let user = UserId::parse("user-1").unwrap();
+    let now = Timestamp::from_epoch_millis(T0 + 1_000);
+    for n in 0..1_002 {
+        crate::recovery::keep(outbox.as_ref(), &user, &format!("{{\"n\":{n}}}"), now, TimeDelta::seconds(120))
+            .await
+            .unwrap();
+    }
+    let response = session.send(2_000, r#"{"type":"resume","data":{"lastSeq":1}}"#).await;
+    assert_eq!((response.status, response.body), (200, None), "the frame went through the gateway");
+    let frames: Vec<serde_json::Value> =
+        posted.0.lock().unwrap().iter().map(|frame| serde_json::from_str(frame).unwrap()).collect();
+    assert_eq!(frames, [serde_json::json!({"type":"resume_failed","data":{"reason":"too_many","oldestSeq":2}})]);
+    let connection = ConnectionId::parse("L0SM9cOFvHcCIhw=").unwrap();
+    let history = session.store.connection_history(&connection, PageRequest::first(100)).await.unwrap().items;
+    assert!(
+        history.iter().any(|event| event.event
+            == ConnectionEvent::Resumed { last_seq: 1, replayed: 0, failure: Some("too_many".into()) })
+    );
+    assert_eq!(session.handler.metrics_registry().count_by(names::RESUME_FAILURES, "too_many"), 1);
+
+    let bad = session.send(3_000, r#"{"type":"resume","data":{"lastSeq":-4}}"#).await;
+    assert!(bad.body.unwrap().contains("invalid_field"));
+    session.handler = ConnectionHandler::new(
+        session.store.clone(),
+        Arc::new(AcknowledgingVoice),
+        Arc::new(EchoText),
+        HandlerConfig { retention_days: 36_500, recovery_window: TimeDelta::zero(), ..HandlerConfig::default() },
+    )
+    .with_recovery(outbox, posted);
+    let off = session.send(4_000, r#"{"type":"resume","data":{"lastSeq":1}}"#).await;
+    let off: serde_json::Value = serde_json::from_str(&off.body.unwrap()).unwrap();
+    assert_eq!(off, serde_json::json!({"type":"resume_failed","data":{"reason":"disabled","oldestSeq":0}}));
+}
