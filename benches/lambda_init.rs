@@ -103,7 +103,11 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let (store, _) = dynamodb_local::fresh_store().await;
-        let env = dynamodb_local::bootstrap_env(store.tables());
+        let mut env = dynamodb_local::bootstrap_env(store.tables());
+        // As the template sets it for every function: the handler then builds its
+        // Management API client (a resume's replay) and the projector its (the sweep)
+        // at init. Nothing is called at init.
+        env.push(("WEBSOCKET_API_ENDPOINT", "https://abc123defg.execute-api.us-east-1.amazonaws.com/prod".to_owned()));
         if benchmarking {
             warm_dynamodb_local(&store).await;
         }
