@@ -4,14 +4,17 @@
 //! `cargo bench --bench recovery_requests` (starts its own DynamoDB Local, as the
 //! tests do). Requests are counted by operation and the bytes of DynamoDB's answers
 //! summed with an SDK interceptor; counts do not depend on the machine. One user
-//! with one live connection; messages of about 100 bytes. Under `cargo test` it
-//! checks that a connection that never resumes costs no outbox request.
+//! with one live connection; messages of about 100 bytes. Then bursts of sends to
+//! one user at once (what the races for the next number cost, and how long the
+//! slowest send waits). Under `cargo test` it checks that a connection that never
+//! resumes costs no outbox request and that a burst numbers its messages 1 to N.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::json;
+use wsledger::adapters::dynamodb::{DynamoDbStore, RequestCounter};
 use wsledger::delivery::{Recovery, send_to_user};
 use wsledger::domain::{ConnectionEvent, ConnectionId, EventEnvelope, Timestamp, UserId};
 use wsledger::handler::{AcknowledgingVoice, ConnectionHandler, EchoText, HandlerConfig, RequestMeta, Route};
@@ -116,5 +119,64 @@ fn main() {
             handler.handle(&meta(&format!("r{replay}")), Route::Message { body }).await;
             line(&format!("resume replaying {replay} message(s)"), &counter.snapshot(), &counter.bytes(), 1);
         }
+
+        let bursts: &[u64] = if benchmarking { &[10, 50, 100] } else { &[10, 50] };
+        for &senders in bursts {
+            burst(&store, &counter, &data, senders).await;
+        }
     });
+}
+
+/// `senders` sends to one user at once, each on a task of its own (as many Lambda
+/// invocations would): every message is numbered once, 1 to `senders`; prints what
+/// the lost races cost (head reads and transactions per message) and how long the
+/// slowest send waited.
+async fn burst(store: &DynamoDbStore, counter: &RequestCounter, data: &str, senders: u64) {
+    let user = UserId::parse(format!("bench-burst-{senders}")).unwrap();
+    counter.reset();
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..senders)
+        .map(|_| {
+            let (store, user, data) = (store.clone(), user.clone(), data.to_owned());
+            tokio::spawn(async move {
+                let recovery = Recovery { outbox: &store, window: chrono::TimeDelta::seconds(120), metrics: None };
+                let sent = std::time::Instant::now();
+                let report = send_to_user(
+                    &store,
+                    &store,
+                    &Accepting,
+                    &user,
+                    data.as_bytes(),
+                    0,
+                    Timestamp::now(),
+                    Some(recovery),
+                )
+                .await
+                .expect("a send in a burst");
+                (report.seq.expect("numbered"), sent.elapsed())
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    let mut slowest = std::time::Duration::ZERO;
+    for task in tasks {
+        let (seq, waited) = task.await.unwrap();
+        seqs.push(seq);
+        slowest = slowest.max(waited);
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=senders).collect::<Vec<_>>(),
+        "{senders} concurrent sends are numbered 1 to {senders}, each once"
+    );
+    let requests = counter.snapshot();
+    line(&format!("burst: {senders} concurrent sends to one user"), &requests, &counter.bytes(), senders);
+    println!(
+        "{:<44} {:>8.2} transactions per message, slowest send {} ms, burst {} ms",
+        "",
+        requests.get("TransactWriteItems").copied().unwrap_or(0) as f64 / senders as f64,
+        slowest.as_millis(),
+        started.elapsed().as_millis()
+    );
 }

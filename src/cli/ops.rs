@@ -7,7 +7,7 @@ use chrono::TimeDelta;
 use clap::Args;
 
 use super::stores::{GatewayArgs, StoreArgs, explain, parse_time, retention_days};
-use crate::delivery::{Recovery, send_to_user};
+use crate::delivery::{Recovery, SendError, send_to_user};
 use crate::domain::{Timestamp, UserId};
 use crate::projection::rebuild;
 use crate::sweep::{SweepConfig, SweepPorts, sweep};
@@ -78,8 +78,10 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
         Some(recovery),
     )
     .await
-    .map_err(|error| explain(error, &args.store))
-    .context("sending")?;
+    .map_err(|error| match error {
+        SendError::Refused(why) => anyhow::anyhow!("--data: {why}"),
+        SendError::Store(error) => explain(error, &args.store).context("sending"),
+    })?;
     let seq = report.seq.map(|seq| format!(" (seq {seq})")).unwrap_or_default();
     println!("delivered {}, gone {}, failed {}{seq}", report.delivered, report.gone, report.failed);
     Ok(())

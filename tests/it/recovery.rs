@@ -12,7 +12,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use wsledger::adapters::apigw::ManagementApiGateway;
-use wsledger::delivery::{Recovery, SendReport, send_to_user};
+use wsledger::delivery::{Recovery, SendError, SendReport, send_to_user};
 use wsledger::domain::{ConnectionEvent, EventKind, Timestamp, UserId};
 use wsledger::local::{Backend, ServeConfig, Server};
 use wsledger::ports::{EventStore, OutboxStore, PageRequest, ViewStore};
@@ -173,7 +173,16 @@ async fn a_gap_is_replayed_in_order_and_clients_that_never_resume_see_todays_mes
         (resumes.len() == 3).then_some(resumes)
     })
     .await;
-    assert_eq!(resumes.into_iter().collect::<BTreeSet<_>>(), BTreeSet::from([(0, 0), (1, 2), (3, 1)]));
+    // `replayed` counts what the resume posted: the `resumed` frame's count, plus a
+    // message sent before the resume had marked its connection live (the next send
+    // may race that mark), which the resume delivers itself.
+    let mut resumes: Vec<(u64, u64)> = resumes;
+    resumes.sort_unstable();
+    let asked: Vec<u64> = resumes.iter().map(|(last_seq, _)| *last_seq).collect();
+    assert_eq!(asked, [0, 1, 3], "{resumes:?}");
+    for ((_, replayed), framed) in resumes.iter().zip([0, 2, 1]) {
+        assert!((framed..=framed + 1).contains(replayed), "{resumes:?}");
+    }
     assert!(harness.server.metrics().total("MessagesReplayed") >= 3);
     harness.server.shutdown().await;
 }
@@ -270,6 +279,31 @@ async fn an_expired_window_fails_with_the_oldest_kept_and_is_recorded() {
     })
     .await;
     harness.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_be_kept_is_refused_and_numbers_nothing() {
+    let (store, counter) = crate::dynamodb_local::fresh_store().await;
+    // The user has no live connection: nothing is posted, whatever the endpoint.
+    let gateway = ManagementApiGateway::from_client(management_client("http://127.0.0.1:9/local"));
+    let user = UserId::parse(USER).unwrap();
+    let recovery = Recovery { outbox: &store, window: chrono::TimeDelta::seconds(120), metrics: None };
+    let send = |data: Vec<u8>| {
+        let (store, gateway, user) = (&store, &gateway, &user);
+        async move { send_to_user(store, store, gateway, user, &data, 90, Timestamp::now(), Some(recovery)).await }
+    };
+    let too_large = json!({ "text": "x".repeat(wsledger::domain::protocol::MAX_MESSAGE_BYTES) }).to_string();
+    for (data, why) in [(too_large.into_bytes(), "too large"), (vec![0xff, 0xfe, b'{'], "UTF-8")] {
+        counter.reset();
+        match send(data).await {
+            Err(SendError::Refused(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("refused because {why}, not {other:?}"),
+        }
+        assert!(counter.snapshot().is_empty(), "a refused message costs no request: {:?}", counter.snapshot());
+    }
+    assert!(store.head(&user).await.unwrap().is_none(), "nothing was numbered");
+    let report = send(br#"{"n":1}"#.to_vec()).await.unwrap();
+    assert_eq!(report.seq, Some(1), "the next message is the first");
 }
 
 #[tokio::test]

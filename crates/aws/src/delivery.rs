@@ -84,6 +84,17 @@ pub async fn deliver(
     }
 }
 
+/// Why [`send_to_user`] sent nothing, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The message cannot be kept for recovery (see `domain::recovery::keepable`):
+    /// nothing was numbered or posted.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What sending to a user did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendReport {
@@ -119,12 +130,12 @@ pub async fn send_to_user(
     retention_days: u32,
     now: Timestamp,
     recovery: Option<Recovery<'_>>,
-) -> Result<SendReport, StoreError> {
+) -> Result<SendReport, SendError> {
     let mut report = SendReport::default();
     let kept = match recovery.filter(|recovery| recovery.window > TimeDelta::zero()) {
         Some(recovery) => {
-            let text = String::from_utf8_lossy(data);
-            let kept = crate::recovery::keep(recovery.outbox, user_id, &text, now, recovery.window).await?;
+            let text = crate::domain::recovery::keepable(data).map_err(SendError::Refused)?;
+            let kept = crate::recovery::keep(recovery.outbox, user_id, text, now, recovery.window).await?;
             if let Some(metrics) = recovery.metrics {
                 metrics.add(crate::metrics::names::MESSAGES_KEPT, 1);
             }
@@ -166,7 +177,7 @@ pub async fn send_to_user(
         match deliver(gateway, events, recipient, &frame, retention_days, now).await {
             Ok(Delivery::Delivered) => report.delivered += 1,
             Ok(Delivery::Gone) => report.gone += 1,
-            Err(DeliveryError::Ledger(error)) => return Err(error),
+            Err(DeliveryError::Ledger(error)) => return Err(error.into()),
             Err(DeliveryError::Gateway(error)) => {
                 tracing::warn!(connection_id = %recipient.connection_id, error = %crate::error_chain::chain(&error), "posting failed");
                 report.failed += 1;

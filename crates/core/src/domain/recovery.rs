@@ -21,6 +21,7 @@
 use chrono::TimeDelta;
 
 use super::ids::{ConnectionId, UserId};
+use super::protocol::{MAX_MESSAGE_BYTES, ServerMessage};
 use super::time::Timestamp;
 
 /// How long a sent message is kept for a resume (`RECOVERY_WINDOW_SECS`).
@@ -32,6 +33,24 @@ pub const MAX_REPLAY_BYTES: usize = 1024 * 1024;
 /// At most this many connections of one user are remembered as resumed; the
 /// oldest mark is forgotten beyond it (that connection then gets messages as today).
 pub const MAX_RESUMED_CONNECTIONS: usize = 32;
+
+/// The message a sender asks to keep, as text, or why it cannot be kept: it must
+/// be UTF-8 (a `delivery` frame carries it in JSON) and its `delivery` frame must
+/// fit in one API Gateway message ([`MAX_MESSAGE_BYTES`]), or no replay could post
+/// it. Checked before anything is numbered, so a refused message changes nothing.
+pub fn keepable(data: &[u8]) -> Result<&str, String> {
+    let text = std::str::from_utf8(data).map_err(|error| {
+        format!("a message kept for recovery must be UTF-8 text ({error}); send it with recovery off (a window of 0)")
+    })?;
+    let frame = ServerMessage::Delivery { seq: u64::MAX, data: text.to_owned() }.to_json();
+    if frame.len() > MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "the message is too large to keep for recovery: its delivery frame is {} bytes, API Gateway posts at most {MAX_MESSAGE_BYTES}",
+            frame.len()
+        ));
+    }
+    Ok(text)
+}
 
 /// One message kept for recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +204,17 @@ mod tests {
 
     fn at(ms: i64) -> Timestamp {
         Timestamp::from_epoch_millis(1_764_000_000_000 + ms)
+    }
+
+    #[test]
+    fn a_message_is_kept_only_as_text_whose_delivery_frame_fits_a_message() {
+        assert_eq!(keepable(br#"{"n":1}"#), Ok(r#"{"n":1}"#));
+        assert!(keepable(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"), "binary data");
+        let fits = format!("\"{}\"", "x".repeat(MAX_MESSAGE_BYTES - 80));
+        assert!(keepable(fits.as_bytes()).is_ok());
+        let too_large = format!("\"{}\"", "x".repeat(MAX_MESSAGE_BYTES - 10));
+        let error = keepable(too_large.as_bytes()).unwrap_err();
+        assert!(error.contains("too large") && error.contains("131072"), "{error}");
     }
 
     fn seqs(plan: &ResumePlan) -> Vec<u64> {

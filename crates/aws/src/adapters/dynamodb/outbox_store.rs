@@ -5,7 +5,10 @@
 //! its version, the message on not existing.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 
 use super::DynamoDbStore;
 use super::error::store_error;
@@ -17,6 +20,50 @@ use crate::ports::{Cause, OutboxStore, StoreError};
 
 fn encode<T: serde::Serialize>(item: &T, what: &str) -> Result<Item, StoreError> {
     serde_dynamo::to_item(item).map_err(|error| StoreError::Other(Cause::caused_by(format!("encoding {what}"), error)))
+}
+
+/// A cancelled transaction is a lost race (tried again) only when its items say
+/// so: a condition that failed or a conflicting transaction. A throttled item is
+/// throttling; any other reason (a message too large for an item, a validation
+/// error) would fail again and is returned as it is.
+fn transaction_error(error: SdkError<TransactWriteItemsError, HttpResponse>) -> StoreError {
+    let codes: Vec<String> = match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+            .cancellation_reasons()
+            .iter()
+            .filter_map(|reason| reason.code().filter(|code| *code != "None").map(str::to_owned))
+            .collect(),
+        _ => return store_error("TransactWriteItems", error),
+    };
+    let message = crate::adapters::aws::sdk_error_message("TransactWriteItems", &error);
+    match transaction_outcome(&codes) {
+        TransactionOutcome::Conflict => store_error("TransactWriteItems", error),
+        TransactionOutcome::Throttled => StoreError::Throttled(Cause::caused_by(message, error)),
+        TransactionOutcome::Refused => {
+            let message = format!("{message} (refused: {})", codes.join(", "));
+            StoreError::Other(Cause::caused_by(message, error))
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum TransactionOutcome {
+    Conflict,
+    Throttled,
+    Refused,
+}
+
+/// What a cancelled transaction's reasons (their codes, `None` left out) mean.
+fn transaction_outcome(codes: &[String]) -> TransactionOutcome {
+    let lost_race = |code: &str| matches!(code, "ConditionalCheckFailed" | "TransactionConflict");
+    let throttled = |code: &str| matches!(code, "ThrottlingError" | "ProvisionedThroughputExceeded");
+    if codes.iter().all(|code| lost_race(code)) {
+        TransactionOutcome::Conflict
+    } else if codes.iter().all(|code| lost_race(code) || throttled(code)) {
+        TransactionOutcome::Throttled
+    } else {
+        TransactionOutcome::Refused
+    }
 }
 
 /// The head's item and the condition that it is still at `expected` (`None`: absent).
@@ -78,7 +125,7 @@ impl OutboxStore for DynamoDbStore {
             .transact_items(TransactWriteItem::builder().put(message_put).build())
             .send()
             .await
-            .map_err(|error| store_error("TransactWriteItems", error))?;
+            .map_err(transaction_error)?;
         Ok(expected_version.map_or(1, |version| version + 1))
     }
 
@@ -138,5 +185,29 @@ impl OutboxStore for DynamoDbStore {
                 _ => return Ok(messages),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(codes: &[&str]) -> Vec<String> {
+        codes.iter().map(|code| (*code).to_owned()).collect()
+    }
+
+    #[test]
+    fn only_a_lost_race_is_a_conflict() {
+        assert_eq!(transaction_outcome(&codes(&["ConditionalCheckFailed"])), TransactionOutcome::Conflict);
+        assert_eq!(transaction_outcome(&codes(&["TransactionConflict"])), TransactionOutcome::Conflict);
+        assert_eq!(
+            transaction_outcome(&codes(&["ConditionalCheckFailed", "ThrottlingError"])),
+            TransactionOutcome::Throttled
+        );
+        assert_eq!(transaction_outcome(&codes(&["ValidationError"])), TransactionOutcome::Refused);
+        assert_eq!(
+            transaction_outcome(&codes(&["ConditionalCheckFailed", "ItemCollectionSizeLimitExceeded"])),
+            TransactionOutcome::Refused
+        );
     }
 }
