@@ -491,7 +491,8 @@ pub async fn outbox_numbers_concurrent_senders_without_gaps<S: OutboxStore>(stor
 
     let connection = ConnectionId::parse("ResumingConn123=").unwrap();
     let mut marked = head.clone();
-    marked.mark(&connection, Some(ResumeState::Replaying));
+    let until = Timestamp::from_epoch_millis(1_764_000_123_456);
+    marked.mark(&connection, Some(ResumeState::Replaying { until }));
     assert!(matches!(store.put_head(&user, &marked, Some(version + 1)).await, Err(StoreError::Conflict(_))));
     let version = store.put_head(&user, &marked, Some(version)).await.unwrap();
     let stale = OutboxHead { last_seq: 61, resumed: Vec::new() };
@@ -506,7 +507,10 @@ pub async fn outbox_numbers_concurrent_senders_without_gaps<S: OutboxStore>(stor
         matches!(store.append_message(&stale, &message, Some(version - 1)).await, Err(StoreError::Conflict(_))),
         "a sender that read the head before the mark must read it again"
     );
-    assert_eq!(store.head(&user).await.unwrap().unwrap().0.state_of(&connection), Some(ResumeState::Replaying));
+    assert_eq!(
+        store.head(&user).await.unwrap().unwrap().0.state_of(&connection),
+        Some(ResumeState::Replaying { until })
+    );
 
     let later = now.plus(DEFAULT_RECOVERY_WINDOW).plus(chrono::TimeDelta::seconds(1));
     let removed = store.expire(later).await.unwrap();

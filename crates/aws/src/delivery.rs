@@ -164,8 +164,8 @@ pub async fn send_to_user(
         }
     }
     for recipient in &recipients {
-        let frame = match (head.state_of(&recipient.connection_id), &kept) {
-            (Some(ResumeState::Replaying), _) => {
+        let frame = match (head.state_at(&recipient.connection_id, now), &kept) {
+            (Some(ResumeState::Replaying { .. }), _) => {
                 report.left_to_replay += 1;
                 continue;
             }

@@ -13,6 +13,7 @@ use crate::domain::ConnectionStatus;
 use crate::domain::decide::{Decision, decide};
 use crate::domain::lease::{LimitReached, UserLeases, lease_until};
 use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage, parse_client_message};
+use crate::domain::recovery::ResumeFailure;
 use crate::domain::{
     ConnectionEvent, ConnectionId, DisconnectReason, EventEnvelope, MAX_CONNECTION_DURATION, Timestamp, UserId,
 };
@@ -36,6 +37,8 @@ pub struct HandlerConfig {
     /// Reconnect recovery: how long a message sent to a user is kept for a
     /// `resume` (`RECOVERY_WINDOW_SECS`; zero turns recovery off).
     pub recovery_window: TimeDelta,
+    /// How long one `resume` may post its replay (`domain::recovery::REPLAY_BUDGET`).
+    pub replay_budget: TimeDelta,
 }
 
 impl Default for HandlerConfig {
@@ -45,6 +48,7 @@ impl Default for HandlerConfig {
             retention_days: 90,
             policies: Policies::default(),
             recovery_window: crate::domain::recovery::DEFAULT_RECOVERY_WINDOW,
+            replay_budget: crate::domain::recovery::REPLAY_BUDGET,
         }
     }
 }
@@ -654,8 +658,9 @@ impl ConnectionHandler {
             let frame = ServerMessage::ResumeFailed { reason: "disabled".into(), oldest_seq: 0 };
             return Response::frame(200, &frame);
         };
-        let outcome =
-            recovery::resume(outbox.as_ref(), gateway.as_ref(), user_id, &meta.connection_id, asked, meta.request_time);
+        let connection = &meta.connection_id;
+        let (now, budget) = (meta.request_time, self.config.replay_budget);
+        let outcome = recovery::resume(outbox.as_ref(), gateway.as_ref(), user_id, connection, asked, now, budget);
         let event = match outcome.await {
             Ok(ResumeOutcome::Replayed { replayed, live_deliveries }) => {
                 self.metrics.metrics.add(names::MESSAGES_REPLAYED, replayed + live_deliveries);
@@ -664,6 +669,12 @@ impl ConnectionHandler {
             Ok(ResumeOutcome::Failed { reason, .. }) => {
                 self.metrics.metrics.add_by(names::RESUME_FAILURES, "Reason", reason.as_str(), 1);
                 ConnectionEvent::Resumed { last_seq: asked, replayed: 0, failure: Some(reason.as_str().to_owned()) }
+            }
+            Ok(ResumeOutcome::Cut { posted, .. }) => {
+                self.metrics.metrics.add(names::MESSAGES_REPLAYED, posted);
+                self.metrics.metrics.add_by(names::RESUME_FAILURES, "Reason", ResumeFailure::Deadline.as_str(), 1);
+                let failure = Some(ResumeFailure::Deadline.as_str().to_owned());
+                ConnectionEvent::Resumed { last_seq: asked, replayed: posted, failure }
             }
             Ok(ResumeOutcome::Refused(message)) => {
                 return self.reject(&ProtocolError { code: ErrorCode::InvalidField, message });

@@ -7,7 +7,8 @@ use chrono::TimeDelta;
 
 use crate::domain::protocol::ServerMessage;
 use crate::domain::recovery::{
-    MAX_REPLAY_MESSAGES, OutboxHead, OutboxMessage, ResumeFailure, ResumePlan, ResumeState, plan_resume,
+    MAX_REPLAY_MESSAGES, OutboxHead, OutboxMessage, REPLAYING_MARK_MARGIN, ResumeFailure, ResumePlan, ResumeState,
+    plan_resume,
 };
 use crate::domain::{ConnectionId, Timestamp, UserId};
 use crate::ports::{ConnectionGateway, GatewayError, OutboxStore, StoreError};
@@ -62,6 +63,9 @@ pub enum ResumeOutcome {
     /// The request was wrong (a `lastSeq` ahead of the last message): an error
     /// frame, nothing changed.
     Refused(String),
+    /// The replay ran out of its budget after `posted` deliveries; `resume_failed`
+    /// `deadline` was posted and the connection is live.
+    Cut { posted: u64, oldest_seq: u64 },
     /// The connection went away while being replayed to.
     Gone,
 }
@@ -86,6 +90,12 @@ const MAX_RESUME_ROUNDS: u32 = 64;
 /// any message sent meanwhile, and marks it live once no message came in between
 /// (see `domain::recovery`). Frames go through `gateway`, so that they arrive in
 /// order whatever runs the handler.
+///
+/// The replay posts for at most `budget` (`domain::recovery::REPLAY_BUDGET` in the
+/// handler); if that is not enough it stops, marks the connection live and posts
+/// `resume_failed` with reason `deadline`. Senders wait for the replay only until
+/// the budget and a margin are over, so a replay cut short by anything (the
+/// Lambda's timeout included) never leaves the connection without messages.
 pub async fn resume(
     outbox: &dyn OutboxStore,
     gateway: &dyn ConnectionGateway,
@@ -93,8 +103,11 @@ pub async fn resume(
     connection: &ConnectionId,
     asked: u64,
     now: Timestamp,
+    budget: TimeDelta,
 ) -> Result<ResumeOutcome, ResumeError> {
-    let (head, _) = match mark(outbox, user_id, connection, Some(ResumeState::Replaying), Some(asked)).await? {
+    let stop_at = tokio::time::Instant::now() + budget.to_std().unwrap_or_default();
+    let replaying = ResumeState::Replaying { until: now.plus(budget).plus(REPLAYING_MARK_MARGIN) };
+    let (head, _) = match mark(outbox, user_id, connection, Some(replaying), Some(asked)).await? {
         Marked::Done(head, version) => (head, version),
         Marked::Ahead(last_seq) => {
             return Ok(ResumeOutcome::Refused(format!(
@@ -119,39 +132,76 @@ pub async fn resume(
     if !post(gateway, connection, &ServerMessage::Resumed { last_seq: asked, replayed }).await? {
         return Ok(ResumeOutcome::Gone);
     }
-    if !post_all(gateway, connection, &messages).await? {
-        return Ok(ResumeOutcome::Gone);
+    match post_all(gateway, connection, &messages, stop_at).await? {
+        Posted::All => {}
+        Posted::Gone => return Ok(ResumeOutcome::Gone),
+        Posted::Cut(posted) => return cut(outbox, gateway, user_id, connection, posted).await,
     }
-    match go_live(outbox, gateway, user_id, connection, head.last_seq).await? {
-        Some(live_deliveries) => Ok(ResumeOutcome::Replayed { replayed, live_deliveries }),
-        None => Ok(ResumeOutcome::Gone),
+    match go_live(outbox, gateway, user_id, connection, head.last_seq, stop_at).await? {
+        Live::Marked(live_deliveries) => Ok(ResumeOutcome::Replayed { replayed, live_deliveries }),
+        Live::Gone => Ok(ResumeOutcome::Gone),
+        Live::Cut(posted) => cut(outbox, gateway, user_id, connection, replayed + posted).await,
     }
+}
+
+/// A replay out of budget after `posted` deliveries: the connection is marked live
+/// (senders post to it again) and told `resume_failed` `deadline`, with the oldest
+/// message kept; what was posted stands and the rest can be asked for again.
+async fn cut(
+    outbox: &dyn OutboxStore,
+    gateway: &dyn ConnectionGateway,
+    user_id: &UserId,
+    connection: &ConnectionId,
+    posted: u64,
+) -> Result<ResumeOutcome, ResumeError> {
+    // Without `asked`, the mark is never refused as ahead.
+    let last_seq = match mark(outbox, user_id, connection, Some(ResumeState::Live), None).await? {
+        Marked::Done(head, _) => head.last_seq,
+        Marked::Ahead(last_seq) => last_seq,
+    };
+    let oldest = outbox.messages(user_id, 0, last_seq, 1).await?;
+    let oldest_seq = oldest.first().map_or(last_seq + 1, |message| message.seq);
+    let frame = ServerMessage::ResumeFailed { reason: ResumeFailure::Deadline.as_str().to_owned(), oldest_seq };
+    match post(gateway, connection, &frame).await? {
+        true => Ok(ResumeOutcome::Cut { posted, oldest_seq }),
+        false => Ok(ResumeOutcome::Gone),
+    }
+}
+
+enum Live {
+    /// Marked live after this many deliveries sent during the replay.
+    Marked(u64),
+    Gone,
+    /// Out of budget after this many deliveries sent during the replay.
+    Cut(u64),
 }
 
 /// Marks the connection live, on condition that the head has not moved since it
 /// was read; posts what was sent after `through` (during the replay) first.
-/// `None`: the connection is gone.
 async fn go_live(
     outbox: &dyn OutboxStore,
     gateway: &dyn ConnectionGateway,
     user_id: &UserId,
     connection: &ConnectionId,
     mut through: u64,
-) -> Result<Option<u64>, ResumeError> {
+    stop_at: tokio::time::Instant,
+) -> Result<Live, ResumeError> {
     let mut live_deliveries = 0;
     for _ in 0..MAX_RESUME_ROUNDS {
         let (mut head, current) = outbox.head(user_id).await?.ok_or(ResumeError::Busy)?;
         if head.last_seq > through {
             let sent_meanwhile = outbox.messages(user_id, through, head.last_seq, usize::MAX).await?;
-            if !post_all(gateway, connection, &sent_meanwhile).await? {
-                return Ok(None);
+            match post_all(gateway, connection, &sent_meanwhile, stop_at).await? {
+                Posted::All => {}
+                Posted::Gone => return Ok(Live::Gone),
+                Posted::Cut(posted) => return Ok(Live::Cut(live_deliveries + posted)),
             }
             live_deliveries += sent_meanwhile.len() as u64;
             through = head.last_seq;
         }
         head.mark(connection, Some(ResumeState::Live));
         match outbox.put_head(user_id, &head, Some(current)).await {
-            Ok(_) => return Ok(Some(live_deliveries)),
+            Ok(_) => return Ok(Live::Marked(live_deliveries)),
             Err(StoreError::Conflict(_)) => continue,
             Err(error) => return Err(error.into()),
         }
@@ -205,17 +255,28 @@ async fn post(
     }
 }
 
-/// Posts each message as a `delivery`, in order; false when the connection is gone.
+enum Posted {
+    All,
+    Gone,
+    /// `stop_at` came after this many.
+    Cut(u64),
+}
+
+/// Posts each message as a `delivery`, in order, none once `stop_at` has come.
 async fn post_all(
     gateway: &dyn ConnectionGateway,
     connection: &ConnectionId,
     messages: &[OutboxMessage],
-) -> Result<bool, ResumeError> {
-    for message in messages {
+    stop_at: tokio::time::Instant,
+) -> Result<Posted, ResumeError> {
+    for (posted, message) in messages.iter().enumerate() {
+        if tokio::time::Instant::now() >= stop_at {
+            return Ok(Posted::Cut(posted as u64));
+        }
         let frame = ServerMessage::Delivery { seq: message.seq, data: message.data.clone() };
         if !post(gateway, connection, &frame).await? {
-            return Ok(false);
+            return Ok(Posted::Gone);
         }
     }
-    Ok(true)
+    Ok(Posted::All)
 }

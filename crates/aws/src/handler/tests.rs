@@ -6,6 +6,7 @@ use crate::adapters::memory::MemoryStore;
 use crate::domain::EventId;
 use crate::domain::EventKind;
 use crate::domain::protocol::seed::{SEED_TEXT, SEED_VOICE_DATA, SEED_VOICE_END, SEED_VOICE_START};
+use crate::domain::recovery::{REPLAY_BUDGET, REPLAYING_MARK_MARGIN, ResumeState};
 
 const T0: i64 = 1_764_000_000_000;
 
@@ -272,6 +273,7 @@ fn config_reads_the_environment_and_refuses_nonsense() {
             retention_days: 0,
             policies: Policies { max_messages_per_second: 7, ..Policies::default() },
             recovery_window: TimeDelta::seconds(30),
+            replay_budget: REPLAY_BUDGET,
         })
     );
     assert!(config(&[("RECOVERY_WINDOW_SECS", "two minutes")]).unwrap_err().contains("RECOVERY_WINDOW_SECS"));
@@ -469,4 +471,120 @@ async fn a_resume_past_a_thousand_messages_fails_too_many_and_is_recorded_and_of
     let off = session.send(4_000, r#"{"type":"resume","data":{"lastSeq":1}}"#).await;
     let off: serde_json::Value = serde_json::from_str(&off.body.unwrap()).unwrap();
     assert_eq!(off, serde_json::json!({"type":"resume_failed","data":{"reason":"disabled","oldestSeq":0}}));
+}
+
+/// A Management API that takes `1` to answer each post.
+struct Slow(Posted, std::time::Duration);
+
+#[async_trait::async_trait]
+impl ConnectionGateway for Slow {
+    async fn post(&self, connection: &ConnectionId, data: &[u8]) -> Result<(), crate::ports::GatewayError> {
+        tokio::time::sleep(self.1).await;
+        self.0.post(connection, data).await
+    }
+    async fn get(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<crate::ports::GatewayConnection, crate::ports::GatewayError> {
+        self.0.get(connection).await
+    }
+    async fn delete(&self, connection: &ConnectionId) -> Result<(), crate::ports::GatewayError> {
+        self.0.delete(connection).await
+    }
+}
+
+/// A session whose handler replays through `gateway` with `budget`, and 100
+/// messages kept for `user-1` (seq 1 to 100).
+async fn replaying_session(gateway: Arc<Slow>, budget: TimeDelta) -> (Session, Arc<MemoryStore>) {
+    let mut session = Session::new();
+    let outbox = Arc::new(MemoryStore::default());
+    let config = HandlerConfig { retention_days: 36_500, replay_budget: budget, ..HandlerConfig::default() };
+    session.handler =
+        ConnectionHandler::new(session.store.clone(), Arc::new(AcknowledgingVoice), Arc::new(EchoText), config)
+            .with_recovery(outbox.clone(), gateway);
+    session.connect().await;
+    let user = UserId::parse("user-1").unwrap();
+    for n in 1..=100 {
+        let now = Timestamp::from_epoch_millis(T0 + 1_000);
+        crate::recovery::keep(outbox.as_ref(), &user, &format!("{{\"n\":{n}}}"), now, TimeDelta::seconds(120))
+            .await
+            .unwrap();
+    }
+    (session, outbox)
+}
+
+#[tokio::test]
+async fn a_replay_out_of_budget_stops_says_deadline_and_leaves_the_connection_live() {
+    let gateway = Arc::new(Slow(Posted::default(), std::time::Duration::from_millis(20)));
+    let (mut session, outbox) = replaying_session(gateway.clone(), TimeDelta::milliseconds(300)).await;
+    let response = session.send(2_000, r#"{"type":"resume","data":{"lastSeq":0}}"#).await;
+    assert_eq!((response.status, response.body), (200, None));
+    let frames: Vec<serde_json::Value> =
+        gateway.0.0.lock().unwrap().iter().map(|frame| serde_json::from_str(frame).unwrap()).collect();
+    assert_eq!(frames[0], serde_json::json!({"type":"resumed","data":{"lastSeq":0,"replayed":100}}));
+    let delivered = frames.len() - 2;
+    assert!((1..100).contains(&delivered), "cut in the middle: {delivered} delivered");
+    for (index, frame) in frames[1..=delivered].iter().enumerate() {
+        assert_eq!(frame["seq"], index as u64 + 1, "in order");
+    }
+    assert_eq!(
+        frames.last().unwrap(),
+        &serde_json::json!({"type":"resume_failed","data":{"reason":"deadline","oldestSeq":1}})
+    );
+    let connection = ConnectionId::parse("L0SM9cOFvHcCIhw=").unwrap();
+    let (head, _) = outbox.head(&UserId::parse("user-1").unwrap()).await.unwrap().unwrap();
+    assert_eq!(head.state_of(&connection), Some(ResumeState::Live), "senders post to it again");
+    let history = session.store.connection_history(&connection, PageRequest::first(100)).await.unwrap().items;
+    assert!(history.iter().any(|event| event.event
+        == ConnectionEvent::Resumed { last_seq: 0, replayed: delivered as u64, failure: Some("deadline".into()) }));
+    assert_eq!(session.handler.metrics_registry().count_by(names::RESUME_FAILURES, "deadline"), 1);
+}
+
+#[tokio::test]
+async fn a_replay_that_dies_holds_senders_back_only_until_its_mark_runs_out() {
+    let gateway = Arc::new(Slow(Posted::default(), std::time::Duration::from_millis(50)));
+    let (mut session, outbox) = replaying_session(gateway.clone(), REPLAY_BUDGET).await;
+    // The Lambda's deadline comes in the middle of the replay: the invocation is dropped.
+    let meta = session.meta(2_000, Some("user-1"));
+    let body = r#"{"type":"resume","data":{"lastSeq":0}}"#.to_owned();
+    let resume = session.handler.handle(&meta, Route::Message { body });
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(500), resume).await.is_err());
+    let posted_before = gateway.0.0.lock().unwrap().len();
+    assert!(posted_before < 100, "the replay was cut: {posted_before} frames");
+
+    let user = UserId::parse("user-1").unwrap();
+    let send = |at: i64| {
+        let (store, outbox, gateway, user) = (session.store.clone(), outbox.clone(), gateway.clone(), user.clone());
+        async move {
+            let recovery =
+                crate::delivery::Recovery { outbox: outbox.as_ref(), window: TimeDelta::seconds(120), metrics: None };
+            let now = Timestamp::from_epoch_millis(T0 + at);
+            crate::delivery::send_to_user(
+                store.as_ref(),
+                store.as_ref(),
+                gateway.as_ref(),
+                &user,
+                b"{\"n\":0}",
+                0,
+                now,
+                Some(recovery),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // While the replay may still be running, senders leave the connection to it ...
+    let early = send(3_000).await;
+    assert_eq!((early.left_to_replay, early.delivered), (1, 0), "{early:?}");
+    // ... and once its mark has run out, they post to it as to a live connection.
+    let deadline = 2_000 + (REPLAY_BUDGET + REPLAYING_MARK_MARGIN).num_milliseconds();
+    let late = send(deadline).await;
+    assert_eq!((late.left_to_replay, late.delivered), (0, 1), "{late:?}");
+    let last = gateway.0.0.lock().unwrap().last().cloned().unwrap();
+    let last: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(
+        last,
+        serde_json::json!({"type":"delivery","seq":102,"data":{"n":0}}),
+        "its seq shows the client the gap"
+    );
 }

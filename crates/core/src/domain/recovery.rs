@@ -30,6 +30,16 @@ pub const DEFAULT_RECOVERY_WINDOW: TimeDelta = TimeDelta::seconds(120);
 pub const MAX_REPLAY_MESSAGES: usize = 1_000;
 /// At most this many bytes of messages are replayed by one resume.
 pub const MAX_REPLAY_BYTES: usize = 1024 * 1024;
+/// How long a replay may post before it stops and says so (`resume_failed` with
+/// reason `deadline`; the messages are still kept, so the client resumes again from
+/// the last `seq` it saw): the handler's Lambda must answer within 29 s.
+pub const REPLAY_BUDGET: TimeDelta = TimeDelta::seconds(20);
+/// How long after its budget a `Replaying` mark still holds senders back. Past it
+/// the replay is taken to have died (its Lambda timed out, crashed or lost the
+/// store) and senders post to the connection as to a live one, so a replay that
+/// never finished cannot leave the connection without messages; the `seq` of the
+/// next delivery shows the client its gap.
+pub const REPLAYING_MARK_MARGIN: TimeDelta = TimeDelta::seconds(5);
 /// At most this many connections of one user are remembered as resumed; the
 /// oldest mark is forgotten beyond it (that connection then gets messages as today).
 pub const MAX_RESUMED_CONNECTIONS: usize = 32;
@@ -74,8 +84,9 @@ impl OutboxMessage {
 /// Where a connection that sent `resume` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResumeState {
-    /// Its replay is running: senders leave it to the replay.
-    Replaying,
+    /// Its replay is running: senders leave it to the replay, until `until` (see
+    /// [`REPLAYING_MARK_MARGIN`]).
+    Replaying { until: Timestamp },
     /// It has caught up: senders post `delivery` frames to it.
     Live,
 }
@@ -83,14 +94,15 @@ pub enum ResumeState {
 impl ResumeState {
     pub fn as_str(&self) -> &'static str {
         match self {
-            ResumeState::Replaying => "replaying",
+            ResumeState::Replaying { .. } => "replaying",
             ResumeState::Live => "live",
         }
     }
 
-    pub fn parse(value: &str) -> Option<Self> {
+    /// The state named `value`; a replaying one holds until `until`.
+    pub fn parse(value: &str, until: Timestamp) -> Option<Self> {
         match value {
-            "replaying" => Some(ResumeState::Replaying),
+            "replaying" => Some(ResumeState::Replaying { until }),
             "live" => Some(ResumeState::Live),
             _ => None,
         }
@@ -120,6 +132,15 @@ impl OutboxHead {
     pub fn state_of(&self, connection: &ConnectionId) -> Option<ResumeState> {
         self.resumed.iter().find(|(resumed, _)| resumed == connection).map(|(_, state)| *state)
     }
+
+    /// The state a sender acts on at `now`: a `Replaying` mark past its `until`
+    /// belongs to a replay that died, and counts as `Live`.
+    pub fn state_at(&self, connection: &ConnectionId, now: Timestamp) -> Option<ResumeState> {
+        match self.state_of(connection) {
+            Some(ResumeState::Replaying { until }) if now >= until => Some(ResumeState::Live),
+            state => state,
+        }
+    }
 }
 
 /// Why a resume cannot be served.
@@ -131,6 +152,9 @@ pub enum ResumeFailure {
     TooMany,
     /// More than [`MAX_REPLAY_BYTES`] to replay.
     TooLarge,
+    /// The replay ran out of [`REPLAY_BUDGET`] before it had posted everything;
+    /// what it posted stands, the rest is still kept (resume again).
+    Deadline,
 }
 
 impl ResumeFailure {
@@ -139,6 +163,7 @@ impl ResumeFailure {
             ResumeFailure::Expired => "expired",
             ResumeFailure::TooMany => "too_many",
             ResumeFailure::TooLarge => "too_large",
+            ResumeFailure::Deadline => "deadline",
         }
     }
 }
@@ -207,6 +232,16 @@ mod tests {
     }
 
     #[test]
+    fn a_replaying_mark_past_its_time_counts_as_live() {
+        let mut head = OutboxHead::default();
+        head.mark(&ConnectionId::parse("Replaying1=").unwrap(), Some(ResumeState::Replaying { until: at(1_000) }));
+        let connection = ConnectionId::parse("Replaying1=").unwrap();
+        assert_eq!(head.state_at(&connection, at(999)), Some(ResumeState::Replaying { until: at(1_000) }));
+        assert_eq!(head.state_at(&connection, at(1_000)), Some(ResumeState::Live), "its replay died");
+        assert_eq!(head.state_at(&ConnectionId::parse("Other1=").unwrap(), at(0)), None);
+    }
+
+    #[test]
     fn a_message_is_kept_only_as_text_whose_delivery_frame_fits_a_message() {
         assert_eq!(keepable(br#"{"n":1}"#), Ok(r#"{"n":1}"#));
         assert!(keepable(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"), "binary data");
@@ -269,7 +304,7 @@ mod tests {
         let mut head = OutboxHead::default();
         let connection = |index: usize| ConnectionId::parse(format!("c{index}")).unwrap();
         for index in 0..(MAX_RESUMED_CONNECTIONS + 3) {
-            head.mark(&connection(index), Some(ResumeState::Replaying));
+            head.mark(&connection(index), Some(ResumeState::Replaying { until: at(1_000) }));
         }
         assert_eq!(head.resumed.len(), MAX_RESUMED_CONNECTIONS);
         assert_eq!(head.state_of(&connection(0)), None, "the oldest marks are forgotten");

@@ -14,6 +14,9 @@ use crate::ports::StoreError;
 pub struct ResumedItem {
     pub connection_id: String,
     pub state: String,
+    /// A replaying mark's end, epoch milliseconds (absent: it has ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
 }
 
 /// The head: the last sequence number given and the resumed connections.
@@ -35,6 +38,10 @@ impl From<&OutboxHead> for OutboxHeadItem {
                 .map(|(connection_id, state)| ResumedItem {
                     connection_id: connection_id.to_string(),
                     state: state.as_str().to_owned(),
+                    until: match state {
+                        ResumeState::Replaying { until } => Some(until.epoch_millis()),
+                        ResumeState::Live => None,
+                    },
                 })
                 .collect(),
         }
@@ -49,7 +56,8 @@ impl TryFrom<OutboxHeadItem> for OutboxHead {
             .resumed
             .into_iter()
             .map(|resumed| {
-                let state = ResumeState::parse(&resumed.state)
+                let until = Timestamp::from_epoch_millis(resumed.until.unwrap_or(0));
+                let state = ResumeState::parse(&resumed.state, until)
                     .ok_or_else(|| corrupt(format!("resume state {:?}", resumed.state)))?;
                 Ok((ConnectionId::parse(resumed.connection_id).map_err(corrupt)?, state))
             })
