@@ -178,3 +178,60 @@ async fn a_window_costs_one_query_per_shard_per_result_page() {
     }
     assert_eq!(read, paged, "the same events in the same order");
 }
+
+/// The usage walk has an item of its own (`usage#<connectionId>`) that no index
+/// sees; a reader takes it only with the view of the version it was written with,
+/// and a view stored with the walk inline (before it moved out) still reads.
+#[tokio::test]
+async fn the_usage_walk_is_an_item_of_its_own_tied_to_its_view_version() {
+    use wsledger::projection::project_connection;
+    let (store, _) = dynamodb_local::fresh_store().await;
+    let events = [
+        envelope("conn-walk", "user-walk", "req-c", 0, connected("203.0.113.1")),
+        envelope("conn-walk", "user-walk", "req-a", 1_000, activity(3)),
+    ];
+    for event in &events {
+        store.append(event).await.unwrap();
+    }
+    project_connection(&store, &store, &events).await.unwrap();
+    let raw = |key: &str| {
+        let store = &store;
+        let key = AttributeValue::S(key.to_owned());
+        async move {
+            let table = &store.tables().connections;
+            store.client().get_item().table_name(table).key("connectionId", key).send().await.unwrap().item
+        }
+    };
+    let view = raw("conn-walk").await.expect("the view item");
+    assert!(!view.contains_key("usageFold"), "the view item holds no walk");
+    let walk = raw("usage#conn-walk").await.expect("the walk item");
+    let mut names: Vec<&str> = walk.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["connectionId", "usageFold", "viewVersion"], "no index key: no index holds it");
+    assert_eq!(walk["viewVersion"], view["version"]);
+    let stored = store.get(&events[0].connection_id).await.unwrap().unwrap();
+    let fold = stored.view.usage_fold.clone().expect("read with its view");
+
+    // A view written without its walk (the walk's write lost): the old walk is of
+    // another version and is not used; the projection would read the history once.
+    let mut bare = stored.view.clone();
+    bare.usage_fold = None;
+    let version = store.put(&bare, Some(stored.version)).await.unwrap();
+    let reread = store.get(&events[0].connection_id).await.unwrap().unwrap();
+    assert_eq!((reread.version, reread.view.usage_fold), (version, None));
+
+    // A view stored with the walk inline, as round three first wrote it, reads whole.
+    let mut inline = raw("conn-walk").await.unwrap();
+    inline.insert("usageFold".into(), walk["usageFold"].clone());
+    let table = &store.tables().connections;
+    store.client().put_item().table_name(table).set_item(Some(inline)).send().await.unwrap();
+    let legacy = store.get(&events[0].connection_id).await.unwrap().unwrap();
+    assert_eq!(legacy.view.usage_fold, Some(fold.clone()));
+
+    // Written again, the walk moves to its own item.
+    let moved = store.put(&legacy.view, Some(legacy.version)).await.unwrap();
+    assert!(!raw("conn-walk").await.unwrap().contains_key("usageFold"));
+    assert_eq!(raw("usage#conn-walk").await.unwrap()["viewVersion"], AttributeValue::N(moved.to_string()));
+    let moved_view = store.get(&events[0].connection_id).await.unwrap().unwrap();
+    assert_eq!(moved_view.view.usage_fold, Some(fold));
+}

@@ -11,6 +11,7 @@ mod outbox_store;
 mod presence_store;
 mod request_counter;
 pub mod stream;
+mod view_fold;
 mod view_store;
 
 pub use items::{LIVE_SHARDS, TIME_BUCKET_SHARDS};

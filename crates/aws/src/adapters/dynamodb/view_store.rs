@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::store_error;
 use super::items::{Item, LIVE_SHARDS, put_if_version, view_from_item, view_to_item};
+use super::view_fold::FOLD_ATTRIBUTE;
 use super::{DynamoDbStore, LIVE_INDEX, USER_CONNECTIONS_INDEX};
 use crate::domain::{ConnectionId, ConnectionInfo, ConnectionStatus, Timestamp, UserId};
 use crate::ports::{Cause, Page, PageRequest, StoreError, VersionedView, ViewCursor, ViewStore};
@@ -66,25 +67,22 @@ pub(super) async fn read_items<T>(
 
 #[async_trait]
 impl ViewStore for DynamoDbStore {
+    /// The view and its usage walk, which has an item of its own (`view_fold`).
     async fn get(&self, connection_id: &ConnectionId) -> Result<Option<VersionedView>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.tables.connections)
-            .key("connectionId", AttributeValue::S(connection_id.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| store_error("GetItem", error))?;
-        output.item.map(view_from_item).transpose()
+        self.view_item_with_fold(connection_id).await?.map(view_from_item).transpose()
     }
 
+    /// The view, conditional on its version, then its usage walk in its own item.
     #[tracing::instrument(skip(self, view), fields(connection_id = %view.connection_id))]
     async fn put(&self, view: &ConnectionInfo, expected_version: Option<u64>) -> Result<u64, StoreError> {
         let version = expected_version.map_or(1, |version| version + 1);
-        let request =
-            self.client.put_item().table_name(&self.tables.connections).set_item(Some(view_to_item(view, version)?));
+        let mut item = view_to_item(view, version)?;
+        let walk = item.remove(FOLD_ATTRIBUTE);
+        let request = self.client.put_item().table_name(&self.tables.connections).set_item(Some(item));
         put_if_version(request, expected_version).send().await.map_err(|error| store_error("PutItem", error))?;
+        if let Some(walk) = walk {
+            self.put_fold(&view.connection_id, version, walk).await;
+        }
         Ok(version)
     }
 
