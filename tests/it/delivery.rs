@@ -58,3 +58,46 @@ async fn a_410_is_recorded_as_gone_and_a_200_as_delivered() {
     gateway.delete(&live.connection_id).await.unwrap();
     assert!(matches!(gateway.delete(&live.connection_id).await, Err(GatewayError::Gone)));
 }
+
+/// A send reads the user's connections of the last two hours only, whatever the
+/// length of the user's history: 400 old connections cost it nothing, and a ghost
+/// older than any connection API Gateway keeps open is not posted to (the sweep
+/// finds it).
+#[tokio::test]
+async fn a_send_reads_the_last_two_hours_of_the_users_connections_not_their_history() {
+    use wsledger::delivery::send_to_user;
+    use wsledger::domain::{ConnectionInfo, ConnectionStatus, EventEnvelope};
+    use wsledger::ports::ViewStore;
+    let api = ManagementApi::start(&[]).await;
+    let gateway = api.gateway();
+    let (store, counter) = dynamodb_local::fresh_store().await;
+    let user = UserId::parse("user-history").unwrap();
+    let now = Timestamp::now();
+    let view = |connection: String, minutes_ago: i64, status: ConnectionStatus| {
+        let at = now.minus(chrono::TimeDelta::minutes(minutes_ago));
+        let connected = ConnectionEvent::Connected { ip_address: None, user_agent: None };
+        let event =
+            EventEnvelope::for_request(ConnectionId::parse(connection).unwrap(), user.clone(), "c", at, at, connected);
+        let mut view = ConnectionInfo::from_event(&event);
+        view.status = status;
+        view
+    };
+    for index in 0..400 {
+        store
+            .put(&view(format!("Old{index:05}cFJIAM="), 180 + index, ConnectionStatus::Disconnected), None)
+            .await
+            .unwrap();
+    }
+    store.put(&view("GhostcFJIAMCL-g=".into(), 150, ConnectionStatus::Connected), None).await.unwrap();
+    store.put(&view("LivecFJIAMCL-g=".into(), 5, ConnectionStatus::Connected), None).await.unwrap();
+
+    counter.reset();
+    let report = send_to_user(&store, &store, &gateway, &user, br#"{"n":1}"#, 90, now, None).await.unwrap();
+    assert_eq!((report.delivered, report.gone, report.failed), (1, 0, 0));
+    let posted = api.calls.lock().unwrap().posted.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(posted, ["LivecFJIAMCL-g="], "only the live connection; not the ghost older than two hours");
+    let requests = counter.snapshot();
+    let read: u64 = counter.bytes().values().sum();
+    assert_eq!(requests.get("Query"), Some(&1), "one read of the user's newest connections: {requests:?}");
+    assert!(read < 40_000, "{read} bytes read for a user with 402 connections");
+}

@@ -5,13 +5,12 @@
 //! a `delivery` frame to those that did, and not at all to one whose replay is
 //! running (the replay carries it).
 
-use crate::domain::ConnectionStatus;
 use crate::domain::protocol::ServerMessage;
 use crate::domain::recovery::ResumeState;
 use crate::domain::{
     ConnectionEvent, ConnectionId, ConnectionInfo, DisconnectReason, EventEnvelope, Timestamp, UserId,
 };
-use crate::ports::{ConnectionGateway, EventStore, GatewayError, OutboxStore, PageRequest, StoreError, ViewStore};
+use crate::ports::{ConnectionGateway, EventStore, GatewayError, OutboxStore, StoreError, ViewStore};
 use chrono::TimeDelta;
 
 /// Who a message goes to: enough to record a `Disconnected` if it is gone.
@@ -116,7 +115,8 @@ pub struct Recovery<'a> {
     pub metrics: Option<&'a crate::metrics::Metrics>,
 }
 
-/// Posts `data` to every live connection of `user_id` (an index query, no scan).
+/// Posts `data` to every live connection of `user_id` (index queries over the
+/// user's last two hours of connections, no scan: `live_views`).
 /// Gone connections are recorded; other failures are counted and logged. With
 /// `recovery` (and a window), the message is numbered and kept first; connections
 /// that resumed get it as a `delivery` frame, even before their view exists.
@@ -145,16 +145,8 @@ pub async fn send_to_user(
     };
     report.seq = kept.as_ref().map(|(message, _)| message.seq);
     let head = kept.as_ref().map(|(_, head)| head.clone()).unwrap_or_default();
-    let mut recipients: Vec<Recipient> = Vec::new();
-    let mut page = PageRequest::first(100);
-    loop {
-        let connections = views.list_by_user(user_id, Some(ConnectionStatus::Connected), page.clone()).await?;
-        recipients.extend(connections.items.iter().map(Recipient::from));
-        match connections.next {
-            Some(next) => page.after = Some(next),
-            None => break,
-        }
-    }
+    let connected = crate::live_views::connected_views(views, user_id, now).await?;
+    let mut recipients: Vec<Recipient> = connected.iter().map(Recipient::from).collect();
     // A connection that resumed may not have a view yet (the projection lags).
     for (connection_id, _) in &head.resumed {
         if !recipients.iter().any(|recipient| recipient.connection_id == *connection_id) {

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 
 use chrono::TimeDelta;
 
-use crate::domain::ConnectionStatus;
 use crate::domain::decide::{Decision, decide};
 use crate::domain::lease::{LimitReached, UserLeases, lease_until};
 use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage, parse_client_message};
@@ -455,21 +454,12 @@ impl ConnectionHandler {
     async fn connection_limit(&self, meta: &RequestMeta, user_id: &UserId) -> Result<Option<String>, StoreError> {
         let max = self.config.policies.max_connections_per_user;
         let Some(views) = self.views.as_ref().filter(|_| max > 0) else { return Ok(None) };
-        let mut live = 0u32;
-        let mut page = PageRequest::first(100);
-        loop {
-            let listed = views.list_by_user(user_id, Some(ConnectionStatus::Connected), page.clone()).await?;
-            live += listed
-                .items
-                .iter()
-                .filter(|view| view.connection_id != meta.connection_id)
-                .filter(|view| view.live_until().is_some_and(|until| until > meta.request_time))
-                .count() as u32;
-            match listed.next {
-                Some(next) if live < max => page.after = Some(next),
-                _ => break,
-            }
-        }
+        let connected = crate::live_views::connected_views(views.as_ref(), user_id, meta.request_time).await?;
+        let live = connected
+            .iter()
+            .filter(|view| view.connection_id != meta.connection_id)
+            .filter(|view| view.live_until().is_some_and(|until| until > meta.request_time))
+            .count() as u32;
         Ok((live >= max)
             .then(|| format!("MAX_CONNECTIONS_PER_USER={max}: the user already holds {live} live connection(s)")))
     }

@@ -19,6 +19,7 @@ pub mod handler;
 pub mod https_get;
 pub mod lambda;
 pub mod leases;
+pub mod live_views;
 pub mod metrics;
 pub mod policy;
 pub mod posting;
