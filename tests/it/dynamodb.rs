@@ -185,7 +185,7 @@ async fn a_window_costs_one_query_per_shard_per_result_page() {
 #[tokio::test]
 async fn the_usage_walk_is_an_item_of_its_own_tied_to_its_view_version() {
     use wsledger::projection::project_connection;
-    let (store, _) = dynamodb_local::fresh_store().await;
+    let (store, counter) = dynamodb_local::fresh_store().await;
     let events = [
         envelope("conn-walk", "user-walk", "req-c", 0, connected("203.0.113.1")),
         envelope("conn-walk", "user-walk", "req-a", 1_000, activity(3)),
@@ -234,4 +234,10 @@ async fn the_usage_walk_is_an_item_of_its_own_tied_to_its_view_version() {
     assert_eq!(raw("usage#conn-walk").await.unwrap()["viewVersion"], AttributeValue::N(moved.to_string()));
     let moved_view = store.get(&events[0].connection_id).await.unwrap().unwrap();
     assert_eq!(moved_view.view.usage_fold, Some(fold));
+
+    // A view read to show or count (usage, the dashboard) skips the walk: one GetItem.
+    counter.reset();
+    let shown = store.read(&events[0].connection_id).await.unwrap().unwrap();
+    assert_eq!(counter.snapshot(), [("GetItem".to_owned(), 1)].into());
+    assert_eq!(shown, ConnectionInfo { usage_fold: None, ..moved_view.view });
 }

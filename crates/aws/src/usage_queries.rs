@@ -99,8 +99,8 @@ pub async fn usage(
                     if !seen.insert(event.connection_id.clone()) {
                         continue;
                     }
-                    if let Some(stored) = views.get(&event.connection_id).await? {
-                        add_view(&mut totals, &stored.view, days, by);
+                    if let Some(view) = views.read(&event.connection_id).await? {
+                        add_view(&mut totals, &view, days, by);
                     }
                 }
                 match window.next {

@@ -220,7 +220,14 @@ pub struct ViewCursor(pub String);
 /// The projection's current views.
 #[async_trait]
 pub trait ViewStore: Send + Sync {
+    /// The view as the projection needs it: its version and its usage walk.
     async fn get(&self, connection_id: &ConnectionId) -> Result<Option<VersionedView>, StoreError>;
+
+    /// The view to show or count, without the usage walk (`usage_fold` may be
+    /// `None`): a store that keeps the walk apart reads less.
+    async fn read(&self, connection_id: &ConnectionId) -> Result<Option<ConnectionInfo>, StoreError> {
+        Ok(self.get(connection_id).await?.map(|stored| stored.view))
+    }
 
     /// Writes `view` if the stored version is still `expected_version` (`None`: no view
     /// stored yet) and returns the new version. Fails with [`StoreError::Conflict`]

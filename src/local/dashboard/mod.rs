@@ -98,6 +98,10 @@ impl ViewStore for NotifyingViews {
         self.inner.get(connection_id).await
     }
 
+    async fn read(&self, connection_id: &ConnectionId) -> Result<Option<ConnectionInfo>, StoreError> {
+        self.inner.read(connection_id).await
+    }
+
     async fn put(&self, view: &ConnectionInfo, expected_version: Option<u64>) -> Result<u64, StoreError> {
         let version = self.inner.put(view, expected_version).await?;
         self.dashboard.observe(view);

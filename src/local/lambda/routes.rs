@@ -311,8 +311,8 @@ impl LocalStreamFunction {
             changed.sort();
             changed.dedup();
             for connection_id in changed {
-                if let Ok(Some(stored)) = self.views.get(&connection_id).await {
-                    dashboard.observe(&stored.view);
+                if let Ok(Some(view)) = self.views.read(&connection_id).await {
+                    dashboard.observe(&view);
                 }
             }
         }

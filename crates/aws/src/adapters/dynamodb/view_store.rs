@@ -72,6 +72,20 @@ impl ViewStore for DynamoDbStore {
         self.view_item_with_fold(connection_id).await?.map(view_from_item).transpose()
     }
 
+    /// The view item alone: one consistent GetItem.
+    async fn read(&self, connection_id: &ConnectionId) -> Result<Option<ConnectionInfo>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("connectionId", AttributeValue::S(connection_id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| store_error("GetItem", error))?;
+        Ok(output.item.map(view_from_item).transpose()?.map(|stored| stored.view))
+    }
+
     /// The view, conditional on its version, then its usage walk in its own item.
     #[tracing::instrument(skip(self, view), fields(connection_id = %view.connection_id))]
     async fn put(&self, view: &ConnectionInfo, expected_version: Option<u64>) -> Result<u64, StoreError> {
