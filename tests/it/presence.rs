@@ -181,42 +181,18 @@ async fn check_cli(path: &std::path::Path) {
         String::from_utf8(output.stdout).unwrap()
     };
     let store = format!("sqlite:{}", path.display());
-    let json = run(vec![
-        "presence".into(),
-        "--store".into(),
-        store.clone(),
-        "--user".into(),
-        USER.into(),
-        "--format".into(),
-        "json".into(),
-    ])
-    .await;
-    let json: Value = serde_json::from_str(&json).unwrap();
+    let for_user = |format: &str| {
+        let args = ["presence", "--store", &store, "--user", USER, "--format", format];
+        run(args.iter().map(|arg| (*arg).to_owned()).collect())
+    };
+    let json: Value = serde_json::from_str(&for_user("json").await).unwrap();
     assert_eq!(json[0]["userId"], USER);
     assert_eq!(json[0]["status"], "OFFLINE");
     assert_eq!(json[0]["connections"], 0);
     assert!(json[0]["lastSeen"].is_string() && json[0]["changedAt"].is_string());
-    let ndjson = run(vec![
-        "presence".into(),
-        "--store".into(),
-        store.clone(),
-        "--user".into(),
-        USER.into(),
-        "--format".into(),
-        "ndjson".into(),
-    ])
-    .await;
+    let ndjson = for_user("ndjson").await;
     assert_eq!(serde_json::from_str::<Value>(ndjson.trim()).unwrap()["userId"], USER);
-    let csv = run(vec![
-        "presence".into(),
-        "--store".into(),
-        store.clone(),
-        "--user".into(),
-        USER.into(),
-        "--format".into(),
-        "csv".into(),
-    ])
-    .await;
+    let csv = for_user("csv").await;
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("userId,status,connections,devices,inVoice,lastSeen,changedAt"));
     assert!(lines.next().unwrap().starts_with("\"ana+ü/#1,\"\"x\"\"\",OFFLINE,0,[],false,"));
