@@ -116,7 +116,7 @@ pub struct Recovery<'a> {
 }
 
 /// Posts `data` to every live connection of `user_id` (index queries over the
-/// user's last two hours of connections, no scan: `live_views`).
+/// user's last two hours of connections, no scan: `user_views`).
 /// Gone connections are recorded; other failures are counted and logged. With
 /// `recovery` (and a window), the message is numbered and kept first; connections
 /// that resumed get it as a `delivery` frame, even before their view exists.
@@ -145,7 +145,7 @@ pub async fn send_to_user(
     };
     report.seq = kept.as_ref().map(|(message, _)| message.seq);
     let head = kept.as_ref().map(|(_, head)| head.clone()).unwrap_or_default();
-    let connected = crate::live_views::connected_views(views, user_id, now).await?;
+    let connected = crate::user_views::connected(views, user_id, now).await?;
     let mut recipients: Vec<Recipient> = connected.iter().map(Recipient::from).collect();
     // A connection that resumed may not have a view yet (the projection lags).
     for (connection_id, _) in &head.resumed {

@@ -12,7 +12,6 @@ use chrono::TimeDelta;
 use crate::domain::decide::{Decision, decide};
 use crate::domain::lease::{LimitReached, UserLeases, lease_until};
 use crate::domain::protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage, parse_client_message};
-use crate::domain::recovery::ResumeFailure;
 use crate::domain::{
     ConnectionEvent, ConnectionId, DisconnectReason, EventEnvelope, MAX_CONNECTION_DURATION, Timestamp, UserId,
 };
@@ -454,7 +453,7 @@ impl ConnectionHandler {
     async fn connection_limit(&self, meta: &RequestMeta, user_id: &UserId) -> Result<Option<String>, StoreError> {
         let max = self.config.policies.max_connections_per_user;
         let Some(views) = self.views.as_ref().filter(|_| max > 0) else { return Ok(None) };
-        let connected = crate::live_views::connected_views(views.as_ref(), user_id, meta.request_time).await?;
+        let connected = crate::user_views::connected(views.as_ref(), user_id, meta.request_time).await?;
         let live = connected
             .iter()
             .filter(|view| view.connection_id != meta.connection_id)
@@ -471,21 +470,11 @@ impl ConnectionHandler {
         let Some(views) = self.views.as_ref().filter(|_| max > 0) else { return Ok(None) };
         let today = crate::domain::usage::day_of(meta.request_time.epoch_millis());
         let oldest = meta.request_time.minus(TimeDelta::days(1)).minus(MAX_CONNECTION_DURATION);
-        let mut voice_ms = 0u64;
-        let mut page = PageRequest::first(100);
-        'pages: loop {
-            let listed = views.list_by_user(user_id, None, page.clone()).await?;
-            for view in &listed.items {
-                if view.created_at < oldest {
-                    break 'pages;
-                }
-                voice_ms += view.usage.as_ref().and_then(|usage| usage.days.get(&today)).map_or(0, |day| day.voice_ms);
-            }
-            match listed.next {
-                Some(next) => page.after = Some(next),
-                None => break,
-            }
-        }
+        let recent = crate::user_views::newest_since(views.as_ref(), user_id, Some(oldest), 100).await?;
+        let voice_ms: u64 = recent
+            .iter()
+            .map(|view| view.usage.as_ref().and_then(|usage| usage.days.get(&today)).map_or(0, |day| day.voice_ms))
+            .sum();
         Ok((voice_ms >= max * 1_000)
             .then(|| format!("MAX_VOICE_SECONDS_PER_DAY={max}: {} voice seconds used today (UTC)", voice_ms / 1_000)))
     }
@@ -656,15 +645,16 @@ impl ConnectionHandler {
                 self.metrics.metrics.add(names::MESSAGES_REPLAYED, replayed + live_deliveries);
                 ConnectionEvent::Resumed { last_seq: asked, replayed: replayed + live_deliveries, failure: None }
             }
-            Ok(ResumeOutcome::Failed { reason, .. }) => {
+            Ok(ResumeOutcome::Failed { reason, posted, .. }) => {
+                if posted > 0 {
+                    self.metrics.metrics.add(names::MESSAGES_REPLAYED, posted);
+                }
                 self.metrics.metrics.add_by(names::RESUME_FAILURES, "Reason", reason.as_str(), 1);
-                ConnectionEvent::Resumed { last_seq: asked, replayed: 0, failure: Some(reason.as_str().to_owned()) }
-            }
-            Ok(ResumeOutcome::Cut { posted, .. }) => {
-                self.metrics.metrics.add(names::MESSAGES_REPLAYED, posted);
-                self.metrics.metrics.add_by(names::RESUME_FAILURES, "Reason", ResumeFailure::Deadline.as_str(), 1);
-                let failure = Some(ResumeFailure::Deadline.as_str().to_owned());
-                ConnectionEvent::Resumed { last_seq: asked, replayed: posted, failure }
+                ConnectionEvent::Resumed {
+                    last_seq: asked,
+                    replayed: posted,
+                    failure: Some(reason.as_str().to_owned()),
+                }
             }
             Ok(ResumeOutcome::Refused(message)) => {
                 return self.reject(&ProtocolError { code: ErrorCode::InvalidField, message });

@@ -58,14 +58,13 @@ pub enum ResumeOutcome {
     /// `resumed` and this many deliveries were posted (and any message sent while
     /// they were, after them); the connection is live.
     Replayed { replayed: u64, live_deliveries: u64 },
-    /// `resume_failed` was posted; nothing changed.
-    Failed { reason: ResumeFailure, oldest_seq: u64 },
+    /// `resume_failed` was posted after `posted` deliveries: none when the resume
+    /// could not be served (nothing changed), some when the replay ran out of its
+    /// budget (`Deadline`; the connection is live).
+    Failed { reason: ResumeFailure, oldest_seq: u64, posted: u64 },
     /// The request was wrong (a `lastSeq` ahead of the last message): an error
     /// frame, nothing changed.
     Refused(String),
-    /// The replay ran out of its budget after `posted` deliveries; `resume_failed`
-    /// `deadline` was posted and the connection is live.
-    Cut { posted: u64, oldest_seq: u64 },
     /// The connection went away while being replayed to.
     Gone,
 }
@@ -120,11 +119,7 @@ pub async fn resume(
         ResumePlan::Replay(messages) => messages,
         ResumePlan::Failed { reason, oldest_seq } => {
             mark(outbox, user_id, connection, None, None).await?;
-            let frame = ServerMessage::ResumeFailed { reason: reason.as_str().to_owned(), oldest_seq };
-            return match post(gateway, connection, &frame).await? {
-                true => Ok(ResumeOutcome::Failed { reason, oldest_seq }),
-                false => Ok(ResumeOutcome::Gone),
-            };
+            return fail(gateway, connection, reason, oldest_seq, 0).await;
         }
         ResumePlan::Refused(message) => return Ok(ResumeOutcome::Refused(message)),
     };
@@ -161,9 +156,20 @@ async fn cut(
     };
     let oldest = outbox.messages(user_id, 0, last_seq, 1).await?;
     let oldest_seq = oldest.first().map_or(last_seq + 1, |message| message.seq);
-    let frame = ServerMessage::ResumeFailed { reason: ResumeFailure::Deadline.as_str().to_owned(), oldest_seq };
+    fail(gateway, connection, ResumeFailure::Deadline, oldest_seq, posted).await
+}
+
+/// Posts `resume_failed` for `reason` after `posted` deliveries.
+async fn fail(
+    gateway: &dyn ConnectionGateway,
+    connection: &ConnectionId,
+    reason: ResumeFailure,
+    oldest_seq: u64,
+    posted: u64,
+) -> Result<ResumeOutcome, ResumeError> {
+    let frame = ServerMessage::ResumeFailed { reason: reason.as_str().to_owned(), oldest_seq };
     match post(gateway, connection, &frame).await? {
-        true => Ok(ResumeOutcome::Cut { posted, oldest_seq }),
+        true => Ok(ResumeOutcome::Failed { reason, oldest_seq, posted }),
         false => Ok(ResumeOutcome::Gone),
     }
 }

@@ -74,19 +74,8 @@ pub async fn usage(
             let days = day_range(since, until);
             // Connections opened up to two hours before the range can reach into it.
             let oldest = since.map(|since| since.minus(MAX_CONNECTION_DURATION));
-            let mut page = PageRequest::first(100);
-            'pages: loop {
-                let listed = views.list_by_user(&user_id, None, page.clone()).await?;
-                for view in &listed.items {
-                    if oldest.is_some_and(|oldest| view.created_at < oldest) {
-                        break 'pages;
-                    }
-                    add_view(&mut totals, view, days, by);
-                }
-                match listed.next {
-                    Some(next) => page.after = Some(next),
-                    None => break,
-                }
+            for view in &crate::user_views::newest_since(views, &user_id, oldest, 100).await? {
+                add_view(&mut totals, view, days, by);
             }
         }
         UsageQuery::Window { since, until } => {
